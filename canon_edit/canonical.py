@@ -1,0 +1,271 @@
+"""`CanonicalVideo`: the baked 2D form shared by CoDeF and the layered atlas.
+
+Each layer is an editable texture plus, per frame, where every pixel samples it (`uv`), how
+opaque the layer is there (`alpha`) and an optional multiplicative `shading` residual.
+Rendering is a pure gather (`grid_sample`) and a back-to-front composite, so re-rendering an
+edit never touches the fitted fields.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .atomic import atomic_path, write_json
+from .errors import UserError
+
+
+@dataclass
+class Layer:
+    """One canonical layer. uv follows `grid_sample` (x, y in [-1, 1], align_corners=False)."""
+
+    texture: Tensor  # 3×Hc×Wc float32 in [0, 1]
+    uv: Tensor  # T×H×W×2 float16
+    alpha: Tensor | None = None  # T×H×W float16; None = opaque everywhere
+    shading: Tensor | None = None  # T×H×W×3 float16 multiplicative residual; None = 1
+    coverage: Tensor | None = None  # Hc×Wc float32: 1 where some frame sees the texel
+    name: str = ""
+
+
+@dataclass
+class CanonicalVideo:
+    layers: list[Layer]  # back to front
+    fps: float = 30.0
+
+    @property
+    def T(self) -> int:
+        return self.layers[0].uv.shape[0]
+
+    @property
+    def H(self) -> int:
+        return self.layers[0].uv.shape[1]
+
+    @property
+    def W(self) -> int:
+        return self.layers[0].uv.shape[2]
+
+    def textures(self) -> list[Tensor]:
+        return [layer.texture for layer in self.layers]
+
+    def with_textures(self, textures: list[Tensor]) -> CanonicalVideo:
+        if len(textures) != len(self.layers):
+            raise ValueError(f"expected {len(self.layers)} textures, got {len(textures)}")
+        return replace(
+            self, layers=[replace(la, texture=t) for la, t in zip(self.layers, textures, strict=True)]
+        )
+
+    def render(
+        self, frames: Tensor | list[int] | None = None, textures: list[Tensor] | None = None, chunk: int = 8
+    ) -> Tensor:
+        """Frames (all by default) as F×3×H×W; differentiable w.r.t. `textures`."""
+        ids = torch.arange(self.T) if frames is None else torch.as_tensor(frames, dtype=torch.long)
+        textures = self.textures() if textures is None else textures
+        outs = [render_layers(self.layers, textures, ids[i : i + chunk]) for i in range(0, len(ids), chunk)]
+        return torch.cat(outs)
+
+    def layer_weights(self, t: int) -> Tensor:
+        """K×H×W: how much each layer contributes to frame t after compositing."""
+        return composite_weights([_alpha_of(la, torch.tensor([t]), la.texture)[0, 0] for la in self.layers])
+
+    def save(self, folder: str | Path) -> None:
+        """Textures as PNG (RGBA: alpha = coverage) for editing; uv/alpha/shading in safetensors."""
+        from .video import write_image
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors: dict[str, Tensor] = {}
+        meta = {"fps": self.fps, "layers": []}
+        for k, la in enumerate(self.layers):
+            write_image(folder / texture_filename(k), texture_rgba(la))
+            tensors[f"{k}.uv"] = la.uv.half().contiguous()
+            tensors[f"{k}.texture"] = la.texture.float().contiguous()
+            if la.alpha is not None:
+                tensors[f"{k}.alpha"] = la.alpha.half().contiguous()
+            if la.shading is not None:
+                tensors[f"{k}.shading"] = la.shading.half().contiguous()
+            if la.coverage is not None:
+                tensors[f"{k}.coverage"] = la.coverage.float().contiguous()
+            meta["layers"].append({"name": la.name, "texture": texture_filename(k)})
+        with atomic_path(folder / "bake.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+        write_json(folder / "canonical.json", meta)
+
+    @staticmethod
+    def load(folder: str | Path) -> CanonicalVideo:
+        import json
+
+        folder = Path(folder)
+        path = folder / "bake.safetensors"
+        if not path.is_file() or not (folder / "canonical.json").is_file():
+            raise UserError(f"no baked canonical video in {folder}; run 'canon-edit fit' to completion first")
+        meta = json.loads((folder / "canonical.json").read_text())
+        t = load_file(str(path))
+        layers = [
+            Layer(
+                texture=t[f"{k}.texture"],
+                uv=t[f"{k}.uv"],
+                alpha=t.get(f"{k}.alpha"),
+                shading=t.get(f"{k}.shading"),
+                coverage=t.get(f"{k}.coverage"),
+                name=m.get("name", ""),
+            )
+            for k, m in enumerate(meta["layers"])
+        ]
+        return CanonicalVideo(layers=layers, fps=float(meta["fps"]))
+
+
+def texture_filename(k: int) -> str:
+    return f"layer_{k}.png"
+
+
+def texture_rgba(layer: Layer) -> Tensor:
+    """4×Hc×Wc: RGB with coverage as alpha, so unused texture area is transparent in an editor."""
+    cov = layer.coverage if layer.coverage is not None else torch.ones(layer.texture.shape[1:])
+    return torch.cat([layer.texture.clamp(0, 1), cov[None].clamp(0, 1)])
+
+
+def _alpha_of(layer: Layer, ids: Tensor, ref: Tensor) -> Tensor:
+    if layer.alpha is None:
+        return torch.ones(len(ids), 1, layer.uv.shape[1], layer.uv.shape[2], dtype=ref.dtype)
+    return layer.alpha[ids].to(ref.dtype)[:, None]
+
+
+def sample_texture(texture: Tensor, uv: Tensor) -> Tensor:
+    """texture C×Hc×Wc, uv B×H×W×2 → B×C×H×W, one grid_sample over all B frames."""
+    b, h, w, _ = uv.shape
+    grid = uv.to(texture.dtype).reshape(1, b * h, w, 2)
+    out = F.grid_sample(texture[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.reshape(texture.shape[0], b, h, w).transpose(0, 1)
+
+
+def render_layers(layers: list[Layer], textures: list[Tensor], ids: Tensor) -> Tensor:
+    """Back-to-front `over` composite of every layer for frames `ids` → B×3×H×W."""
+    out: Tensor | None = None
+    for la, tex in zip(layers, textures, strict=True):
+        color = sample_texture(tex, la.uv[ids])
+        if la.shading is not None:
+            color = color * la.shading[ids].to(color.dtype).permute(0, 3, 1, 2)
+        if la.alpha is None:
+            out = color
+        else:
+            a = la.alpha[ids].to(color.dtype)[:, None]
+            out = color * a if out is None else out + a * (color - out)
+    assert out is not None
+    return out
+
+
+def composite_weights(alphas: list[Tensor]) -> Tensor:
+    """Per-layer contribution of a back-to-front `over` composite: a_k · Π_{j>k} (1 − a_j)."""
+    weights = []
+    transmit = torch.ones_like(alphas[0])
+    for a in reversed(alphas):
+        weights.append(a * transmit)
+        transmit = transmit * (1 - a)
+    return torch.stack(weights[::-1])
+
+
+def over(texture: Tensor, rgba: Tensor) -> Tensor:
+    """Composite an RGBA edit (4×Hc×Wc, straight alpha) over an RGB texture."""
+    a = rgba[3:4]
+    return texture * (1 - a) + rgba[:3] * a
+
+
+def fit_to_texture(image: Tensor, texture: Tensor, what: str) -> Tensor:
+    """Resize a user image to the texture's size, refusing a different aspect ratio."""
+    _, h, w = texture.shape
+    ih, iw = image.shape[1:]
+    if abs(ih / iw - h / w) > 0.02 * (h / w):
+        raise UserError(
+            f"{what} is {iw}×{ih} but the canonical texture is {w}×{h}; "
+            "edit the exported layer PNG at its own size (or the same aspect ratio)"
+        )
+    if (ih, iw) == (h, w):
+        return image
+    return F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def apply_canonical_edit(texture: Tensor, image: Tensor) -> Tensor:
+    """RGB replaces the texture; RGBA composites over it."""
+    image = fit_to_texture(image, texture, "the edited canonical image")
+    return image[:3].clone() if image.shape[0] == 3 else over(texture, image)
+
+
+def changed_mask(edited: Tensor, original: Tensor, tol: float = 3 / 255) -> Tensor:
+    """H×W float: pixels the user changed (any channel differs by more than `tol`)."""
+    return ((edited[:3] - original[:3]).abs().amax(0) > tol).float()
+
+
+def splat(values: Tensor, uv: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear splat of N×C `values` at grid_sample coords N×2 into C×Hc×Wc (adjoint of sampling)."""
+    hc, wc = size
+    x = (uv[:, 0] + 1) * wc / 2 - 0.5
+    y = (uv[:, 1] + 1) * hc / 2 - 0.5
+    x0, y0 = x.floor(), y.floor()
+    out = values.new_zeros(values.shape[1], hc * wc)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            xi, yi = x0 + dx, y0 + dy
+            w = (1 - (x - xi).abs()) * (1 - (y - yi).abs())
+            ok = (xi >= 0) & (xi < wc) & (yi >= 0) & (yi < hc) & (w > 0)
+            idx = (yi[ok] * wc + xi[ok]).long()
+            out.index_add_(1, idx, (values[ok] * w[ok, None]).T)
+    return out.reshape(-1, hc, wc)
+
+
+def _supersample_factor(uv: Tensor, weight: Tensor, tex_hw: tuple[int, int]) -> int:
+    """How finely to resample frame t so splatting leaves no holes where the texture is magnified."""
+    hc, wc = tex_hw
+    du = (uv[:, 1:, :] - uv[:, :-1, :]) * torch.tensor([wc / 2, hc / 2])
+    dv = (uv[1:, :, :] - uv[:-1, :, :]) * torch.tensor([wc / 2, hc / 2])
+    step = torch.maximum(du.norm(dim=-1)[:-1, :], dv.norm(dim=-1)[:, :-1])
+    sel = step[weight[:-1, :-1] > 0]
+    if sel.numel() == 0:
+        return 1
+    return int(min(4, max(1, math.ceil(float(torch.quantile(sel.float(), 0.95)) * 1.2))))
+
+
+def lift_keyframe(
+    cv: CanonicalVideo, t: int, edited: Tensor, original: Tensor, mask: Tensor | None = None
+) -> list[Tensor]:
+    """Lift the changed pixels of an edited frame t into every layer's texture.
+
+    Each changed pixel is splatted into layer k at `uv_k[t]` with its composite weight in that
+    frame, divided by the layer's shading so the shading is re-applied on render. The frame is
+    supersampled where the texture is magnified so the splat leaves no holes.
+    """
+    if not 0 <= t < cv.T:
+        raise UserError(f"keyframe {t} is out of range; the video has frames 0..{cv.T - 1}")
+    if edited.shape[1:] != (cv.H, cv.W):
+        raise UserError(
+            f"the edited frame is {edited.shape[2]}×{edited.shape[1]} but the run's frames are "
+            f"{cv.W}×{cv.H}; edit a frame exported by 'canon-edit render --frame' at its own size"
+        )
+    change = changed_mask(edited, original) if mask is None else mask.float()
+    weights = cv.layer_weights(t)
+    new_textures = []
+    for k, la in enumerate(cv.layers):
+        tex = la.texture
+        uv = la.uv[t].float()
+        w_all = weights[k]
+        color = edited[:3]
+        if la.shading is not None:
+            color = color / la.shading[t].float().permute(2, 0, 1).clamp_min(1e-3)
+        s = _supersample_factor(uv, w_all * change, tuple(tex.shape[1:]))
+        fields = torch.cat([uv.permute(2, 0, 1), color, w_all[None], change[None]])
+        if s > 1:
+            fields = F.interpolate(fields[None], scale_factor=s, mode="bilinear", align_corners=False)[0]
+        uv_s, color_s, w_s, ch_s = fields[:2], fields[2:5], fields[5], fields[6]
+        pts = uv_s.permute(1, 2, 0).reshape(-1, 2)
+        wc = (w_s * ch_s).reshape(-1, 1)
+        acc = splat(torch.cat([color_s.reshape(3, -1).T * wc, wc, w_s.reshape(-1, 1)], 1), pts, tex.shape[1:])
+        edit_w, seen_w = acc[3], acc[4]
+        a = (edit_w / seen_w.clamp_min(1e-6)).clamp(0, 1) * (seen_w > 1e-4)
+        edit_rgb = acc[:3] / edit_w.clamp_min(1e-6)
+        new_textures.append(torch.where(a[None] > 0, tex * (1 - a) + edit_rgb.clamp(0, 1) * a, tex))
+    return new_textures

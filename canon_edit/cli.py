@@ -1,0 +1,177 @@
+"""The thin CLI: parse arguments, call library functions, print where results went.
+
+Every user error is one line on stderr and exit code 2; nothing here holds logic of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(2)
+
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="fit a video into a canonical representation")
+    p.add_argument("video", help="video file, frame folder, or clip folder with frames/ and masks/")
+    p.add_argument("-o", "--out", required=True, help="run folder to create")
+    p.add_argument(
+        "--masks", help="folder of mask PNGs, one per frame (a clip folder's masks/ is used by default)"
+    )
+    p.add_argument("--method", default="codef", help="codef (default)")
+    p.add_argument("--preset", help="config preset name in configs/ or a YAML file (default: the method's)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config option, e.g. --set train.steps=2000 (repeatable)",
+    )
+    p.add_argument("--steps", type=int, help="shorthand for --set train.steps=N")
+    p.add_argument("--time-budget", type=float, help="stop fitting after this many seconds")
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--size", type=int, help="resize so the short side has this many pixels")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_edit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("edit", help="edit the canonical asset of a finished run and re-render every frame")
+    p.add_argument("run")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--canonical", help="edited canonical image (RGB replaces, RGBA composites)")
+    src.add_argument("--keyframe", type=int, help="index of the frame you edited (use with --image)")
+    src.add_argument("--prompt", help="text prompt for a diffusion edit (img2img, sds, dds)")
+    src.add_argument("--instruction", help="instruction for an InstructPix2Pix edit (mode ip2p)")
+    p.add_argument("--image", help="the edited frame, with --keyframe")
+    p.add_argument(
+        "--change-mask", help="with --keyframe: PNG of the pixels to lift (default: those that differ)"
+    )
+    p.add_argument("--layer", type=int, default=0, help="layer to edit with --canonical (0 = background)")
+    p.add_argument("--from-edit", help="start from the textures of an earlier edit")
+    p.add_argument("--name", help="edit folder name under RUN/edits/ (default: derived from the kind)")
+    p.add_argument("--mode", help="diffusion edit mode: img2img, ip2p, sds, dds")
+    p.add_argument("--model", help="local folder or hub id of the diffusion model")
+    p.add_argument("--controlnet", help="local folder or hub id of a ControlNet (img2img)")
+    p.add_argument("--source-prompt", default="", help="dds: prompt describing the unedited video")
+    p.add_argument("--layers", help="diffusion edits: comma-separated layers to edit (default: all)")
+    p.add_argument("--mask", help="diffusion edits: PNG in texture space; only white pixels may change")
+    p.add_argument("--preset", help="edit preset in configs/edit/ or a YAML file (default: the mode's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+
+
+def _add_render(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("render", help="render the reconstruction or an edit to a video or PNG")
+    p.add_argument("run")
+    p.add_argument(
+        "-o", "--out", required=True, help=".mp4 for a video, .png for one frame (--frame), or a folder"
+    )
+    p.add_argument("--edit", help="render this edit instead of the reconstruction")
+    p.add_argument("--compare", action="store_true", help="source and result side by side")
+    p.add_argument("--frame", type=int, help="write only this frame as a PNG (e.g. to edit it)")
+    p.add_argument("--source", action="store_true", help="with --frame: the source frame, not the render")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="canon-edit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    d = sub.add_parser("demo", help="fit and edit the embedded procedural clip")
+    d.add_argument("-o", "--out", default="canon-edit-demo", help="output folder")
+    d.add_argument("--force", action="store_true", help="overwrite an existing output folder")
+    d.add_argument("--quiet", action="store_true")
+    _add_fit(sub)
+    _add_edit(sub)
+    _add_render(sub)
+    e = sub.add_parser("eval", help="print PSNR, SSIM and warping error of a run or an edit as JSON")
+    e.add_argument("run")
+    e.add_argument("--edit")
+    return parser
+
+
+def _cmd_fit(args: argparse.Namespace) -> None:
+    from .config import deep_merge, parse_overrides
+    from .fitting import ClipOptions, fit_video
+
+    overrides = parse_overrides(args.overrides)
+    if args.steps is not None:
+        overrides = deep_merge(overrides, {"train": {"steps": args.steps}})
+    if args.time_budget is not None:
+        overrides = deep_merge(overrides, {"train": {"time_budget": args.time_budget}})
+    options = ClipOptions(
+        source=args.video, masks=args.masks, max_frames=args.max_frames, stride=args.stride, size=args.size
+    )
+    run = fit_video(
+        options,
+        args.out,
+        args.method,
+        preset=args.preset,
+        overrides=overrides or None,
+        resume=args.resume,
+        force=args.force,
+        device=args.device,
+        show_progress=not args.quiet,
+    )
+    print(json.dumps(json.loads(run.metrics.read_text())))
+    print(
+        f"run: {run.path}\ncanonical: {run.canonical}\nreconstruction: {run.renders / 'reconstruction.mp4'}"
+    )
+
+
+def _cmd_edit(args: argparse.Namespace) -> None:
+    from .edit.commands import run_edit
+
+    folder = run_edit(args)
+    print(f"edit: {folder}\nvideo: {folder / 'video.mp4'}")
+
+
+def _cmd_render(args: argparse.Namespace) -> None:
+    from .edit.commands import run_render
+
+    print(f"wrote {run_render(args)}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate_run
+    from .fitting import load_clip
+    from .run import RunFolder
+
+    run = RunFolder.open(args.run)
+    print(json.dumps(evaluate_run(run, load_clip(run), edit=args.edit)))
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), force=args.force, show_progress=not args.quiet)
+
+
+COMMANDS = {"fit": _cmd_fit, "edit": _cmd_edit, "render": _cmd_render, "eval": _cmd_eval, "demo": _cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except UserError as e:
+        sys.stderr.write(f"canon-edit: error: {e}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

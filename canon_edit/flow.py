@@ -1,0 +1,160 @@
+"""Forward/backward optical flow with a consistency mask, cached beside a run.
+
+OpenCV's DIS flow needs no weights and runs on any CPU; the forward–backward check marks where it
+can be trusted (occlusions, disocclusions and the frame border fail it), which is what flow losses
+and the warping-error metric need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+from tqdm import tqdm
+
+from .atomic import atomic_path
+from .errors import UserError
+
+DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+FLOW_FORMAT = "canon-edit-flow-1"
+
+
+@dataclass
+class Flow:
+    """Flows in pixels (dx, dy) between consecutive frames, with masks of where they are trustworthy."""
+
+    forward: Tensor
+    backward: Tensor
+    forward_ok: Tensor
+    backward_ok: Tensor
+
+
+def _gray_uint8(frames: Tensor) -> np.ndarray:
+    """`T×3×H×W` float in [0,1] → `T×H×W` uint8 luma (what DIS works on)."""
+    rgb = frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+    return np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in rgb.numpy()])
+
+
+def compute_flow(frames: Tensor, preset: str = "medium", show_progress: bool = False) -> Flow:
+    """DIS optical flow between consecutive frames of `T×3×H×W` frames, both directions."""
+    if preset not in DIS_PRESETS:
+        raise UserError(f"flow preset '{preset}' is unknown; use one of {', '.join(DIS_PRESETS)}")
+    if frames.ndim != 4 or frames.shape[0] == 0:
+        raise ValueError(f"compute_flow expects T×3×H×W frames with T ≥ 1, got {tuple(frames.shape)}")
+    gray = _gray_uint8(frames)
+    n_pairs, height, width = len(gray) - 1, *gray.shape[1:]
+    flow = Flow(
+        forward=torch.zeros(n_pairs, 2, height, width),
+        backward=torch.zeros(n_pairs, 2, height, width),
+        forward_ok=torch.zeros(n_pairs, height, width, dtype=torch.bool),
+        backward_ok=torch.zeros(n_pairs, height, width, dtype=torch.bool),
+    )
+    dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+    for t in tqdm(range(n_pairs), desc="optical flow", unit="pair", disable=not show_progress):
+        fwd = torch.from_numpy(dis.calc(gray[t], gray[t + 1], None)).permute(2, 0, 1)[None]
+        bwd = torch.from_numpy(dis.calc(gray[t + 1], gray[t], None)).permute(2, 0, 1)[None]
+        flow.forward[t], flow.backward[t] = fwd[0], bwd[0]
+        flow.forward_ok[t], flow.backward_ok[t] = consistency_mask(fwd, bwd)[0], consistency_mask(bwd, fwd)[0]
+    return flow
+
+
+def warp(image: Tensor, flow: Tensor) -> Tensor:
+    """Sample `B×C×H×W` images at x + flow (`B×2×H×W`, pixels); bilinear, border padding.
+
+    `warp(frames[t+1], forward[t])` brings frame t+1 back onto frame t's pixel grid.
+    """
+    _, _, height, width = image.shape
+    ys, xs = torch.meshgrid(
+        torch.arange(height, device=image.device, dtype=image.dtype),
+        torch.arange(width, device=image.device, dtype=image.dtype),
+        indexing="ij",
+    )
+    flow = flow.to(image.dtype)
+    x = (xs + flow[:, 0]) * (2 / max(width - 1, 1)) - 1
+    y = (ys + flow[:, 1]) * (2 / max(height - 1, 1)) - 1
+    grid = torch.stack([x, y], dim=-1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def consistency_mask(fwd: Tensor, bwd: Tensor) -> Tensor:
+    """`B×H×W` bool: where `fwd` (`B×2×H×W`) is undone by `bwd` and lands inside the frame.
+
+    The test of Sundaram et al. 2010: |f + b(x+f)|² < 0.01 (|f|² + |b(x+f)|²) + 0.5.
+    """
+    _, _, height, width = fwd.shape
+    back = warp(bwd.float(), fwd.float())
+    fwd = fwd.float()
+    error = (fwd + back).square().sum(1)
+    magnitude = fwd.square().sum(1) + back.square().sum(1)
+    ys, xs = torch.meshgrid(
+        torch.arange(height, device=fwd.device), torch.arange(width, device=fwd.device), indexing="ij"
+    )
+    x, y = xs + fwd[:, 0], ys + fwd[:, 1]
+    inside = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+    return (error < 0.01 * magnitude + 0.5) & inside
+
+
+def frames_key(frames: Tensor) -> str:
+    """Shape plus a SHA-1 of a uint8 subsample (about 128 rows and columns per frame): a cache key."""
+    _, _, height, width = frames.shape
+    step_y, step_x = max(1, height // 128), max(1, width // 128)
+    sample = frames[:, :, ::step_y, ::step_x].detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    digest = hashlib.sha1(sample.cpu().contiguous().numpy().tobytes()).hexdigest()
+    return f"{'x'.join(str(n) for n in frames.shape)}-{digest}"
+
+
+def save_flow(path: str | Path, flow: Flow, key: str) -> None:
+    """Save as safetensors (flows float16, masks uint8) with `key` in the metadata; atomic."""
+    tensors = {
+        "forward": flow.forward.half().contiguous().cpu(),
+        "backward": flow.backward.half().contiguous().cpu(),
+        "forward_ok": flow.forward_ok.to(torch.uint8).contiguous().cpu(),
+        "backward_ok": flow.backward_ok.to(torch.uint8).contiguous().cpu(),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"key": key, "format": FLOW_FORMAT})
+
+
+def load_flow(path: str | Path) -> tuple[Flow, str]:
+    """Load a flow saved by `save_flow` (flows back to float32) and its key."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            if metadata.get("format") != FLOW_FORMAT:
+                raise UserError(f"flow: {path} is not a canon-edit flow file; delete it to recompute")
+            t = {name: f.get_tensor(name) for name in ("forward", "backward", "forward_ok", "backward_ok")}
+    except (SafetensorError, OSError, KeyError) as e:
+        raise UserError(f"flow: cannot read {path} ({e}); delete it to recompute the flow") from e
+    flow = Flow(t["forward"].float(), t["backward"].float(), t["forward_ok"].bool(), t["backward_ok"].bool())
+    return flow, metadata["key"]
+
+
+def load_or_compute_flow(
+    cache_path: str | Path, frames: Tensor, show_progress: bool = False, preset: str = "medium"
+) -> Flow:
+    """Reuse the cached flow when it was computed from these frames with this preset; else compute, save."""
+    key = f"{frames_key(frames)}-dis-{preset}"
+    cache_path = Path(cache_path)
+    if cache_path.is_file():
+        try:
+            flow, cached_key = load_flow(cache_path)
+        except UserError:
+            cached_key = None
+        if cached_key == key:
+            return flow
+    flow = compute_flow(frames, preset=preset, show_progress=show_progress)
+    save_flow(cache_path, flow, key)
+    return flow

@@ -1,0 +1,127 @@
+"""One fitting loop for every representation: LR schedule, progress bar with ETA and live PSNR,
+periodic checkpoints (steps and wall time), Ctrl-C checkpoint, NaN guard, time budget, resume.
+
+Batches are drawn from a generator seeded by (seed, step), so a resumed fit takes exactly the
+steps an uninterrupted one would have taken.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .errors import TrainingDiverged, UserError
+from .run import RunFolder
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000
+    checkpoint_every: int = 500
+    checkpoint_seconds: float = 120.0
+    time_budget: float = 0.0  # seconds of fitting; 0 = run all steps
+    seed: int = 0
+    warmup_steps: int = 50
+    final_lr_fraction: float = 0.1  # cosine decay from the group's lr to this fraction of it
+
+
+class Trainable(Protocol):
+    """What the loop needs from a representation (see representations.base.Representation)."""
+
+    def param_groups(self) -> list[dict[str, Any]]: ...
+    def sample(self, step: int, generator: torch.Generator) -> dict[str, Tensor]: ...
+    def losses(self, batch: dict[str, Tensor], step: int) -> tuple[dict[str, Tensor], dict[str, float]]: ...
+
+
+def lr_factor(step: int, cfg: TrainConfig, total: int) -> float:
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    progress = min(1.0, step / max(1, total))
+    cosine = cfg.final_lr_fraction + (1 - cfg.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+    return warm * cosine
+
+
+def make_optimizer(model: Trainable) -> torch.optim.Optimizer:
+    groups = model.param_groups()
+    for g in groups:
+        g["initial_lr"] = g["lr"]
+    return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, foreach=True)
+
+
+def fit(
+    model: Any, run: RunFolder, cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True
+) -> int:
+    """Optimise `model` for cfg.steps (or until the time budget); returns the last step done."""
+    optimizer = make_optimizer(model)
+    start = 0
+    if resume:
+        meta = run.load_checkpoint(model, optimizer)
+        start = meta["step"] if meta else 0
+    if start >= cfg.steps:
+        return start
+    device = next(model.parameters()).device
+    gen = torch.Generator(device="cpu")
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start,
+        desc="fit",
+        unit="step",
+        disable=not show_progress,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+    t0 = last_ckpt = time.monotonic()
+    last_good = start
+    mse_ema: float | None = None
+    done = start
+    total = cfg.steps
+    try:
+        for step in range(start, cfg.steps):
+            if step >= total:
+                bar.write(f"time budget of {cfg.time_budget:.0f}s reached at step {done}")
+                break
+            gen.manual_seed(cfg.seed * 1_000_003 + step)
+            batch = {k: v.to(device) for k, v in model.sample(step, gen).items()}
+            for g in optimizer.param_groups:
+                g["lr"] = g["initial_lr"] * lr_factor(step, cfg, total)
+            terms, stats = model.losses(batch, step)
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                bad = ", ".join(k for k, v in terms.items() if not torch.isfinite(v))
+                raise TrainingDiverged(
+                    f"the loss became non-finite at step {step} ({bad}); the last good checkpoint "
+                    f"(step {last_good}) is kept in {run.checkpoints}; lower the learning rates "
+                    "(--set) and continue with --resume"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            mse = stats.get("mse")
+            if mse is not None:
+                mse_ema = mse if mse_ema is None else 0.9 * mse_ema + 0.1 * mse
+                bar.set_postfix(psnr=f"{-10 * math.log10(max(mse_ema, 1e-10)):.2f}", refresh=False)
+            done = step + 1
+            bar.update(1)
+            now = time.monotonic()
+            if done % cfg.checkpoint_every == 0 or now - last_ckpt > cfg.checkpoint_seconds:
+                run.save_checkpoint(done, model, optimizer)
+                last_good, last_ckpt = done, now
+            if cfg.time_budget and done - start == 20:
+                # fit the LR schedule to the steps the budget allows, so it still anneals
+                total = min(cfg.steps, start + int(20 * cfg.time_budget / max(now - t0, 1e-6)))
+                bar.total = total
+    except KeyboardInterrupt:
+        run.save_checkpoint(done, model, optimizer)
+        raise UserError(
+            f"interrupted at step {done}; checkpoint saved in {run.checkpoints}; "
+            "continue with the same command and --resume"
+        ) from None
+    finally:
+        bar.close()
+    run.save_checkpoint(done, model, optimizer)
+    return done

@@ -1,0 +1,382 @@
+"""Reading and writing clips: videos (PyAV), frame folders, clip folders with masks, PNG images.
+
+Everything that enters the application passes through `read_clip` / `read_image`, so bad input is
+caught here and reported as a one-line `UserError` naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from .atomic import atomic_path
+from .errors import UserError
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".gif", ".mkv", ".avi", ".m4v")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+WRITE_VIDEO_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
+DEFAULT_FPS = 30.0
+# A gray mask with more distinct values than this is a soft (matte) mask, not a label image.
+MAX_GRAY_LABELS = 16
+ASPECT_TOLERANCE = 0.01
+CV_MAX_CHANNELS = 4  # cv2.resize rejects more channels for some filter/size combinations
+
+
+@dataclass
+class Clip:
+    """A video in memory: frames `T×3×H×W` in [0,1], optional masks `T×K×H×W` (one channel per label)."""
+
+    frames: Tensor
+    fps: float
+    masks: Tensor | None = None
+    source: str = ""
+
+    @property
+    def T(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def H(self) -> int:
+        return int(self.frames.shape[2])
+
+    @property
+    def W(self) -> int:
+        return int(self.frames.shape[3])
+
+
+def _natural_key(path: Path) -> list[int | str]:
+    """Sort `frame2.png` before `frame10.png`; zero-padded names sort as plain names do."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def _list_images(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes), key=_natural_key
+    )
+
+
+def _check_positive(name: str, value: int | float | None) -> None:
+    if value is not None and value < 1:
+        raise UserError(f"{name}={value} is invalid; give {name} >= 1")
+
+
+def _even_size(height: int, width: int, size: int | None) -> tuple[int, int]:
+    """Target size with short side `size`, aspect kept, both sides even (H.264 needs even sizes)."""
+    if size is None:
+        return height, width
+    scale = size / min(height, width)
+    return max(2, round(height * scale) // 2 * 2), max(2, round(width * scale) // 2 * 2)
+
+
+def _resize_hwc(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize an `H×W×C` array: area filter when shrinking (no aliasing), bilinear when enlarging."""
+    if image.shape[:2] == (height, width):
+        return image
+    shrink = height * width < image.shape[0] * image.shape[1]
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    groups = [
+        cv2.resize(
+            np.ascontiguousarray(image[..., c : c + CV_MAX_CHANNELS]),
+            (width, height),
+            interpolation=interpolation,
+        )
+        for c in range(0, image.shape[2], CV_MAX_CHANNELS)
+    ]
+    return np.concatenate([g.reshape(height, width, -1) for g in groups], axis=2)
+
+
+def resize_frames(frames: Tensor, height: int, width: int) -> Tensor:
+    """Resize `T×C×H×W` frames with the same filter `read_clip` uses, so frames and masks stay aligned."""
+    if frames.shape[-2:] == (height, width):
+        return frames
+    array = frames.detach().cpu().float().permute(0, 2, 3, 1).numpy()
+    resized = np.stack([_resize_hwc(frame, height, width) for frame in array])
+    return torch.from_numpy(resized).permute(0, 3, 1, 2).to(device=frames.device, dtype=frames.dtype)
+
+
+def _load_pil(path: Path, what: str) -> Image.Image:
+    if not path.is_file():
+        raise UserError(f"{what}: {path} does not exist; check the path")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise UserError(f"{what}: cannot decode {path} ({e}); re-export it as PNG or JPEG") from e
+    return image
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+
+
+def _to_rgb_uint8(image: Image.Image, keep_alpha: bool) -> np.ndarray:
+    """`H×W×3` (or `×4` with alpha) uint8; 16-bit images are scaled down, EXIF rotation applied."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L"):
+        gray = np.asarray(image, dtype=np.float64) / 65535.0
+        image = Image.fromarray(np.round(np.clip(gray, 0, 1) * 255).astype(np.uint8))
+    mode = "RGBA" if keep_alpha and _has_alpha(image) else "RGB"
+    return np.asarray(image.convert(mode))
+
+
+def _to_tensor(frames: list[np.ndarray]) -> Tensor:
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def read_image(path: str | Path) -> Tensor:
+    """Read an image as `C×H×W` float32 in [0,1]; C = 4 when the file has alpha (edits keep it)."""
+    array = _to_rgb_uint8(_load_pil(Path(path), "image"), keep_alpha=True)
+    return _to_tensor([array])[0]
+
+
+def _reason(error: Exception) -> str:
+    """FFmpeg's own words without the errno and path PyAV adds around them."""
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _select(n: int, stride: int, max_frames: int | None) -> list[int]:
+    return list(range(0, n, stride))[:max_frames]
+
+
+def _read_folder(
+    folder: Path, stride: int, max_frames: int | None, size: int | None
+) -> tuple[list[np.ndarray], int, tuple[int, int]]:
+    """Selected frames of a folder (resized), the number of source frames, the source (H, W)."""
+    files = _list_images(folder, IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(
+            f"frames: no .png/.jpg files in {folder}; give a video file or a folder of frame images"
+        )
+    frames: list[np.ndarray] = []
+    source_hw = (0, 0)
+    for index in _select(len(files), stride, max_frames):
+        array = _to_rgb_uint8(_load_pil(files[index], "frames"), keep_alpha=False)
+        if not frames:
+            source_hw = array.shape[:2]
+        elif array.shape[:2] != source_hw:
+            raise UserError(
+                f"frames: {files[index]} is {array.shape[1]}x{array.shape[0]} but the first selected frame "
+                f"is {source_hw[1]}x{source_hw[0]}; give frames of one size"
+            )
+        frames.append(_resize_hwc(array, *_even_size(*source_hw, size)))
+    return frames, len(files), source_hw
+
+
+def _decoded(container: av.container.InputContainer) -> Iterator[np.ndarray]:
+    """Decoded RGB frames, turned upright by the stream's display rotation (phone videos)."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    for frame in container.decode(stream):
+        array = frame.to_ndarray(format="rgb24")
+        quarter_turns = round(frame.rotation / 90) % 4
+        yield np.ascontiguousarray(np.rot90(array, quarter_turns)) if quarter_turns else array
+
+
+def _read_video(
+    path: Path, stride: int, max_frames: int | None, size: int | None, count_all: bool
+) -> tuple[list[np.ndarray], int, tuple[int, int], float | None]:
+    """Selected frames of a video (resized), the number of source frames, the source (H, W), its fps.
+
+    Decoding stops after the last selected frame unless `count_all` (masks must match every frame).
+    A stream that changes resolution midway is resized to the first selected frame's size.
+    """
+    frames: list[np.ndarray] = []
+    source_hw = out_hw = (0, 0)
+    n_source = 0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise UserError(f"video: {path} has no video stream; give a file that contains video")
+            rate = container.streams.video[0].average_rate or container.streams.video[0].guessed_rate
+            for index, array in enumerate(_decoded(container)):
+                full = max_frames is not None and len(frames) >= max_frames
+                if full and not count_all:
+                    break
+                n_source = index + 1
+                if index % stride == 0 and not full:
+                    if not frames:
+                        source_hw = array.shape[:2]
+                        out_hw = _even_size(*source_hw, size)
+                    frames.append(_resize_hwc(array, *out_hw))
+    except (av.FFmpegError, OSError) as e:
+        raise UserError(
+            f"video: cannot decode {path} ({_reason(e)}); check it is a complete, valid video"
+        ) from e
+    if not frames:
+        raise UserError(f"video: {path} contains no decodable frames; give a video with at least one frame")
+    return frames, n_source, source_hw, float(rate) if rate else None
+
+
+def _mask_values(image: Image.Image) -> tuple[np.ndarray, int | None]:
+    """An `H×W` integer map (palette index, gray value or packed RGB colour) and its full-scale value.
+
+    The full scale is None where values can only be labels (palette indices, colours).
+    """
+    if image.mode == "P":
+        return np.asarray(image).astype(np.int32), None
+    if image.mode in ("I", "I;16", "I;16B", "I;16L"):
+        return np.asarray(image.convert("I")).astype(np.int32), 65535
+    if image.mode not in ("RGB", "RGBA"):
+        return np.asarray(image.convert("L")).astype(np.int32), 255
+    rgb = np.asarray(image.convert("RGB")).astype(np.int32)
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return rgb[..., 0], 255
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2], None
+
+
+def _read_masks(
+    folder: Path,
+    n_source: int,
+    source_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    stride: int,
+    max_frames: int | None,
+) -> Tensor:
+    """`T×K×H×W` masks: K=1 for binary or soft masks, else one channel per distinct non-zero label."""
+    if not folder.is_dir():
+        raise UserError(f"masks: {folder} is not a folder; give a folder with one PNG mask per frame")
+    files = _list_images(folder, (".png",))
+    if not files:
+        raise UserError(f"masks: no PNG files in {folder}; give a folder with one PNG mask per frame")
+    if len(files) != n_source:
+        raise UserError(
+            f"masks: found {len(files)} PNG files in {folder} for {n_source} frames; "
+            "give one mask per frame (same sorted order)"
+        )
+    source_aspect = source_hw[1] / source_hw[0]
+    maps: list[np.ndarray] = []
+    full_scale: int | None = 255
+    for index in _select(n_source, stride, max_frames):
+        values, scale = _mask_values(_load_pil(files[index], "masks"))
+        full_scale = scale if scale is None or full_scale is None else max(scale, full_scale)
+        mask_aspect = values.shape[1] / values.shape[0]
+        if abs(mask_aspect / source_aspect - 1) > ASPECT_TOLERANCE:
+            raise UserError(
+                f"masks: {files[index]} is {values.shape[1]}x{values.shape[0]} but the frames are "
+                f"{source_hw[1]}x{source_hw[0]}; give masks with the frames' size or aspect ratio"
+            )
+        maps.append(values)
+    labels = np.unique(np.concatenate([np.unique(m) for m in maps]))
+    labels = labels[labels != 0]
+    if full_scale is not None and len(labels) > MAX_GRAY_LABELS:
+        channels = [(m.astype(np.float32) / full_scale)[..., None] for m in maps]
+    elif len(labels) <= 1:
+        channels = [(m > 0).astype(np.float32)[..., None] for m in maps]
+    else:
+        channels = [np.stack([m == label for label in labels], axis=-1).astype(np.float32) for m in maps]
+    resized = [_resize_hwc(c, *out_hw) for c in channels]
+    return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).clamp_(0.0, 1.0).contiguous()
+
+
+def read_clip(
+    path: str | Path,
+    masks: str | Path | None = None,
+    *,
+    max_frames: int | None = None,
+    stride: int = 1,
+    size: int | None = None,
+    fps: float | None = None,
+) -> Clip:
+    """Read a video file, a folder of frames, or a clip folder (`frames/` + optional `masks/`).
+
+    Every `stride`-th source frame is kept, then the first `max_frames`; masks get the same selection.
+    `size` is the short side in pixels (aspect kept, even sides). `fps` is the rate of a frame folder
+    (default 30) and overrides a video's own; the clip's fps is divided by `stride`.
+    """
+    _check_positive("max_frames", max_frames)
+    _check_positive("stride", stride)
+    _check_positive("size", size)
+    if fps is not None and fps <= 0:
+        raise UserError(f"fps={fps} is invalid; give a positive frame rate")
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"input: {path} does not exist; check the path")
+    if path.is_dir():
+        frames_dir = path / "frames" if (path / "frames").is_dir() else path
+        if masks is None and frames_dir != path and (path / "masks").is_dir():
+            masks = path / "masks"
+        frames, n_source, source_hw = _read_folder(frames_dir, stride, max_frames, size)
+        rate = fps or DEFAULT_FPS
+    elif path.suffix.lower() in VIDEO_SUFFIXES:
+        frames, n_source, source_hw, video_rate = _read_video(
+            path, stride, max_frames, size, count_all=masks is not None
+        )
+        rate = fps or video_rate or DEFAULT_FPS
+    else:
+        raise UserError(
+            f"input: {path} has unsupported suffix '{path.suffix}'; give a video "
+            f"({', '.join(VIDEO_SUFFIXES)}) or a folder of .png/.jpg frames"
+        )
+    out_hw = frames[0].shape[:2]
+    mask_tensor = (
+        None if masks is None else _read_masks(Path(masks), n_source, source_hw, out_hw, stride, max_frames)
+    )
+    return Clip(frames=_to_tensor(frames), fps=rate / stride, masks=mask_tensor, source=str(path))
+
+
+def _to_uint8_hwc(frames: Tensor) -> np.ndarray:
+    """`T×C×H×W` float in [0,1] → `T×H×W×C` uint8 (rounded, clamped)."""
+    array = frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return array.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def write_video(path: str | Path, frames: Tensor, fps: float, crf: int = 18) -> None:
+    """Write `T×3×H×W` frames as H.264 yuv420p (plays everywhere); odd sizes padded by edge replication."""
+    path = Path(path)
+    if path.suffix.lower() not in WRITE_VIDEO_FORMATS:
+        raise UserError(
+            f"output: cannot write H.264 into {path}; give a path ending in {', '.join(WRITE_VIDEO_FORMATS)}"
+        )
+    if frames.ndim != 4 or frames.shape[1] != 3 or frames.shape[0] == 0:
+        raise ValueError(f"write_video expects T×3×H×W frames with T ≥ 1, got {tuple(frames.shape)}")
+    array = _to_uint8_hwc(frames)
+    pad_h, pad_w = array.shape[1] % 2, array.shape[2] % 2
+    if pad_h or pad_w:
+        array = np.pad(array, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    rate = Fraction(fps).limit_denominator(10000)
+    container_format = WRITE_VIDEO_FORMATS[path.suffix.lower()]
+    options = {"movflags": "+faststart"} if container_format in ("mp4", "mov") else {}
+    with atomic_path(path) as tmp:
+        try:
+            with av.open(str(tmp), mode="w", format=container_format, container_options=options) as container:
+                stream = container.add_stream("libx264", rate=rate)
+                stream.height, stream.width = array.shape[1:3]
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": str(crf)}
+                for image in array:
+                    container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+                container.mux(stream.encode())
+        except (av.FFmpegError, OSError) as e:
+            raise UserError(
+                f"output: cannot write {path} ({_reason(e)}); check the folder is writable"
+            ) from e
+
+
+def write_image(path: str | Path, image: Tensor) -> None:
+    """Write a `C×H×W` image in [0,1] as PNG (lossless, keeps alpha): C=3 RGB, C=4 RGBA, C=1 gray."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise UserError(f"output: {path} is written as PNG; give it a .png name")
+    if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
+        raise ValueError(f"write_image expects C×H×W with C in (1, 3, 4), got {tuple(image.shape)}")
+    array = _to_uint8_hwc(image[None])[0]
+    pil = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
+    with atomic_path(path) as tmp:
+        pil.save(tmp, format="PNG")
+
+
+def write_pngs(folder: str | Path, frames: Tensor) -> None:
+    """Write `T×C×H×W` frames as `00000.png`, `00001.png`, … (each file atomic)."""
+    folder = Path(folder)
+    for index, frame in enumerate(frames):
+        write_image(folder / f"{index:05d}.png", frame)

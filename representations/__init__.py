@@ -1,0 +1,1 @@
+"""Canonical forms of a video (CoDeF, layered atlas, portrait) and the encodings they share."""

@@ -1,0 +1,47 @@
+"""The Representation protocol and the registry that maps method names to classes.
+
+A representation is built from a `Clip`, its `Flow` and a config dataclass; the shared fitting
+loop (`canon_edit.train.fit`) only calls `param_groups`, `sample` and `losses`; `bake` turns the
+fitted fields into the fast, editable form.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from canon_edit.canonical import CanonicalVideo
+from canon_edit.errors import UserError
+
+# name → (module, class); imported lazily so a method's heavy dependencies load only when used
+REGISTRY: dict[str, tuple[str, str]] = {
+    "codef": ("representations.codef", "CoDeF"),
+}
+
+
+class Representation(nn.Module):
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def sample(self, step: int, generator: torch.Generator) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def losses(self, batch: dict[str, Tensor], step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def bake(self) -> CanonicalVideo:
+        raise NotImplementedError
+
+
+def get_representation(name: str) -> type[Representation]:
+    if name not in REGISTRY:
+        raise UserError(f"unknown method '{name}'; choose one of: {', '.join(sorted(REGISTRY))}")
+    module, cls = REGISTRY[name]
+    return getattr(importlib.import_module(module), cls)

@@ -1,0 +1,101 @@
+"""Global motion from optical flow: per-frame affine maps into a reference frame.
+
+Chaining robust per-pair affine fits gives every layer a good first guess of where each frame
+lands in its canonical space, so the deformation field only learns a small residual; a field
+that had to discover a 30% camera pan from zero would smear the canonical image instead.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def pixel_grid_ndc(height: int, width: int) -> Tensor:
+    """H×W×2 pixel centres in normalised device coordinates (x, y in [-1, 1])."""
+    ys = (torch.arange(height) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width) + 0.5) / width * 2 - 1
+    py, px = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([px, py], -1)
+
+
+def fit_affine(src: Tensor, dst: Tensor, scale: Tensor, iterations: int = 4) -> Tensor:
+    """Robust 2×3 affine with dst ≈ A·[src, 1]: IRLS with Cauchy weights on residuals in pixels."""
+    X = torch.cat([src, torch.ones_like(src[:, :1])], 1)
+    w = torch.ones(len(src))
+    A = torch.eye(2, 3)
+    for _ in range(iterations):
+        sw = w.sqrt()[:, None]
+        sol = torch.linalg.lstsq(X * sw, dst * sw).solution
+        A = sol.T
+        r = ((X @ sol - dst) * scale).norm(dim=1)
+        c = 1.0 + float(r.median())
+        w = 1.0 / (1.0 + (r / c) ** 2)
+    return A
+
+
+def _pair_affine(
+    grid: Tensor,
+    flow: Tensor,
+    ok: Tensor,
+    weight: Tensor,
+    scale: Tensor,
+    min_points: int,
+    max_points: int,
+    generator: torch.Generator,
+) -> Tensor:
+    sel = (ok & (weight > 0.5)).reshape(-1)
+    idx = sel.nonzero().squeeze(1)
+    if len(idx) < min_points:
+        return torch.eye(2, 3)
+    if len(idx) > max_points:
+        idx = idx[torch.randperm(len(idx), generator=generator)[:max_points]]
+    src = grid.reshape(-1, 2)[idx]
+    dst = src + flow.permute(1, 2, 0).reshape(-1, 2)[idx] / scale
+    return fit_affine(src, dst, scale)
+
+
+def _to3(A: Tensor) -> Tensor:
+    return torch.cat([A, torch.tensor([[0.0, 0.0, 1.0]])])
+
+
+def chain_affines(
+    forward: Tensor,
+    backward: Tensor,
+    forward_ok: Tensor,
+    backward_ok: Tensor,
+    weights: Tensor,
+    reference: int,
+    min_points: int = 30,
+    max_points: int = 20000,
+    erode: int = 2,
+    seed: int = 0,
+) -> Tensor:
+    """T×2×3 maps from each frame's NDC into the reference frame's NDC for one layer.
+
+    forward/backward: (T-1)×2×H×W flow in pixels; *_ok: (T-1)×H×W; weights: T×H×W (how much each
+    pixel belongs to the layer). Pairs with too few layer pixels fall back to identity.
+    """
+    T = weights.shape[0]
+    H, W = weights.shape[1:]
+    # flow is smoothed across object boundaries: trust only the layer's interior
+    weights = -F.max_pool2d(-weights[:, None].float(), 2 * erode + 1, stride=1, padding=erode)[:, 0]
+    grid = pixel_grid_ndc(H, W)
+    scale = torch.tensor([W / 2, H / 2])
+    g = torch.Generator().manual_seed(seed)
+    maps = [torch.eye(3) for _ in range(T)]
+    for t in range(reference - 1, -1, -1):  # frame t → t+1 (forward flow of frame t)
+        M = _pair_affine(grid, forward[t], forward_ok[t], weights[t], scale, min_points, max_points, g)
+        maps[t] = maps[t + 1] @ _to3(M)
+    for t in range(reference + 1, T):  # frame t → t-1 (backward flow stored at t-1)
+        M = _pair_affine(
+            grid, backward[t - 1], backward_ok[t - 1], weights[t], scale, min_points, max_points, g
+        )
+        maps[t] = maps[t - 1] @ _to3(M)
+    return torch.stack([m[:2] for m in maps])
+
+
+def apply_affine(A: Tensor, points: Tensor) -> Tensor:
+    """A: ...×2×3, points: ...×N×2 → ...×N×2."""
+    return points @ A[..., :2].transpose(-1, -2) + A[..., None, :, 2]

@@ -1,0 +1,37 @@
+"""Shared fixtures: a small procedural clip with known truth, and a finished run built from it."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+from canon_edit.fitting import finish_run  # noqa: E402
+from canon_edit.procedural import ProceduralClip, make_clip  # noqa: E402
+from canon_edit.run import RunFolder  # noqa: E402
+from canon_edit.video import read_clip, write_pngs  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def procedural() -> ProceduralClip:
+    return make_clip(frames=12, height=48, width=80)
+
+
+def make_truth_run(path, proc: ProceduralClip) -> RunFolder:
+    """A finished run whose bake is the procedural truth: edits and renders without a fit."""
+    clip_dir = path / "clip"
+    write_pngs(clip_dir / "frames", proc.clip.frames)
+    write_pngs(clip_dir / "masks", proc.clip.masks.expand(-1, 3, -1, -1))
+    clip = read_clip(clip_dir)
+    run = RunFolder.create(path / "run")
+    run.write_info(method="truth", clip={"source": str(clip_dir)}, status="fitting", fps=clip.fps)
+    finish_run(run, proc.truth, clip)
+    run.write_info(status="done")
+    return run
+
+
+@pytest.fixture
+def truth_run(tmp_path, procedural) -> RunFolder:
+    return make_truth_run(tmp_path, procedural)
