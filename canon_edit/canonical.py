@@ -231,13 +231,20 @@ def _supersample_factor(uv: Tensor, weight: Tensor, tex_hw: tuple[int, int]) -> 
 
 
 def lift_keyframe(
-    cv: CanonicalVideo, t: int, edited: Tensor, original: Tensor, mask: Tensor | None = None
+    cv: CanonicalVideo,
+    t: int,
+    edited: Tensor,
+    original: Tensor,
+    mask: Tensor | None = None,
+    refine_iters: int = 20,
 ) -> list[Tensor]:
     """Lift the changed pixels of an edited frame t into every layer's texture.
 
     Each changed pixel is splatted into layer k at `uv_k[t]` with its composite weight in that
-    frame, divided by the layer's shading so the shading is re-applied on render. The frame is
-    supersampled where the texture is magnified so the splat leaves no holes.
+    frame, divided by the layer's shading so the shading is re-applied on render; the frame is
+    supersampled where the texture is magnified so the splat leaves no holes. Splatting then
+    sampling blurs, so iterative back-projection (Irani & Peleg) then refines the edited texels
+    until frame t re-renders as the user painted it.
     """
     if not 0 <= t < cv.T:
         raise UserError(f"keyframe {t} is out of range; the video has frames 0..{cv.T - 1}")
@@ -246,26 +253,43 @@ def lift_keyframe(
             f"the edited frame is {edited.shape[2]}×{edited.shape[1]} but the run's frames are "
             f"{cv.W}×{cv.H}; edit a frame exported by 'canon-edit render --frame' at its own size"
         )
+    edited = edited[:3].float()
     change = changed_mask(edited, original) if mask is None else mask.float()
     weights = cv.layer_weights(t)
-    new_textures = []
+    textures, regions, norms = [], [], []
     for k, la in enumerate(cv.layers):
         tex = la.texture
-        uv = la.uv[t].float()
         w_all = weights[k]
-        color = edited[:3]
-        if la.shading is not None:
-            color = color / la.shading[t].float().permute(2, 0, 1).clamp_min(1e-3)
-        s = _supersample_factor(uv, w_all * change, tuple(tex.shape[1:]))
-        fields = torch.cat([uv.permute(2, 0, 1), color, w_all[None], change[None]])
+        s = _supersample_factor(la.uv[t].float(), w_all * change, tuple(tex.shape[1:]))
+        fields = torch.cat(
+            [la.uv[t].float().permute(2, 0, 1), _unshade(la, t, edited), w_all[None], change[None]]
+        )
         if s > 1:
             fields = F.interpolate(fields[None], scale_factor=s, mode="bilinear", align_corners=False)[0]
         uv_s, color_s, w_s, ch_s = fields[:2], fields[2:5], fields[5], fields[6]
-        pts = uv_s.permute(1, 2, 0).reshape(-1, 2)
         wc = (w_s * ch_s).reshape(-1, 1)
-        acc = splat(torch.cat([color_s.reshape(3, -1).T * wc, wc, w_s.reshape(-1, 1)], 1), pts, tex.shape[1:])
+        vals = torch.cat([color_s.reshape(3, -1).T * wc, wc, w_s.reshape(-1, 1)], 1)
+        acc = splat(vals, uv_s.permute(1, 2, 0).reshape(-1, 2), tex.shape[1:])
         edit_w, seen_w = acc[3], acc[4]
         a = (edit_w / seen_w.clamp_min(1e-6)).clamp(0, 1) * (seen_w > 1e-4)
         edit_rgb = acc[:3] / edit_w.clamp_min(1e-6)
-        new_textures.append(torch.where(a[None] > 0, tex * (1 - a) + edit_rgb.clamp(0, 1) * a, tex))
-    return new_textures
+        textures.append(torch.where(a[None] > 0, tex * (1 - a) + edit_rgb.clamp(0, 1) * a, tex))
+        regions.append(a > 0)
+        norms.append(splat(w_all.reshape(-1, 1) ** 2, la.uv[t].float().reshape(-1, 2), tex.shape[1:])[0])
+    ids = torch.tensor([t])
+    for _ in range(refine_iters):
+        resid = (edited - render_layers(cv.layers, textures, ids)[0]) * change
+        for k, la in enumerate(cv.layers):
+            r = (_unshade(la, t, resid) * weights[k]).reshape(3, -1).T
+            delta = splat(r, la.uv[t].float().reshape(-1, 2), textures[k].shape[1:]) / norms[k].clamp_min(
+                1e-3
+            )
+            textures[k] = torch.where(regions[k][None], (textures[k] + delta).clamp(0, 1), textures[k])
+    return textures
+
+
+def _unshade(layer: Layer, t: int, color: Tensor) -> Tensor:
+    """Divide out the layer's shading at frame t, so the shading is re-applied on render."""
+    if layer.shading is None:
+        return color
+    return color / layer.shading[t].float().permute(2, 0, 1).clamp_min(1e-3)

@@ -7,6 +7,7 @@ scores near the source video's own warping error and a flickering one far above 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from torch import Tensor
@@ -29,9 +30,16 @@ def video_metrics(video: Tensor, source: Tensor, flow_source: Any) -> dict[str, 
 
 
 def evaluate_run(
-    run: RunFolder, clip: Clip, cv: CanonicalVideo | None = None, edit: str | None = None
+    run: RunFolder,
+    clip: Clip,
+    cv: CanonicalVideo | None = None,
+    edit: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Compute and store the figures of the reconstruction (or of edit `edit`)."""
+    """Compute and store the figures of the reconstruction (or of edit `edit`).
+
+    `extra` holds a representation's own figures (e.g. alpha IoU); they are kept on re-evaluation.
+    """
     from .edit.store import load_edit
 
     cv = cv or CanonicalVideo.load(run.canonical)
@@ -46,5 +54,10 @@ def evaluate_run(
         "width": clip.W,
         **video_metrics(video, clip.frames, flow),
     }
+    if not edit:
+        if extra is None and run.metrics.is_file():
+            extra = json.loads(run.metrics.read_text()).get("extra")
+        if extra:
+            figures["extra"] = extra
     write_json((run.edits / edit / "metrics.json") if edit else run.metrics, figures)
     return figures

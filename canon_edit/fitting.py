@@ -85,22 +85,23 @@ def fit_clip(
         )
     t0 = time.monotonic()
     flow = load_or_compute_flow(run.flow, clip.frames, show_progress=show_progress)
+    torch.manual_seed(cfg.train.seed)  # same seed, same fit
     model = cls(clip, flow, cfg).to(dev)
     steps = fit(model, run, cfg.train, resume=resume, show_progress=show_progress)
     cv = model.bake()
-    finish_run(run, cv, clip)
+    finish_run(run, cv, clip, model.extra_metrics(clip, cv))
     run.write_info(status="done", steps=steps, fit_seconds=round(time.monotonic() - t0, 1))
     return run
 
 
-def finish_run(run: RunFolder, cv: CanonicalVideo, clip: Clip) -> None:
+def finish_run(run: RunFolder, cv: CanonicalVideo, clip: Clip, extra: dict[str, Any] | None = None) -> None:
     """Save the bake, the reconstruction and side-by-side videos, and the metrics."""
     with atomic_dir(run.canonical) as tmp:
         cv.save(tmp)
     recon = cv.render().clamp(0, 1)
     write_video(run.renders / "reconstruction.mp4", recon, clip.fps)
     write_video(run.renders / "compare.mp4", torch.cat([clip.frames, recon], dim=3), clip.fps)
-    evaluate_run(run, clip=clip, cv=cv)
+    evaluate_run(run, clip=clip, cv=cv, extra=extra)
 
 
 def fit_video(options: ClipOptions, out: str | Path, method: str = "codef", **kwargs: Any) -> RunFolder:

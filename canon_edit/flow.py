@@ -157,4 +157,5 @@ def load_or_compute_flow(
             return flow
     flow = compute_flow(frames, preset=preset, show_progress=show_progress)
     save_flow(cache_path, flow, key)
-    return flow
+    # return what the cache holds (float16 flows), so a resumed fit sees exactly the same data
+    return Flow(flow.forward.half().float(), flow.backward.half().float(), flow.forward_ok, flow.backward_ok)

@@ -49,9 +49,9 @@ def sprite_texture(g: torch.Generator, size: int) -> Tensor:
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
     r = ((xx / 0.95) ** 2 + (yy / 0.7) ** 2).sqrt()
     alpha = torch.sigmoid((1 - r) * size)  # about one texel of soft edge, like a real object
-    rgb = 0.5 + 0.4 * _smooth_noise(g, 3, size, size, 5) - 0.2
+    rgb = 0.3 + 0.6 * _smooth_noise(g, 3, size, size, 6)
     checker = ((torch.floor((xx + 1) * 4) + torch.floor((yy + 1) * 4)) % 2)[None]
-    rgb = rgb * (0.75 + 0.25 * checker)
+    rgb = rgb * (0.55 + 0.45 * checker)  # a textured object, trackable like a real one
     ring = torch.exp(-(((r - 0.55) * 12) ** 2))[None] * torch.tensor([0.8, 0.7, 0.1])[:, None, None]
     rgb = (rgb + ring).clamp(0, 1)
     return torch.cat([rgb, alpha[None]])

@@ -15,10 +15,13 @@ from torch import Tensor, nn
 
 from canon_edit.canonical import CanonicalVideo
 from canon_edit.errors import UserError
+from canon_edit.video import Clip
 
 # name → (module, class); imported lazily so a method's heavy dependencies load only when used
 REGISTRY: dict[str, tuple[str, str]] = {
     "codef": ("representations.codef", "CoDeF"),
+    "atlas": ("representations.atlas", "Atlas"),
+    "portrait": ("representations.portrait.model", "Portrait"),
 }
 
 
@@ -38,6 +41,10 @@ class Representation(nn.Module):
     @torch.no_grad()
     def bake(self) -> CanonicalVideo:
         raise NotImplementedError
+
+    def extra_metrics(self, clip: Clip, cv: CanonicalVideo) -> dict[str, Any]:
+        """The method's own figures for metrics.json and the benchmark line (e.g. alpha IoU)."""
+        return {}
 
 
 def get_representation(name: str) -> type[Representation]:

@@ -59,6 +59,7 @@ class CoDeFConfig:
     texture_scale: float = 1.0  # canonical texels per pixel of the reference frame
     max_texture: int = 2048
     reference: int = -1  # reference frame of the canonical space; -1 = the middle frame
+    photometric_init: bool = True  # refine each frame pair's flow-fitted affine photometrically
 
 
 class LayerField(nn.Module):
@@ -158,7 +159,15 @@ class CoDeF(Representation):
         grid = pixel_grid_ndc(H, W)
         self.layers = nn.ModuleList()
         for k in range(len(alphas)):
-            A = chain_affines(flow.forward, flow.backward, flow.forward_ok, flow.backward_ok, weights[k], ref)
+            A = chain_affines(
+                flow.forward,
+                flow.backward,
+                flow.forward_ok,
+                flow.backward_ok,
+                weights[k],
+                ref,
+                frames=clip.frames if cfg.photometric_init else None,
+            )
             lo, hi = _layer_extent(A, weights[k], grid)
             size = (hi - lo) / 2 * torch.tensor([W, H]) * cfg.texture_scale
             shrink = min(1.0, cfg.max_texture / float(size.max()))

@@ -26,8 +26,9 @@ def fit_affine(src: Tensor, dst: Tensor, scale: Tensor, iterations: int = 4) -> 
     w = torch.ones(len(src))
     A = torch.eye(2, 3)
     for _ in range(iterations):
-        sw = w.sqrt()[:, None]
-        sol = torch.linalg.lstsq(X * sw, dst * sw).solution
+        # normal equations in float64: deterministic, unlike LAPACK's threaded least squares
+        Xw = (X * w[:, None]).double()
+        sol = torch.linalg.solve(Xw.T @ X.double(), Xw.T @ dst.double()).float()
         A = sol.T
         r = ((X @ sol - dst) * scale).norm(dim=1)
         c = 1.0 + float(r.median())
@@ -56,8 +57,63 @@ def _pair_affine(
     return fit_affine(src, dst, scale)
 
 
+def _gray(frames: Tensor) -> Tensor:
+    """T×3×H×W → T×H×W luma."""
+    return (frames.float() * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1)
+
+
 def _to3(A: Tensor) -> Tensor:
     return torch.cat([A, torch.tensor([[0.0, 0.0, 1.0]])])
+
+
+def _ndc_to_px(height: int, width: int) -> Tensor:
+    """3×3 map from NDC to pixel coordinates (pixel centres at integers, as OpenCV uses)."""
+    return torch.tensor(
+        [[width / 2, 0.0, width / 2 - 0.5], [0.0, height / 2, height / 2 - 0.5], [0.0, 0.0, 1.0]]
+    )
+
+
+def refine_pair_photometric(
+    src: Tensor, dst: Tensor, mask: Tensor, init: Tensor, iterations: int = 40, max_side: int = 256
+) -> Tensor:
+    """Affine A (NDC) with dst(A·p) ≈ src(p) on src's masked pixels, refined from `init`.
+
+    Dense flow is smoothed across edges and suffers the aperture problem on weakly textured
+    objects (it under-estimates rotation); one affine fitted photometrically to all the layer's
+    pixels does not. Coarse-to-fine (blurred, then sharp) Lucas-Kanade by Adam on the six
+    parameters; deterministic, unlike OpenCV's ECC. src/dst: 1×H×W luma, mask: H×W.
+    """
+    h, w = src.shape[1:]
+    f = min(1.0, max_side / max(h, w))
+    size = (max(8, round(h * f)), max(8, round(w * f)))
+    src_s = F.interpolate(src[None], size=size, mode="area")
+    dst_s = F.interpolate(dst[None], size=size, mode="area")
+    m = F.interpolate(mask[None, None].float(), size=size, mode="area")[0, 0] > 0.99
+    grid = pixel_grid_ndc(*size)[m]
+    if len(grid) < 16:
+        return init
+    A = init.clone().requires_grad_(True)
+    opt = torch.optim.Adam([A], lr=2e-3)
+    for sigma in (2.0, 1.0, 0.0):
+        s_img, d_img = (src_s, dst_s) if sigma == 0 else (_blur(src_s, sigma), _blur(dst_s, sigma))
+        target = s_img[0, 0][m]
+        for _ in range(iterations):
+            q = apply_affine(A, grid)
+            warped = F.grid_sample(
+                d_img, q[None, None], mode="bilinear", padding_mode="border", align_corners=False
+            )
+            loss = (warped[0, 0, 0] - target).abs().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return A.detach()
+
+
+def _blur(image: Tensor, sigma: float) -> Tensor:
+    import kornia
+
+    k = int(2 * round(2 * sigma) + 1)
+    return kornia.filters.gaussian_blur2d(image, (k, k), (sigma, sigma))
 
 
 def chain_affines(
@@ -67,6 +123,7 @@ def chain_affines(
     backward_ok: Tensor,
     weights: Tensor,
     reference: int,
+    frames: Tensor | None = None,
     min_points: int = 30,
     max_points: int = 20000,
     erode: int = 2,
@@ -75,7 +132,8 @@ def chain_affines(
     """T×2×3 maps from each frame's NDC into the reference frame's NDC for one layer.
 
     forward/backward: (T-1)×2×H×W flow in pixels; *_ok: (T-1)×H×W; weights: T×H×W (how much each
-    pixel belongs to the layer). Pairs with too few layer pixels fall back to identity.
+    pixel belongs to the layer). Pairs with too few layer pixels fall back to identity. With
+    `frames` (T×3×H×W), each pair's flow estimate is refined photometrically before chaining.
     """
     T = weights.shape[0]
     H, W = weights.shape[1:]
@@ -84,18 +142,30 @@ def chain_affines(
     grid = pixel_grid_ndc(H, W)
     scale = torch.tensor([W / 2, H / 2])
     g = torch.Generator().manual_seed(seed)
+    gray = None if frames is None else _gray(frames)
     maps = [torch.eye(3) for _ in range(T)]
+
+    def pair(src: int, dst: int, flow: Tensor, ok: Tensor) -> Tensor:
+        M = _pair_affine(grid, flow, ok, weights[src], scale, min_points, max_points, g)
+        mask = weights[src] > 0.5
+        if gray is None or int(mask.sum()) < min_points:
+            return M
+        return refine_pair_photometric(gray[src : src + 1], gray[dst : dst + 1], mask, M)
+
     for t in range(reference - 1, -1, -1):  # frame t → t+1 (forward flow of frame t)
-        M = _pair_affine(grid, forward[t], forward_ok[t], weights[t], scale, min_points, max_points, g)
-        maps[t] = maps[t + 1] @ _to3(M)
+        maps[t] = maps[t + 1] @ _to3(pair(t, t + 1, forward[t], forward_ok[t]))
     for t in range(reference + 1, T):  # frame t → t-1 (backward flow stored at t-1)
-        M = _pair_affine(
-            grid, backward[t - 1], backward_ok[t - 1], weights[t], scale, min_points, max_points, g
-        )
-        maps[t] = maps[t - 1] @ _to3(M)
+        maps[t] = maps[t - 1] @ _to3(pair(t, t - 1, backward[t - 1], backward_ok[t - 1]))
     return torch.stack([m[:2] for m in maps])
 
 
 def apply_affine(A: Tensor, points: Tensor) -> Tensor:
     """A: ...×2×3, points: ...×N×2 → ...×N×2."""
     return points @ A[..., :2].transpose(-1, -2) + A[..., None, :, 2]
+
+
+def _ndc_to_px(height: int, width: int) -> Tensor:
+    """3×3 map from NDC to pixel coordinates (pixel centres at integers, as OpenCV uses)."""
+    return torch.tensor(
+        [[width / 2, 0.0, width / 2 - 0.5], [0.0, height / 2, height / 2 - 0.5], [0.0, 0.0, 1.0]]
+    )

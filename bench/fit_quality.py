@@ -1,0 +1,89 @@
+"""Fit quality of a representation on a real clip: one JSON line.
+
+    python bench/fit_quality.py --clip ../shared/data/davis_blackswan --method codef --size 240
+
+Keys: psnr, ssim, seconds, steps, peak_mem_mb, device, frames, height, width (+ the method's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from canon_edit.fitting import ClipOptions, fit_video
+from canon_edit.run import versions
+
+
+def peak_mem_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clip", required=True)
+    p.add_argument("--method", default="codef")
+    p.add_argument("--preset")
+    p.add_argument("--size", type=int, default=240)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--time-budget", type=float)
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="keep the run folder here (default: a temporary folder)")
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    args = p.parse_args(argv)
+    from canon_edit.config import deep_merge, parse_overrides
+
+    overrides = parse_overrides(args.overrides)
+    if args.steps:
+        overrides = deep_merge(overrides, {"train": {"steps": args.steps}})
+    if args.time_budget:
+        overrides = deep_merge(overrides, {"train": {"time_budget": args.time_budget}})
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="canon-bench-")) / "run"
+    t0 = time.monotonic()
+    run = fit_video(
+        ClipOptions(source=args.clip, size=args.size, max_frames=args.max_frames),
+        out,
+        args.method,
+        preset=args.preset,
+        overrides=overrides or None,
+        force=True,
+        device=args.device,
+        show_progress=sys.stderr.isatty(),
+    )
+    seconds = time.monotonic() - t0
+    info, metrics = run.info(), json.loads(run.metrics.read_text())
+    figures = {
+        "bench": "fit_quality",
+        "clip": Path(args.clip).name,
+        "method": info["method"],
+        "psnr": metrics["psnr"],
+        "ssim": metrics["ssim"],
+        "seconds": round(seconds, 1),
+        "fit_seconds": info["fit_seconds"],
+        "steps": info["steps"],
+        "peak_mem_mb": round(peak_mem_mb(info["device"]), 1),
+        "device": info["device"],
+        "threads": torch.get_num_threads(),
+        "frames": info["frames"],
+        "height": info["height"],
+        "width": info["width"],
+        "warp_error": metrics["warp_error"],
+        "source_warp_error": metrics["source_warp_error"],
+        **metrics.get("extra", {}),
+        "versions": versions(),
+    }
+    print(json.dumps(figures))
+    return figures
+
+
+if __name__ == "__main__":
+    main()

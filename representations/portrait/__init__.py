@@ -1,0 +1,8 @@
+"""Portrait representation: 3D Gaussians bound to a parametric body mesh (PortraitGen-style).
+
+Modules: ``body`` (body models behind one protocol: SMPL-X, anny, a synthetic SMPL-X file),
+``gaussians`` (mesh binding, texel sampling, PLY), ``raster`` (Gaussian rasterizer: PyTorch
+reference, gsplat on CUDA), ``tracking`` (per-frame parameters, tracking files, landmark fitting),
+``model`` (the fitted representation), ``asset`` (the baked PortraitAsset), ``procedural`` (a
+portrait clip with known truth for tests).
+"""

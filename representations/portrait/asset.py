@@ -1,0 +1,145 @@
+"""PortraitAsset: the baked portrait, everything re-rendering (and later editing) needs, no fit state.
+
+On disk (the run's ``canonical/`` folder)::
+
+    asset.json              kind "portrait", body model spec, fps, decoder sizes
+    gaussians.ply           3DGS layout at the rest pose + binding (tri_id, bary, offset, lrot) + features
+    decoder.safetensors     the neural-texture decoder's weights
+    tracking.json           per-frame pose/expression/camera, shared shape (tracking.py's layout)
+    background.safetensors  the source frames (uint8), the layer the person is composited over
+
+`render()` has `CanonicalVideo.render`'s call shape, so the spine's finish/eval code can drive it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from canon_edit.atomic import atomic_path, write_json
+from canon_edit.errors import UserError
+
+from .body import BodyModel, load_body
+from .gaussians import read_ply, write_ply
+from .model import NeuralDecoder, posed_gaussians, render_frame
+from .tracking import Tracking, load_tracking
+
+KIND = "portrait"
+
+
+@dataclass
+class PortraitAsset:
+    gaussians: dict[str, Tensor]  # tri_id, bary, offset, quats_local, log_scales, opacity_logits, features
+    decoder_state: dict[str, Tensor]
+    feature_dim: int
+    decoder_hidden: int
+    tracking: Tracking
+    body_spec: dict[str, Any]  # name, model_dir, variant (what load_body needs)
+    background: Tensor  # T×3×H×W in [0, 1]
+    fps: float
+    body: BodyModel | None = field(default=None, repr=False)
+
+    @property
+    def T(self) -> int:
+        return self.tracking.T
+
+    def get_body(self) -> BodyModel:
+        if self.body is None:
+            self.body = load_body(
+                self.body_spec["name"], self.body_spec.get("model_dir"), self.body_spec.get("variant", "head")
+            )
+        return self.body
+
+    def decoder(self) -> NeuralDecoder:
+        decoder = NeuralDecoder(self.feature_dim, self.decoder_hidden)
+        decoder.load_state_dict(self.decoder_state)
+        return decoder.eval()
+
+    @torch.no_grad()
+    def render(self, textures: Any = None, frames: list[int] | None = None) -> Tensor:
+        """Re-render frames (default all) as T×3×H×W, person composited over the source background."""
+        if textures is not None:
+            raise UserError(
+                "portrait runs have no canonical textures to replace; portrait edits are not supported yet"
+            )
+        body, decoder, tr = self.get_body(), self.decoder(), self.tracking
+        g = {k: v.to(tr.pose.device) for k, v in self.gaussians.items()}
+        out = []
+        for t in range(self.T) if frames is None else frames:
+            image, _ = render_frame(
+                body, g, decoder, tr.pose[t], tr.expression[t], tr.shape, tr.viewmat[t], tr.K,
+                tr.width, tr.height, self.background[t],
+            )  # fmt: skip
+            out.append(image)
+        return torch.stack(out)
+
+    @torch.no_grad()
+    def rest_gaussians(self) -> dict[str, Tensor]:
+        """The Gaussians in the body's rest pose, in the PLY's columns (for viewers and editing tools)."""
+        body, g = self.get_body(), self.gaussians
+        zero_pose = torch.zeros_like(self.tracking.pose[0])
+        zero_expr = torch.zeros_like(self.tracking.expression[0])
+        means, quats = posed_gaussians(
+            body,
+            zero_pose,
+            zero_expr,
+            self.tracking.shape,
+            g["tri_id"],
+            g["bary"],
+            g["offset"],
+            g["quats_local"],
+        )
+        return {**g, "means": means, "quats": quats, "rgb": torch.sigmoid(g["features"][:, :3])}
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_ply(folder / "gaussians.ply", self.rest_gaussians())
+        with atomic_path(folder / "decoder.safetensors") as tmp:
+            save_file({k: v.contiguous() for k, v in self.decoder_state.items()}, str(tmp))
+        with atomic_path(folder / "background.safetensors") as tmp:
+            frames = (self.background.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
+            save_file({"frames": frames}, str(tmp))
+        self.tracking.save(folder / "tracking.json")
+        write_json(
+            folder / "asset.json",
+            {
+                "kind": KIND,
+                "body": self.body_spec,
+                "fps": self.fps,
+                "feature_dim": self.feature_dim,
+                "decoder_hidden": self.decoder_hidden,
+            },
+        )
+
+    @staticmethod
+    def load(folder: str | Path, body: BodyModel | None = None) -> PortraitAsset:
+        folder = Path(folder)
+        meta_path = folder / "asset.json"
+        if not meta_path.is_file():
+            raise UserError(
+                f"{folder} holds no portrait bake (no asset.json); re-run 'canon-edit fit --method portrait'"
+            )
+        meta = json.loads(meta_path.read_text())
+        if meta.get("kind") != KIND:
+            raise UserError(f"{folder} holds a '{meta.get('kind')}' bake, not a portrait")
+        ply = read_ply(folder / "gaussians.ply")
+        keys = ("tri_id", "bary", "offset", "quats_local", "log_scales", "opacity_logits", "features")
+        background = load_file(str(folder / "background.safetensors"))["frames"].float() / 255
+        return PortraitAsset(
+            gaussians={k: ply[k] for k in keys},
+            decoder_state=load_file(str(folder / "decoder.safetensors")),
+            feature_dim=int(meta["feature_dim"]),
+            decoder_hidden=int(meta["decoder_hidden"]),
+            tracking=load_tracking(folder / "tracking.json", background.shape[0]),
+            body_spec=meta["body"],
+            background=background,
+            fps=float(meta["fps"]),
+            body=body,
+        )

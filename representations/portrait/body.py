@@ -1,0 +1,547 @@
+"""Parametric body models behind one protocol, so the portrait fit never knows which one it drives.
+
+Every model maps per-frame parameters to a posed mesh in *body space*: metres, y up, the face
+looking towards +z (SMPL-X's convention; anny is rotated into it). Parameters, batched over B:
+
+- ``pose``        B×J×3  axis-angle rotation of each joint relative to its parent, in the model's
+                         own joint frames; joint 0 is the root (global orientation). The order is
+                         ``model.joint_names``; ``model.joint_index("neck")`` finds a joint by its
+                         common name (pelvis, spine1-3, neck, head, jaw, left_eye, right_eye, ...).
+- ``expression``  B×E    expression coefficients (SMPL-X expression PCA, anny face units in [0, 1]).
+- ``shape``       B×S    identity coefficients, shared by every frame of a clip (B may be 1).
+
+Models: SMPL-X through the ``smplx`` package from files the user names (registration-gated, never
+shipped); ``anny`` (Apache-2.0 code, CC0 assets, installs from PyPI); and ``SyntheticSMPLX``, a
+generated SMPL-X-format file (capsule torso, neck, head ellipsoid with a nose and a hinged jaw,
+eyes) that the ``smplx`` loader accepts, so tests exercise the real SMPL-X path without the files.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from canon_edit.errors import UserError
+
+SMPLX_URL = "https://smpl-x.is.tue.mpg.de"
+
+# SMPL-X's 55 joints and kinematic tree (body 22, jaw, eyes, 2×15 finger joints).
+SMPLX_JOINTS = [
+    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle",
+    "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "jaw",
+    "left_eye", "right_eye",
+] + [f"{side}_hand_{i}" for side in ("left", "right") for i in range(15)]  # fmt: skip
+SMPLX_PARENTS = [
+    -1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 15, 15, 15,
+    20, 25, 26, 20, 28, 29, 20, 31, 32, 20, 34, 35, 20, 37, 38,
+    21, 40, 41, 21, 43, 44, 21, 46, 47, 21, 49, 50, 21, 52, 53,
+]  # fmt: skip
+SMPLX_N_LANDMARKS = 51  # the 68 iBUG face landmarks without the 17 contour points
+SMPLX_N_DYNAMIC = 79  # contour landmark candidates, one table row per yaw bin
+
+
+@dataclass
+class BodyOutput:
+    vertices: Tensor  # B×V×3 posed vertices in body space
+    joints: Tensor  # B×J×3 posed joint positions
+
+
+def rotation_matrix(axis_angle: Tensor) -> Tensor:
+    """Rodrigues: ...×3 axis-angle → ...×3×3, smooth at zero (the series form avoids 0/0)."""
+    theta2 = (axis_angle * axis_angle).sum(-1, keepdim=True)[..., None]
+    small = theta2 < 1e-8
+    theta2_safe = torch.where(small, torch.ones_like(theta2), theta2)
+    theta = theta2_safe.sqrt()
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta2_safe)
+    x, y, z = axis_angle.unbind(-1)
+    zero = torch.zeros_like(x)
+    skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*axis_angle.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device)
+    return eye + a * skew + b * (skew @ skew)
+
+
+def matrix_to_axis_angle(R: Tensor) -> Tensor:
+    """...×3×3 rotation → ...×3 axis-angle (angles below π; used to read poses back for comparison)."""
+    cos = ((R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1 + 1e-7, 1 - 1e-7)
+    theta = torch.acos(cos)
+    v = torch.stack(
+        [R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1
+    )
+    scale = torch.where(theta < 1e-4, 0.5 + theta**2 / 12, theta / (2 * torch.sin(theta)))
+    return v * scale[..., None]
+
+
+class BodyModel(nn.Module):
+    """The protocol: topology and UV as buffers, ``forward(pose, expression, shape) -> BodyOutput``.
+
+    Subclasses set ``faces`` (F×3 long), ``uv`` (U×2 in [0, 1], v down), ``uv_faces`` (F×3 long into
+    ``uv``), ``landmark_faces`` (L,) and ``landmark_bary`` (L×3): face landmarks as points on the mesh
+    (L may be 0), ``joint_names``, ``n_shape`` and ``n_expression``.
+    """
+
+    name: str
+    joint_names: list[str]
+    n_shape: int
+    n_expression: int
+    faces: Tensor
+    uv: Tensor
+    uv_faces: Tensor
+    landmark_faces: Tensor
+    landmark_bary: Tensor
+
+    @property
+    def n_joints(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def n_vertices(self) -> int:
+        raise NotImplementedError
+
+    def joint_index(self, name: str) -> int:
+        if name not in self.joint_names:
+            raise KeyError(f"{self.name} has no joint '{name}'")
+        return self.joint_names.index(name)
+
+    def zero_params(self, batch: int = 1) -> dict[str, Tensor]:
+        """Rest pose, neutral expression and mean shape: the parameters ``forward`` takes."""
+        dev = self.faces.device
+        return {
+            "pose": torch.zeros(batch, self.n_joints, 3, device=dev),
+            "expression": torch.zeros(batch, self.n_expression, device=dev),
+            "shape": torch.zeros(1, self.n_shape, device=dev),
+        }
+
+    def landmarks(self, vertices: Tensor) -> Tensor:
+        """B×V×3 vertices → B×L×3 face landmarks (barycentric points on their triangles)."""
+        tri = vertices[:, self.faces[self.landmark_faces]]  # B×L×3×3
+        return (tri * self.landmark_bary[None, :, :, None]).sum(2)
+
+    def forward(self, pose: Tensor, expression: Tensor, shape: Tensor) -> BodyOutput:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- SMPL-X (smplx package)
+
+
+def find_smplx_file(model_dir: str | Path | None, gender: str = "neutral") -> Path:
+    """The SMPL-X file inside `model_dir` (``SMPLX_NEUTRAL.npz`` or ``smplx/SMPLX_NEUTRAL.npz``)."""
+    name = f"SMPLX_{gender.upper()}.npz"
+    if model_dir is None:
+        raise UserError(
+            f"--body smplx needs --body-model-dir, a folder holding {name}; SMPL-X is not shipped, "
+            f"register and download it from {SMPLX_URL}"
+        )
+    root = Path(model_dir)
+    for candidate in (root / name, root / "smplx" / name, root):
+        if candidate.is_file() and candidate.suffix == ".npz":
+            return candidate
+    raise UserError(
+        f"SMPL-X model not found: expected {root / name} (or {root / 'smplx' / name}); "
+        f"register and download SMPL-X from {SMPLX_URL} and unpack it there"
+    )
+
+
+class SMPLXBody(BodyModel):
+    """SMPL-X loaded and checked by ``smplx.SMPLX``; skinned by ``smplx.lbs.lbs`` (batch-safe)."""
+
+    name = "smplx"
+
+    def __init__(self, model_dir: str | Path | None, n_shape: int = 10, n_expression: int = 10):
+        super().__init__()
+        path = find_smplx_file(model_dir)
+        try:
+            import smplx
+        except ImportError:
+            raise UserError(
+                "--body smplx needs the smplx package; install the portrait extra: "
+                "pip install 'canon-edit[portrait]'"
+            ) from None
+        data = np.load(path, allow_pickle=True)
+        missing = [
+            k for k in ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights") if k not in data
+        ]
+        if missing:
+            raise UserError(
+                f"{path} is not an SMPL-X model file (no {', '.join(missing)}); "
+                f"re-download it from {SMPLX_URL}"
+            )
+        with warnings.catch_warnings(), _quiet():
+            warnings.simplefilter("ignore")
+            model = smplx.SMPLX(
+                str(path), ext="npz", num_betas=n_shape, num_expression_coeffs=n_expression,
+                use_pca=False, flat_hand_mean=True,
+            )  # fmt: skip
+        self.joint_names = list(SMPLX_JOINTS)
+        self.n_shape, self.n_expression = model.num_betas, model.num_expression_coeffs
+        self.register_buffer("v_template", model.v_template.clone())
+        self.register_buffer("shapedirs", torch.cat([model.shapedirs, model.expr_dirs], -1).clone())
+        self.register_buffer("posedirs", model.posedirs.clone())
+        self.register_buffer("J_regressor", model.J_regressor.clone())
+        self.register_buffer("parents", model.parents.clone())
+        self.register_buffer("lbs_weights", model.lbs_weights.clone())
+        self.register_buffer("faces", model.faces_tensor.long().clone())
+        self.register_buffer("landmark_faces", model.lmk_faces_idx.long().clone())
+        self.register_buffer("landmark_bary", model.lmk_bary_coords.float().clone())
+        if "vt" in data and "ft" in data:
+            uv = torch.as_tensor(np.asarray(data["vt"]), dtype=torch.float32)
+            self.register_buffer("uv", torch.stack([uv[:, 0], 1 - uv[:, 1]], -1))  # OBJ v is up
+            self.register_buffer("uv_faces", torch.as_tensor(np.asarray(data["ft"]).astype(np.int64)))
+        else:
+            uv, uv_faces = spherical_uv(self.v_template, self.faces)
+            self.register_buffer("uv", uv)
+            self.register_buffer("uv_faces", uv_faces)
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.v_template.shape[0])
+
+    def forward(self, pose: Tensor, expression: Tensor, shape: Tensor) -> BodyOutput:
+        from smplx.lbs import lbs
+
+        B = pose.shape[0]
+        coeffs = torch.cat([shape.expand(B, -1), expression], -1)
+        vertices, joints = lbs(
+            coeffs, pose.reshape(B, -1), self.v_template, self.shapedirs, self.posedirs,
+            self.J_regressor, self.parents, self.lbs_weights,
+        )  # fmt: skip
+        return BodyOutput(vertices=vertices, joints=joints)
+
+
+class _quiet:
+    """Silence smplx's prints (it announces a reduced shape space on stdout)."""
+
+    def __enter__(self) -> None:
+        import contextlib
+        import io
+
+        self._ctx = contextlib.redirect_stdout(io.StringIO())
+        self._ctx.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+
+def spherical_uv(vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:
+    """A fallback UV map (longitude/latitude around the centroid) for files without ``vt``/``ft``."""
+    d = vertices - vertices.mean(0)
+    u = (torch.atan2(d[:, 0], d[:, 2]) / (2 * math.pi) + 0.5).clamp(0, 1)
+    v = (0.5 - torch.atan2(d[:, 1], d[:, [0, 2]].norm(dim=1)) / math.pi).clamp(0, 1)
+    return torch.stack([u, v], -1), faces.clone()
+
+
+# --------------------------------------------------------------------------- synthetic SMPL-X file
+
+
+def _grid(n_u: int, n_v: int, v_range: tuple[float, float], rect: tuple[float, float, float, float]):
+    """A closed-in-u, open-in-v parametric grid: (u, v) parameters, faces, UVs placed in `rect`."""
+    u = np.linspace(0, 1, n_u + 1)  # the seam column is duplicated so the UV chart is a rectangle
+    v = np.linspace(*v_range, n_v)
+    uu, vv = np.meshgrid(u, v)  # n_v×(n_u+1)
+    idx = np.arange(uu.size).reshape(uu.shape)
+    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+    faces = np.concatenate([np.stack([a, c, b], -1).reshape(-1, 3), np.stack([b, c, d], -1).reshape(-1, 3)])
+    x0, y0, x1, y1 = rect
+    vn = (vv - v_range[0]) / (v_range[1] - v_range[0])
+    uv = np.stack([x0 + uu * (x1 - x0), y0 + (1 - vn) * (y1 - y0)], -1).reshape(-1, 2)
+    return uu.reshape(-1), vv.reshape(-1), faces, uv
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0, 1)
+    return x * x * (3 - 2 * x)
+
+
+def _hats(y: np.ndarray, knots: list[float]) -> np.ndarray:
+    """Piecewise-linear partition of unity over sorted heights `knots`: skinning along a chain."""
+    w = np.zeros((len(y), len(knots)))
+    yc = np.clip(y, knots[0], knots[-1])
+    for i in range(len(knots) - 1):
+        inside = (yc >= knots[i]) & (yc <= knots[i + 1])
+        t = (yc[inside] - knots[i]) / (knots[i + 1] - knots[i])
+        w[inside, i] = 1 - t
+        w[inside, i + 1] = t
+    return w
+
+
+HEAD_CENTER = np.array([0.0, 0.20, 0.0])
+HEAD_RADII = np.array([0.085, 0.11, 0.095])
+EYE_CENTERS = {"left_eye": np.array([0.032, 0.225, 0.080]), "right_eye": np.array([-0.032, 0.225, 0.080])}
+EYE_RADIUS = 0.013
+MOUTH_Y = 0.155  # below this line (front of the head) the skin follows the jaw
+
+
+def _head_point(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Ellipsoid head with a nose bump; lon 0 faces +z, lat runs from the crown down."""
+    d = np.stack([np.sin(lat) * np.sin(lon), np.cos(lat), np.sin(lat) * np.cos(lon)], -1)
+    p = HEAD_CENTER + d * HEAD_RADII
+    nose = 0.022 * np.exp(-((lon / 0.22) ** 2) - ((p[:, 1] - 0.19) / 0.025) ** 2)
+    return p + nose[:, None] * d
+
+
+def synthetic_smplx_arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    """Every array ``smplx.SMPLX`` reads, for a ~10.5k-vertex upper body with a posable head and jaw."""
+    rng = np.random.default_rng(seed)
+    parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # name, xyz, faces, uv, u
+
+    u, v, f, uv = _grid(96, 56, (0.0, 1.0), (0.6, 0.0, 1.0, 1.0))
+    shrink = np.where(v < 0.8, 1.0, 0.3 + 0.7 * np.cos((v - 0.8) / 0.2 * math.pi / 2))
+    ang = 2 * math.pi * u
+    torso = np.stack([0.17 * shrink * np.sin(ang), -0.60 + 0.63 * v, 0.10 * shrink * np.cos(ang)], -1)
+    parts.append(("torso", torso, f, uv, u))
+
+    u, v, f, uv = _grid(64, 16, (0.0, 1.0), (0.0, 0.6, 0.6, 0.8))
+    ang = 2 * math.pi * u
+    neck = np.stack([0.05 * np.sin(ang), -0.02 + 0.14 * v, 0.05 * np.cos(ang)], -1)
+    parts.append(("neck", neck, f, uv, u))
+
+    u, v, f, uv = _grid(96, 40, (0.05, 0.95), (0.0, 0.0, 0.6, 0.6))
+    head = _head_point(2 * math.pi * u - math.pi, math.pi * v)
+    parts.append(("head", head, f, uv, u))
+
+    for k, (eye, center) in enumerate(EYE_CENTERS.items()):
+        u, v, f, uv = _grid(16, 10, (0.1, 0.9), (0.3 * k, 0.8, 0.3 * k + 0.3, 1.0))
+        lon, lat = 2 * math.pi * u, math.pi * v
+        d = np.stack([np.sin(lat) * np.sin(lon), np.cos(lat), np.sin(lat) * np.cos(lon)], -1)
+        parts.append((eye, center + EYE_RADIUS * d, f, uv, u))
+
+    verts, faces, uvs, labels, seams, offset = [], [], [], [], [], 0
+    for name, xyz, f, uv, u in parts:
+        verts.append(xyz)
+        seams.append(u == 1.0)
+        faces.append(f + offset)
+        uvs.append(uv)
+        labels += [name] * len(xyz)
+        offset += len(xyz)
+    v_template = np.concatenate(verts).astype(np.float32)
+    f_all = np.concatenate(faces).astype(np.int64)
+    vt = np.concatenate(uvs).astype(np.float32)
+    vt[:, 1] = 1 - vt[:, 1]  # stored OBJ-style (v up), like the real file
+    label = np.array(labels)
+    seam = np.concatenate(seams)  # duplicated seam column: left out of ring centroids
+    V, J = len(v_template), len(SMPLX_JOINTS)
+    jid = {n: i for i, n in enumerate(SMPLX_JOINTS)}
+    x, y, z = v_template.T
+
+    weights = np.zeros((V, J))
+    sel = label == "torso"
+    chain = [jid[n] for n in ("pelvis", "spine1", "spine2", "spine3", "neck")]
+    weights[np.ix_(sel, chain)] = _hats(y[sel], [-0.55, -0.40, -0.25, -0.10, 0.02])
+    sel = label == "neck"
+    weights[np.ix_(sel, [jid["spine3"], jid["neck"], jid["head"]])] = _hats(y[sel], [-0.10, 0.02, 0.12])
+    sel = label == "head"
+    jaw = _smoothstep((MOUTH_Y - y) / 0.02) * _smoothstep((z - 0.0) / 0.04) * sel
+    weights[:, jid["jaw"]] += jaw
+    weights[:, jid["head"]] += sel * (1 - jaw)
+    for eye in EYE_CENTERS:
+        weights[label == eye, jid[eye]] = 1.0
+
+    # joints regress as centroids of rings/patches, so they sit where the skinning expects them
+    targets = {
+        "pelvis": [0, -0.55, 0], "spine1": [0, -0.40, 0], "spine2": [0, -0.25, 0], "spine3": [0, -0.10, 0],
+        "neck": [0, 0.02, 0], "head": [0, 0.12, 0],
+        "left_hip": [0.09, -0.58, 0], "right_hip": [-0.09, -0.58, 0],
+        "left_collar": [0.06, 0.0, 0], "right_collar": [-0.06, 0.0, 0],
+        "left_shoulder": [0.16, -0.05, 0], "right_shoulder": [-0.16, -0.05, 0],
+    }  # fmt: skip
+    J_regressor = np.zeros((J, V))
+    for j, name in enumerate(SMPLX_JOINTS):
+        if name in EYE_CENTERS:
+            J_regressor[j, label == name] = 1.0
+            continue
+        if name == "jaw":  # the hinge: midway between the two ears
+            cand = np.nonzero(label == "head")[0]
+            for side in (-1, 1):
+                d = np.linalg.norm(v_template[cand] - [side * HEAD_RADII[0], 0.165, -0.01], axis=1)
+                J_regressor[j, cand[np.argsort(d)[:8]]] = 1.0
+            continue
+        target = np.array(targets.get(name, targets["left_hip" if "left" in name else "right_hip"]))
+        if "hand" in name or "elbow" in name or "wrist" in name:
+            target = np.array(targets["left_shoulder" if "left" in name else "right_shoulder"])
+        if "knee" in name or "ankle" in name or "foot" in name:
+            target = np.array(targets["left_hip" if "left" in name else "right_hip"])
+        part = "neck" if name in ("neck", "head") else ("head" if name == "jaw" else "torso")
+        cand = np.nonzero(label == part)[0]
+        if target[0] == 0:  # on the axis: the grid ring nearest the target height
+            row_y = y[cand][np.argmin(np.abs(y[cand] - target[1]))]
+            J_regressor[j, cand[(np.abs(y[cand] - row_y) < 1e-6) & ~seam[cand]]] = 1.0
+        else:
+            d = np.linalg.norm(v_template[cand] - target, axis=1)
+            J_regressor[j, cand[np.argsort(d)[:8]]] = 1.0
+    J_regressor /= J_regressor.sum(1, keepdims=True)
+
+    # shape: global scale, head size, torso width, neck length, then smooth random fields
+    n_shape, n_expr = 10, 10
+    shapedirs = np.zeros((V, 3, n_shape + n_expr))
+    shapedirs[:, :, 0] = 0.03 * v_template
+    shapedirs[:, :, 1] = 0.05 * (v_template - HEAD_CENTER) * (label == "head")[:, None]
+    shapedirs[:, 0, 2] = 0.05 * x * (label == "torso")
+    shapedirs[:, 1, 3] = 0.02 * (y > 0.0)
+    for k in range(4, n_shape):
+        c = rng.normal(size=(3, 3))
+        shapedirs[:, :, k] = 0.004 * np.tanh(v_template @ c * 5)
+    # expression: mouth open (lower lip down), smile (corners up/out), brows up, then local bumps
+    front = _smoothstep((z - 0.04) / 0.03) * (label == "head")
+    lip = np.exp(-(((y - MOUTH_Y) / 0.012) ** 2) - (x / 0.03) ** 2) * front
+    shapedirs[:, 1, n_shape + 0] = -0.008 * lip * (y < MOUTH_Y)
+    corner = np.exp(-(((y - MOUTH_Y) / 0.012) ** 2) - ((np.abs(x) - 0.03) / 0.012) ** 2) * front
+    shapedirs[:, 0, n_shape + 1] = 0.005 * corner * np.sign(x)
+    shapedirs[:, 1, n_shape + 1] = 0.004 * corner
+    brow = np.exp(-(((y - 0.245) / 0.01) ** 2) - ((np.abs(x) - 0.032) / 0.02) ** 2) * front
+    shapedirs[:, 1, n_shape + 2] = 0.006 * brow
+    for k in range(3, n_expr):
+        cx, cy = rng.uniform(-0.05, 0.05), rng.uniform(0.14, 0.26)
+        bump = np.exp(-(((x - cx) / 0.02) ** 2) - ((y - cy) / 0.02) ** 2) * front
+        shapedirs[:, 2, n_shape + k] = 0.003 * bump
+
+    # landmarks: 51 points on the face (brows 10, nose 9, eyes 12, mouth 20), each on a triangle
+    lm = []
+    lm += [(sx * (0.012 + 0.011 * i), 0.245 + 0.004 * (2 - abs(i - 2))) for sx in (-1, 1) for i in range(5)]
+    lm += [(0.0, 0.225 - 0.01 * i) for i in range(4)] + [(0.012 * i, 0.182) for i in range(-2, 3)]
+    lm += [
+        (sx * (0.018 + 0.014 * np.cos(a)), 0.225 + 0.006 * np.sin(a))
+        for sx in (-1, 1)
+        for a in np.linspace(0, 2 * np.pi, 7)[:-1]
+    ]
+    lm += [(0.028 * np.cos(a), MOUTH_Y + 0.012 * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 13)[:-1]]
+    lm += [(0.016 * np.cos(a), MOUTH_Y + 0.004 * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 9)[:-1]]
+    head_idx = np.nonzero(label == "head")[0]
+    front_idx = head_idx[v_template[head_idx, 2] > 0.03]
+    lmk_faces, lmk_bary = [], []
+    vert_to_face = {}
+    for fi, tri in enumerate(f_all):
+        for vi in tri:
+            vert_to_face.setdefault(int(vi), fi)
+    for px, py in lm:
+        d = (v_template[front_idx, 0] - px) ** 2 + (v_template[front_idx, 1] - py) ** 2
+        vi = int(front_idx[np.argmin(d)])
+        fi = vert_to_face[vi]
+        lmk_faces.append(fi)
+        lmk_bary.append((f_all[fi] == vi).astype(np.float32))
+    head_faces = np.nonzero(np.isin(f_all[:, 0], front_idx))[0]
+
+    parents = np.array(SMPLX_PARENTS)
+    parents[0] = 2**32 - 1  # the real files store the root's parent as uint32 max
+    return {
+        "v_template": v_template,
+        "f": f_all.astype(np.uint32),
+        "vt": vt,
+        "ft": f_all.astype(np.uint32),
+        "shapedirs": shapedirs.astype(np.float32),
+        "posedirs": np.zeros((V, 3, (J - 1) * 9), dtype=np.float32),
+        "J_regressor": J_regressor.astype(np.float32),
+        "weights": weights.astype(np.float32),
+        "kintree_table": np.stack([parents, np.arange(J)]).astype(np.int64),
+        "hands_componentsl": np.eye(45, dtype=np.float32),
+        "hands_componentsr": np.eye(45, dtype=np.float32),
+        "hands_meanl": np.zeros(45, dtype=np.float32),
+        "hands_meanr": np.zeros(45, dtype=np.float32),
+        "lmk_faces_idx": np.array(lmk_faces, dtype=np.int64),
+        "lmk_bary_coords": np.array(lmk_bary, dtype=np.float32),
+        "dynamic_lmk_faces_idx": np.resize(head_faces, (SMPLX_N_DYNAMIC, 17)).astype(np.int64),
+        "dynamic_lmk_bary_coords": np.full((SMPLX_N_DYNAMIC, 17, 3), 1 / 3, dtype=np.float32),
+    }
+
+
+def write_synthetic_smplx(folder: str | Path, seed: int = 0) -> Path:
+    """Write ``folder/SMPLX_NEUTRAL.npz`` (the layout ``--body-model-dir`` expects); returns its path."""
+    path = Path(folder) / "SMPLX_NEUTRAL.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **synthetic_smplx_arrays(seed))
+    return path
+
+
+# --------------------------------------------------------------------------- anny
+
+# anny's makehuman head rig → the common joint names the tracker uses
+ANNY_COMMON = {
+    "root": "pelvis",
+    "neck01": "neck",
+    "head": "head",
+    "jaw": "jaw",
+    "eye.L": "left_eye",
+    "eye.R": "right_eye",
+}
+ANNY_TO_BODY = torch.tensor(
+    [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]
+)  # z-up, -y front → y-up, +z front
+
+
+class AnnyBody(BodyModel):
+    """anny's head (``variant="head"``, makehuman face rig) or full body, with its 52 face units.
+
+    Pose: B×J×3 axis-angle per bone in anny's local reference frames ("local-ref"), turned into the
+    4×4 delta transforms anny takes. Expression: the face units (``expression_names``), 0 = neutral.
+    Shape: anny's phenotype values (gender, age, muscle, weight, height, proportions) minus 0.5, so 0
+    is the average person like SMPL-X's zero betas. Building the model the first time takes about a
+    minute (anny caches it under ~/.cache/anny).
+    """
+
+    name = "anny"
+
+    def __init__(self, variant: str = "head"):
+        super().__init__()
+        try:
+            import anny
+        except ImportError:
+            raise UserError(
+                "--body anny needs the anny package; install the portrait extra: "
+                "pip install 'canon-edit[portrait]'"
+            ) from None
+        if variant not in ("head", "fullbody"):
+            raise UserError(f"unknown anny variant '{variant}'; use head or fullbody")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if variant == "head":
+                model = anny.Anny(
+                    rig="makehuman-head", topology="head", facial_actions="all", skinning_method="lbs"
+                )
+            else:
+                model = anny.Anny(facial_actions="all", skinning_method="lbs")
+        self.model = model.float()
+        bones = list(model.bone_labels)
+        self.joint_names = [ANNY_COMMON.get(b, b) for b in bones]
+        self.expression_names = list(model.facial_action_labels)
+        self.shape_names = list(model.phenotype_labels)
+        self.n_shape, self.n_expression = len(self.shape_names), len(self.expression_names)
+        self.register_buffer("faces", model.get_triangular_faces().long().clone())
+        uv = model.texture_coordinates.float()
+        self.register_buffer("uv", torch.stack([uv[:, 0], 1 - uv[:, 1]], -1).clamp(0, 1))
+        self.register_buffer("uv_faces", model.face_texture_coordinate_indices.long().clone())
+        self.register_buffer("landmark_faces", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("landmark_bary", torch.zeros(0, 3))
+        self.register_buffer("to_body", ANNY_TO_BODY.clone())
+        self._n_vertices = int(model.template_vertices.shape[0])
+
+    @property
+    def n_vertices(self) -> int:
+        return self._n_vertices
+
+    def forward(self, pose: Tensor, expression: Tensor, shape: Tensor) -> BodyOutput:
+        B = pose.shape[0]
+        delta = torch.eye(4, dtype=pose.dtype, device=pose.device).repeat(B, self.n_joints, 1, 1)
+        delta[..., :3, :3] = rotation_matrix(pose)
+        out = self.model(
+            pose_parameters=delta,
+            phenotype_kwargs=(shape + 0.5).expand(B, -1),
+            facial_actions=expression,
+        )
+        vertices = out["vertices"].to(pose.dtype) @ self.to_body.T
+        joints = out["bone_poses"][..., :3, 3].to(pose.dtype) @ self.to_body.T
+        return BodyOutput(vertices=vertices, joints=joints)
+
+
+def load_body(name: str, model_dir: str | Path | None = None, variant: str = "head") -> BodyModel:
+    """The body model named on the command line (``--body anny|smplx``, ``--body-model-dir``)."""
+    if name == "smplx":
+        return SMPLXBody(model_dir)
+    if name == "anny":
+        return AnnyBody(variant)
+    raise UserError(f"unknown body model '{name}'; use anny (default, installs from PyPI) or smplx")

@@ -1,0 +1,288 @@
+"""The portrait representation: Gaussians on a tracked body mesh, decoded by a neural texture.
+
+PortraitGen's recipe: one Gaussian per texel of the body's UV map (restricted to triangles the
+tracked cameras see), bound by triangle + barycentrics + a learned offset, so the body's skinning
+moves it; free scale, rotation and opacity; a feature vector per Gaussian is rasterised and a small
+conv net decodes the feature image to RGB. The person is composited over the source frame with the
+rendered alpha, so the background never needs modelling and the mask supervises the silhouette.
+Losses: L1 + SSIM on the composite, L1 between alpha and the person mask, offset and scale priors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from kornia.losses import ssim_loss
+from torch import Tensor, nn
+
+from canon_edit.errors import UserError
+from canon_edit.flow import Flow
+from canon_edit.train import TrainConfig
+from canon_edit.video import Clip
+
+from ..base import Representation
+from .body import BodyModel, load_body
+from .gaussians import bind, texel_binding, texel_sizes
+from .raster import rasterize
+from .tracking import Tracking, load_tracking
+
+if TYPE_CHECKING:
+    from .asset import PortraitAsset
+
+
+GAUSSIAN_KEYS = ("tri_id", "bary", "offset", "quats_local", "log_scales", "opacity_logits", "features")
+
+
+@dataclass
+class PortraitConfig:
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, warmup_steps=20))
+    body: str = "anny"  # anny (installs from PyPI) | smplx (needs body_model_dir)
+    body_model_dir: str | None = None
+    body_variant: str = "head"  # anny: head | fullbody
+    tracking: str | None = None  # tracking.json (see tracking.py); None = track the clip's landmarks
+    texel_resolution: int = 256  # one Gaussian per covered texel of this UV map
+    feature_dim: int = 16  # neural feature per Gaussian; its first 3 channels are a base colour
+    decoder_hidden: int = 32
+    lr_features: float = 2e-2
+    lr_decoder: float = 2e-3
+    lr_offset: float = 2e-4
+    lr_scale: float = 5e-3
+    lr_rotation: float = 2e-3
+    lr_opacity: float = 2e-2
+    ssim_weight: float = 0.2
+    mask_weight: float = 0.5
+    offset_weight: float = 1e-2  # on (offset / texel size)²: Gaussians stay near their texel
+    scale_weight: float = 1.0  # on scales beyond `max_scale_texels` texels
+    max_scale_texels: float = 3.0
+
+
+def posed_gaussians(
+    body: BodyModel,
+    pose: Tensor,
+    expression: Tensor,
+    shape: Tensor,
+    tri_id: Tensor,
+    bary: Tensor,
+    offset: Tensor,
+    quats_local: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """One frame's parameters (pose J×3, expression E, shape 1×S) → Gaussian centres N×3, quats N×4."""
+    vertices = body(pose[None], expression[None], shape).vertices[0]
+    return bind(vertices, body.faces, tri_id, bary, offset, quats_local)
+
+
+@torch.no_grad()
+def visible_faces(body: BodyModel, tracking: Tracking, max_frames: int = 16) -> Tensor:
+    """Triangles facing some tracked camera with their centre inside its image: where Gaussians go."""
+    frames = torch.linspace(0, tracking.T - 1, min(tracking.T, max_frames)).round().long().unique()
+    seen = torch.zeros(len(body.faces), dtype=torch.bool, device=body.faces.device)
+    out = body(tracking.pose[frames], tracking.expression[frames], tracking.shape)
+    for i, t in enumerate(frames.tolist()):
+        R, tr = tracking.viewmat[t, :3, :3], tracking.viewmat[t, :3, 3]
+        cam = out.vertices[i] @ R.T + tr
+        tri = cam[body.faces]
+        normal = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
+        centre = tri.mean(1)
+        facing = (normal * centre).sum(-1) < 0
+        z = centre[:, 2].clamp(min=1e-6)
+        u = tracking.K[0, 0] * centre[:, 0] / z + tracking.K[0, 2]
+        v = tracking.K[1, 1] * centre[:, 1] / z + tracking.K[1, 2]
+        inside = (
+            (centre[:, 2] > 0) & (u > -2) & (u < tracking.width + 2) & (v > -2) & (v < tracking.height + 2)
+        )
+        seen |= facing & inside
+    return seen
+
+
+def render_frame(
+    body: BodyModel,
+    gaussians: dict[str, Tensor],
+    decoder: NeuralDecoder,
+    pose: Tensor,
+    expression: Tensor,
+    shape: Tensor,
+    viewmat: Tensor,
+    K: Tensor,
+    width: int,
+    height: int,
+    background: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """One frame: posed Gaussians → feature image → decoded RGB over `background` (3×H×W), alpha 1×H×W.
+
+    ``gaussians`` holds tri_id, bary, offset, quats_local, log_scales, opacity_logits, features;
+    the model (while fitting) and the baked asset (when re-rendering an edit) both render through here.
+    """
+    g = gaussians
+    means, quats = posed_gaussians(
+        body, pose, expression, shape, g["tri_id"], g["bary"], g["offset"], g["quats_local"]
+    )
+    feats, alpha = rasterize(
+        means, quats, g["log_scales"].exp(), torch.sigmoid(g["opacity_logits"]), g["features"],
+        viewmat, K, width, height,
+    )  # fmt: skip
+    feats = feats.permute(2, 0, 1)[None]
+    alpha = alpha.permute(2, 0, 1)
+    rgb = decoder(feats / alpha[None].clamp(min=1e-3))[0]  # un-premultiplied, so edges keep their colour
+    return rgb * alpha + background * (1 - alpha), alpha
+
+
+class NeuralDecoder(nn.Module):
+    """Feature image B×C×H×W → RGB: base colour (first 3 channels) plus a small conv residual."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, 3, 1),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return torch.sigmoid(features[:, :3] + self.net(features))
+
+
+class Portrait(Representation):
+    name = "portrait"
+    config_class = PortraitConfig
+
+    def __init__(
+        self,
+        clip: Clip,
+        flow: Flow | None,
+        cfg: PortraitConfig,
+        *,
+        body: BodyModel | None = None,
+        tracking: Tracking | None = None,
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.T, self.H, self.W, self.fps = clip.T, clip.H, clip.W, clip.fps
+        if clip.masks is None:
+            raise UserError(
+                "portrait fitting needs a person mask per frame; pass --masks DIR (one PNG per frame)"
+            )
+        # the body is not a submodule: its (large, fixed) buffers stay out of every checkpoint
+        object.__setattr__(self, "body", body or load_body(cfg.body, cfg.body_model_dir, cfg.body_variant))
+        if tracking is None:
+            if cfg.tracking is None:
+                raise UserError(
+                    "portrait fitting needs tracking: pass --set tracking=tracking.json "
+                    "(layout in representations/portrait/tracking.py)"
+                )
+            tracking = load_tracking(cfg.tracking, clip.T, self.body.n_joints)
+        if tracking.T != clip.T:
+            raise UserError(
+                f"tracking has {tracking.T} frames but the clip has {clip.T}; track the same frames"
+            )
+        if (tracking.width, tracking.height) != (clip.W, clip.H):
+            tracking = tracking.rescaled(clip.W, clip.H)
+        self.body_name = tracking.body
+        self.register_buffer("frames", clip.frames.clone(), persistent=False)
+        self.register_buffer("masks", clip.masks[:, :1].amax(1, keepdim=True).clone(), persistent=False)
+        for key in ("pose", "expression", "shape", "viewmat", "K"):
+            self.register_buffer(key, getattr(tracking, key).float().clone())
+
+        res = cfg.texel_resolution
+        tri_id, bary = texel_binding(
+            self.body.uv, self.body.uv_faces, res, visible_faces(self.body, tracking)
+        )
+        if len(tri_id) == 0:
+            raise UserError("no body triangle is visible in the tracked cameras; check the tracking file")
+        rest = self.body(torch.zeros_like(self.pose[:1]), torch.zeros_like(self.expression[:1]), self.shape)
+        size = texel_sizes(rest.vertices[0], self.body.faces, self.body.uv, self.body.uv_faces, tri_id, res)
+        n = len(tri_id)
+        self.register_buffer("tri_id", tri_id)
+        self.register_buffer("bary", bary)
+        self.register_buffer("texel_size", size)
+        self.offset = nn.Parameter(torch.zeros(n, 3))
+        self.log_scales = nn.Parameter(torch.log(size[:, None] * torch.tensor([0.7, 0.7, 0.3])))
+        self.quats_local = nn.Parameter(torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(n, 1))
+        self.opacity_logits = nn.Parameter(torch.full((n,), math.log(0.9 / 0.1)))
+        mean_colour = (clip.frames * self.masks).sum((0, 2, 3)) / self.masks.sum().clamp(min=1)
+        features = 0.1 * torch.randn(n, cfg.feature_dim, generator=torch.Generator().manual_seed(0))
+        features[:, :3] = torch.logit(mean_colour.clamp(0.05, 0.95))
+        self.features = nn.Parameter(features)
+        self.decoder = NeuralDecoder(cfg.feature_dim, cfg.decoder_hidden)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Portrait:
+        self.body._apply(fn)
+        return super()._apply(fn, recurse)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        c = self.cfg
+        return [
+            {"params": [self.features], "lr": c.lr_features},
+            {"params": list(self.decoder.parameters()), "lr": c.lr_decoder},
+            {"params": [self.offset], "lr": c.lr_offset},
+            {"params": [self.log_scales], "lr": c.lr_scale},
+            {"params": [self.quats_local], "lr": c.lr_rotation},
+            {"params": [self.opacity_logits], "lr": c.lr_opacity},
+        ]
+
+    def gaussian_params(self) -> dict[str, Tensor]:
+        return {key: getattr(self, key) for key in GAUSSIAN_KEYS}
+
+    def render(self, t: int, background: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Frame t composited over `background` (default: the source frame) and its alpha."""
+        return render_frame(
+            self.body, self.gaussian_params(), self.decoder, self.pose[t], self.expression[t], self.shape,
+            self.viewmat[t], self.K, self.W, self.H, self.frames[t] if background is None else background,
+        )  # fmt: skip
+
+    def sample(self, step: int, generator: torch.Generator) -> dict[str, Tensor]:
+        return {"t": torch.randint(self.T, (1,), generator=generator)}
+
+    def losses(self, batch: dict[str, Tensor], step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
+        c = self.cfg
+        t = int(batch["t"][0])
+        pred, alpha = self.render(t)
+        target, mask = self.frames[t], self.masks[t]
+        l1 = (pred - target).abs().mean()
+        terms = {
+            "l1": l1,
+            "ssim": c.ssim_weight * ssim_loss(pred[None], target[None], 11),
+            "mask": c.mask_weight * (alpha - mask).abs().mean(),
+            "offset": c.offset_weight * ((self.offset.norm(dim=-1) / self.texel_size) ** 2).mean(),
+            "scale": c.scale_weight
+            * F.relu(self.log_scales.exp() / self.texel_size[:, None] - c.max_scale_texels).mean(),
+        }
+        with torch.no_grad():
+            mse = float(((pred - target) ** 2 * mask).sum() / (3 * mask.sum()).clamp(min=1))
+        return terms, {"mse": mse}
+
+    @torch.no_grad()
+    def bake(self) -> PortraitAsset:
+        from .asset import PortraitAsset
+
+        tracking = Tracking(
+            self.pose, self.expression, self.shape, self.viewmat, self.K, self.W, self.H, self.body_name
+        )
+        return PortraitAsset(
+            gaussians={k: v.detach().cpu().clone() for k, v in self.gaussian_params().items()},
+            decoder_state={k: v.detach().cpu().clone() for k, v in self.decoder.state_dict().items()},
+            feature_dim=self.cfg.feature_dim,
+            decoder_hidden=self.cfg.decoder_hidden,
+            tracking=tracking.to("cpu"),
+            body_spec={
+                "name": self.cfg.body,
+                "model_dir": self.cfg.body_model_dir,
+                "variant": self.cfg.body_variant,
+            },
+            background=self.frames.cpu().clone(),
+            fps=self.fps,
+            body=self.body,
+        )
+
+    @torch.no_grad()
+    def render_all(self) -> tuple[Tensor, Tensor]:
+        """Every frame: T×3×H×W composites and T×1×H×W alphas."""
+        frames, alphas = zip(*(self.render(t) for t in range(self.T)), strict=True)
+        return torch.stack(frames), torch.stack(alphas)

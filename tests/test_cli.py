@@ -1,0 +1,127 @@
+"""Bad input through the CLI: one line naming the problem and the fix, exit 2, nothing left behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from canon_edit.cli import main
+from canon_edit.video import write_pngs
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse
+        code = e.code
+    err = capsys.readouterr().err
+    return code, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture
+def clip_dir(tmp_path, procedural):
+    d = tmp_path / "clip"
+    write_pngs(d / "frames", procedural.clip.frames[:4])
+    write_pngs(d / "masks", procedural.clip.masks[:4].expand(-1, 3, -1, -1))
+    return d
+
+
+def test_missing_video(tmp_path, capsys):
+    code, err = run_cli(capsys, "fit", str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "nope.mp4")
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_video(tmp_path, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00garbage" * 100)
+    code, err = run_cli(capsys, "fit", str(bad), "-o", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "bad.mp4")
+    assert not (tmp_path / "run").exists()
+
+
+def test_zero_frames(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, err = run_cli(capsys, "fit", str(tmp_path / "empty"), "-o", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "empty")
+    assert not (tmp_path / "run").exists()
+
+
+def test_mask_count_mismatch(tmp_path, clip_dir, capsys):
+    (clip_dir / "masks" / "00003.png").unlink()
+    code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "3", "4")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_method_and_option(tmp_path, clip_dir, capsys):
+    code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(tmp_path / "run"), "--method", "nerf")
+    assert_one_line_error(code, err, "nerf", "codef")
+    code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(tmp_path / "run"), "--set", "lr_gird=1")
+    assert_one_line_error(code, err, "lr_gird")
+    code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(tmp_path / "run"), "--bogus")
+    assert_one_line_error(code, err, "--bogus")
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_output_and_unwritable_output(tmp_path, clip_dir, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "something").write_text("x")
+    code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(out))
+    assert_one_line_error(code, err, "--resume", "--force")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(blocker / "run"))
+    assert_one_line_error(code, err, "writable")
+
+
+def test_resume_without_a_run(tmp_path, clip_dir, capsys):
+    code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(tmp_path / "run"), "--resume")
+    assert_one_line_error(code, err, "without --resume")
+
+
+def test_edit_and_render_errors(truth_run, tmp_path, capsys):
+    code, err = run_cli(capsys, "edit", str(tmp_path / "norun"), "--canonical", "x.png")
+    assert_one_line_error(code, err, "not a canon-edit run")
+    code, err = run_cli(capsys, "edit", str(truth_run.path), "--canonical", str(tmp_path / "missing.png"))
+    assert_one_line_error(code, err, "missing.png")
+    code, err = run_cli(capsys, "edit", str(truth_run.path), "--keyframe", "2")
+    assert_one_line_error(code, err, "--image")
+    code, err = run_cli(
+        capsys, "render", str(truth_run.path), "--edit", "nope", "-o", str(tmp_path / "o.mp4")
+    )
+    assert_one_line_error(code, err, "nope")
+    code, err = run_cli(capsys, "render", str(truth_run.path), "--frame", "99", "-o", str(tmp_path / "f.png"))
+    assert_one_line_error(code, err, "out of range")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_edit_render_and_eval_round_trip(truth_run, tmp_path, capsys):
+    frame = tmp_path / "frame.png"
+    assert main(["render", str(truth_run.path), "--frame", "3", "--source", "-o", str(frame)]) == 0
+    from canon_edit.video import read_image, write_image
+
+    img = read_image(frame)
+    img[0, 10:20, 10:30], img[1:, 10:20, 10:30] = 1.0, 0.0
+    write_image(frame, img)
+    assert main(["edit", str(truth_run.path), "--keyframe", "3", "--image", str(frame), "--name", "red"]) == 0
+    assert (truth_run.edits / "red" / "video.mp4").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["eval", str(truth_run.path), "--edit", "red"]) == 0
+    import json
+
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["edit"] == "red" and figures["psnr"] < 40  # the edit changed the video
+    assert (
+        main(["render", str(truth_run.path), "--edit", "red", "--compare", "-o", str(tmp_path / "c.mp4")])
+        == 0
+    )

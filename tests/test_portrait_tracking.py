@@ -1,0 +1,88 @@
+"""Tracking: poses recovered from the procedural portrait's landmarks; tracking files; missing faces."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from canon_edit.errors import UserError
+from representations.portrait.body import (
+    SMPLXBody,
+    matrix_to_axis_angle,
+    rotation_matrix,
+    write_synthetic_smplx,
+)
+from representations.portrait.procedural import make_portrait_clip
+from representations.portrait.tracking import TrackerConfig, fill_missing, load_tracking, track_landmarks
+
+HEAD_TOLERANCE_DEG = 3.0  # rotation of the head relative to the camera (neck and head joints composed)
+JAW_TOLERANCE_DEG = 2.0
+NOISE_PX = 0.2
+
+
+@pytest.fixture(scope="module")
+def body(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("smplx")
+    write_synthetic_smplx(folder)
+    return SMPLXBody(folder)
+
+
+@pytest.fixture(scope="module")
+def portrait(body):
+    return make_portrait_clip(body, frames=6, size=64)
+
+
+def _head_in_camera(body, tracking) -> torch.Tensor:
+    neck, head = body.joint_index("neck"), body.joint_index("head")
+    return (
+        tracking.viewmat[:, :3, :3]
+        @ rotation_matrix(tracking.pose[:, neck])
+        @ rotation_matrix(tracking.pose[:, head])
+    )
+
+
+def test_tracking_recovers_head_and_jaw_from_landmarks(body, portrait):
+    gen = torch.Generator().manual_seed(0)
+    landmarks = portrait.landmarks + NOISE_PX * torch.randn(portrait.landmarks.shape, generator=gen)
+    tracking, error = track_landmarks(body, landmarks, 64, 64, TrackerConfig(iterations=120))
+    assert float(error.max()) < 2 * NOISE_PX + 0.2
+    relative = _head_in_camera(body, tracking) @ _head_in_camera(body, portrait.tracking).transpose(1, 2)
+    head_error = matrix_to_axis_angle(relative).norm(dim=-1).rad2deg()
+    assert float(head_error.max()) < HEAD_TOLERANCE_DEG
+    jaw = body.joint_index("jaw")
+    jaw_error = (tracking.pose[:, jaw, 0] - portrait.tracking.pose[:, jaw, 0]).abs().rad2deg()
+    assert float(jaw_error.max()) < JAW_TOLERANCE_DEG
+
+
+def test_missing_faces_are_interpolated_or_refused():
+    landmarks = torch.arange(5, dtype=torch.float32)[:, None, None].expand(5, 3, 2).clone()
+    landmarks[1] = float("nan")
+    landmarks[3] = float("nan")
+    filled, missing = fill_missing(landmarks)
+    assert missing == [1, 3]
+    torch.testing.assert_close(filled, torch.arange(5, dtype=torch.float32)[:, None, None].expand(5, 3, 2))
+    landmarks[:3] = float("nan")
+    with pytest.raises(UserError, match="no face found in 4 of 5 frames"):
+        fill_missing(landmarks)
+
+
+def test_tracking_file_round_trip_and_bad_files(tmp_path, body, portrait):
+    path = tmp_path / "tracking.json"
+    portrait.tracking.save(path)
+    back = load_tracking(path, portrait.clip.T, body.n_joints)
+    for key in ("pose", "expression", "shape", "viewmat", "K"):
+        torch.testing.assert_close(getattr(back, key), getattr(portrait.tracking, key))
+    with pytest.raises(UserError, match="has 6 frames but the clip has 7"):
+        load_tracking(path, 7)
+    with pytest.raises(UserError, match="joints"):
+        load_tracking(path, 6, joints=64)
+    data = json.loads(path.read_text())
+    del data["frames"][0]["viewmat"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match="layout"):
+        load_tracking(path, 6)
+    path.write_text(json.dumps({"frames": []}))
+    with pytest.raises(UserError, match="not a canon-edit tracking file"):
+        load_tracking(path, 6)

@@ -1,0 +1,81 @@
+"""A fit killed with SIGKILL resumes from its last checkpoint and ends where an uninterrupted fit ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+from canon_edit.run import RunFolder
+from canon_edit.video import write_pngs
+
+STEPS = 160
+
+
+def fit_cmd(clip, out, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "canon_edit.cli",
+        "fit",
+        str(clip),
+        "-o",
+        str(out),
+        "--preset",
+        "codef_demo",
+        "--steps",
+        str(STEPS),
+        "--set",
+        "train.checkpoint_every=40",
+        "--set",
+        "patches=32",
+        "--quiet",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def clip_dir(tmp_path, procedural):
+    d = tmp_path / "clip"
+    write_pngs(d / "frames", procedural.clip.frames[:6])
+    write_pngs(d / "masks", procedural.clip.masks[:6].expand(-1, 3, -1, -1))
+    return d
+
+
+def final_state(run: RunFolder) -> dict:
+    return load_file(str(run.checkpoint_paths()[-1].with_suffix(".safetensors")))
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_fit(tmp_path, clip_dir):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = tmp_path / "ref"
+    subprocess.run(fit_cmd(clip_dir, ref), check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        fit_cmd(clip_dir, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while not RunFolder(killed).checkpoint_paths() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run = RunFolder(killed)
+    assert run.info()["status"] == "fitting"  # a killed run never looks finished
+    done_at_kill = json.loads(run.checkpoint_paths()[-1].read_text())["step"]
+    assert 0 < done_at_kill < STEPS
+
+    subprocess.run(fit_cmd(clip_dir, killed, "--resume"), check=True, env=env, capture_output=True)
+    assert run.info()["status"] == "done" and run.info()["steps"] == STEPS
+    a, b = final_state(RunFolder(ref)), final_state(run)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] - b[k]).abs().max() < 1e-4, k
+    ref_psnr = json.loads(RunFolder(ref).metrics.read_text())["psnr"]
+    assert abs(json.loads(run.metrics.read_text())["psnr"] - ref_psnr) < 0.05
