@@ -155,7 +155,7 @@ def render_layers(layers: list[Layer], textures: list[Tensor], ids: Tensor) -> T
             out = color
         else:
             a = la.alpha[ids].to(color.dtype)[:, None]
-            out = color * a if out is None else out + a * (color - out)
+            out = color * a if out is None else torch.lerp(out, color, a)
     assert out is not None
     return out
 

@@ -88,7 +88,10 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="canon-edit", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="canon-edit",
+        description="Edit a video by editing one canonical image and re-rendering it to every frame.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     d = sub.add_parser("demo", help="fit and edit the embedded procedural clip")
     d.add_argument("-o", "--out", default="canon-edit-demo", help="output folder")

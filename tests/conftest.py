@@ -35,3 +35,12 @@ def make_truth_run(path, proc: ProceduralClip) -> RunFolder:
 @pytest.fixture
 def truth_run(tmp_path, procedural) -> RunFolder:
     return make_truth_run(tmp_path, procedural)
+
+
+@pytest.fixture
+def clip_dir(tmp_path, procedural):
+    """The first 6 frames of the procedural clip as a clip folder (frames/ + masks/)."""
+    d = tmp_path / "clip"
+    write_pngs(d / "frames", procedural.clip.frames[:6])
+    write_pngs(d / "masks", procedural.clip.masks[:6].expand(-1, 3, -1, -1))
+    return d

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from canon_edit.cli import main
-from canon_edit.video import write_pngs
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:
@@ -24,14 +23,6 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
     assert "Traceback" not in err
     for n in needles:
         assert n in lines[0], lines[0]
-
-
-@pytest.fixture
-def clip_dir(tmp_path, procedural):
-    d = tmp_path / "clip"
-    write_pngs(d / "frames", procedural.clip.frames[:4])
-    write_pngs(d / "masks", procedural.clip.masks[:4].expand(-1, 3, -1, -1))
-    return d
 
 
 def test_missing_video(tmp_path, capsys):
@@ -56,9 +47,9 @@ def test_zero_frames(tmp_path, capsys):
 
 
 def test_mask_count_mismatch(tmp_path, clip_dir, capsys):
-    (clip_dir / "masks" / "00003.png").unlink()
+    (clip_dir / "masks" / "00005.png").unlink()
     code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(tmp_path / "run"))
-    assert_one_line_error(code, err, "3", "4")
+    assert_one_line_error(code, err, "5", "6")
     assert not (tmp_path / "run").exists()
 
 
@@ -125,3 +116,15 @@ def test_edit_render_and_eval_round_trip(truth_run, tmp_path, capsys):
         main(["render", str(truth_run.path), "--edit", "red", "--compare", "-o", str(tmp_path / "c.mp4")])
         == 0
     )
+
+
+def test_outputs_are_written_atomically_and_readable(tmp_path):
+    from canon_edit.atomic import atomic_path, write_json
+
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    write_json(target, {"a": 1})
+    assert target.stat().st_mode & 0o044  # group/other can read it, as with any normal file

@@ -9,11 +9,9 @@ import subprocess
 import sys
 import time
 
-import pytest
 from safetensors.torch import load_file
 
 from canon_edit.run import RunFolder
-from canon_edit.video import write_pngs
 
 STEPS = 160
 
@@ -38,14 +36,6 @@ def fit_cmd(clip, out, *extra):
         "--quiet",
         *extra,
     ]
-
-
-@pytest.fixture
-def clip_dir(tmp_path, procedural):
-    d = tmp_path / "clip"
-    write_pngs(d / "frames", procedural.clip.frames[:6])
-    write_pngs(d / "masks", procedural.clip.masks[:6].expand(-1, 3, -1, -1))
-    return d
 
 
 def final_state(run: RunFolder) -> dict:
