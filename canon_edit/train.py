@@ -111,9 +111,12 @@ def fit(
             if done % cfg.checkpoint_every == 0 or now - last_ckpt > cfg.checkpoint_seconds:
                 run.save_checkpoint(done, model, optimizer)
                 last_good, last_ckpt = done, now
-            if cfg.time_budget and done - start == 20:
-                # fit the LR schedule to the steps the budget allows, so it still anneals
-                total = min(cfg.steps, start + int(20 * cfg.time_budget / max(now - t0, 1e-6)))
+            ran = done - start
+            if cfg.time_budget and (ran == 20 or ran % 100 == 0):
+                # fit the LR schedule to the steps the budget allows (re-estimated as the speed
+                # settles), so the fit still anneals
+                total = min(cfg.steps, start + int(ran * cfg.time_budget / max(now - t0, 1e-6)))
+                total = max(total, done + 1) if now - t0 < cfg.time_budget else done
                 bar.total = total
     except KeyboardInterrupt:
         run.save_checkpoint(done, model, optimizer)
