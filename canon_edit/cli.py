@@ -27,7 +27,12 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--masks", help="folder of mask PNGs, one per frame (a clip folder's masks/ is used by default)"
     )
-    p.add_argument("--method", default="codef", help="codef (default)")
+    p.add_argument(
+        "--method",
+        default="codef",
+        help="codef (default; one deformed canonical image per mask group) or atlas (layered atlas: "
+        "a background and one foreground layer per mask label, learned alpha, shading residual)",
+    )
     p.add_argument("--preset", help="config preset name in configs/ or a YAML file (default: the method's)")
     p.add_argument(
         "--set",

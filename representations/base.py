@@ -20,6 +20,7 @@ from canon_edit.video import Clip
 # name → (module, class); imported lazily so a method's heavy dependencies load only when used
 REGISTRY: dict[str, tuple[str, str]] = {
     "codef": ("representations.codef", "CoDeF"),
+    "atlas": ("representations.atlas", "Atlas"),
     "portrait": ("representations.portrait.model", "Portrait"),
 }
 

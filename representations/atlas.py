@@ -1,0 +1,439 @@
+"""Layered neural atlas (Kasten et al. 2021) with grid encodings and a shading residual (Hashing-NVD).
+
+Per layer (background, then one foreground layer per mask label, back to front):
+- a mapping (x, y, t) → (u, v): the CoDeF mapping (`fields.MappingField`, a per-frame affine from
+  chained flow fits plus a zero-initialised residual field), so the layout starts identity-like and
+  unfolded at step 0 — the cheap form of the original method's 15-minute mapping pre-training;
+- a texture field over (u, v) sampled onto the editable texel grid at bake time;
+- a multiplicative shading residual exp(s(u, v, t)) whose output layer starts at zero (shading 1),
+  so lighting changes and shadows are kept out of the texture and re-applied to an edited one;
+- for foreground layers, an alpha field over (x, y, t), evaluated through the layer's mapping as
+  σ(a(u, v, t)): the silhouette rides with the object, so a moving shape is a static one plus a
+  small change in time, and the edge of the alpha follows the edge of the texture exactly.
+The prediction is the same back-to-front `over` composite `CanonicalVideo.render` uses
+(`canonical.composite_weights`), so the bake renders what training optimised.
+
+Losses (DESIGN.md §4), one term each in `losses`: reconstruction, gradient, sparsity (mean
+foreground alpha: a layer covers only what it must), flow on uv, local rigidity of the mapping
+(symmetric Dirichlet energy of the residual's Jacobian, which allows local rotation but not stretch
+or folding), alpha bootstrapped from the masks with a weight decaying to zero (then released) and
+regularisation of the log-shading towards 0.
+
+Choices, measured on DAVIS blackswan at 426×240, 1500 steps, one CPU thread (bench/RESULTS.md):
+- texture encoding: feature planes (default) 28.90 dB in 295 s against the hash grid (16 levels ×
+  2 features, 2^19 table) 28.87 dB in 391 s: the same quality per step, planes faster per step,
+  so planes; `--set texture.kind=hash` keeps the hash grid (the better choice at large scale on
+  GPU with tinycudann, where its capacity per parameter counts);
+- shading resolution: planes at 16–64 texels 28.90 dB; 8–16 28.55 dB; 16–128 27.81 dB with the
+  alpha IoU down from 0.96 to 0.92, because a fine shading field starts to explain the object;
+- texture resolution: the field has one texel per pixel where the layer is most magnified and
+  the bake samples it twice as finely (`bake_oversample`), which recovers the 0.3–0.6 dB that
+  bilinear re-rendering of a 1:1 texture loses; fitting the field itself at 2× reached the same
+  PSNR 43% slower;
+- no separate mapping pre-training: the chained-affine init is already an unfolded,
+  identity-like layout at step 0, and the rigidity term keeps it so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from canon_edit.canonical import CanonicalVideo, Layer, composite_weights, splat
+from canon_edit.errors import UserError
+from canon_edit.flow import Flow
+from canon_edit.train import TrainConfig
+from canon_edit.video import Clip
+
+from .base import Representation
+from .encoding import MLP, EncodingConfig, build_encoding, coarse_to_fine_weights
+from .fields import (
+    MappingField,
+    TextureField,
+    gradient_loss,
+    layer_extent,
+    pixel_ndc,
+    sample_patches,
+    texture_size,
+)
+from .motion import chain_affines, pixel_grid_ndc
+
+NO_MASKS_NOTE = (
+    "no masks: fitted a single background layer (no foreground); "
+    "pass --masks DIR to get a separately editable foreground layer per mask label"
+)
+
+
+@dataclass
+class AtlasConfig:
+    """Every option of the layered atlas (`--set key=value`); *_weight are the loss terms' weights."""
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=4000))
+    texture: EncodingConfig = field(
+        default_factory=lambda: EncodingConfig(kind="planes", n_levels=8, n_features=4, base_resolution=16)
+    )
+    texture_hidden: int = 64
+    texture_layers: int = 1
+    mapping: EncodingConfig = field(
+        default_factory=lambda: EncodingConfig(
+            kind="planes", n_levels=4, n_features=8, base_resolution=8, per_level_scale=2.0
+        )
+    )
+    mapping_hidden: int = 64
+    mapping_layers: int = 2
+    alpha: EncodingConfig = field(
+        default_factory=lambda: EncodingConfig(
+            kind="planes", n_levels=4, n_features=4, base_resolution=16, per_level_scale=2.0
+        )
+    )
+    alpha_hidden: int = 32
+    alpha_layers: int = 1
+    shading: EncodingConfig = field(
+        default_factory=lambda: EncodingConfig(
+            kind="planes", n_levels=3, n_features=4, base_resolution=16, per_level_scale=2.0
+        )
+    )
+    shading_hidden: int = 16
+    shading_layers: int = 1
+    anneal_start: float = 0.05  # fraction of the steps at which finer mapping levels start to switch on
+    anneal_end: float = 0.5  # ... and by which all are on
+    texture_anneal_end: float = 0.3  # the texture is annealed too (BARF): smooth images register better
+    lr_grid: float = 1e-2
+    lr_mlp: float = 2e-3
+    lr_affine: float = 3e-3
+    patches: int = 256
+    patch_size: int = 8
+    grad_weight: float = 0.1
+    flow_weight: float = 5e-4
+    flow_samples: int = 4096
+    rigidity_weight: float = 1e-3
+    sparsity_weight: float = 1e-3
+    shading_weight: float = 1e-2
+    alpha_weight: float = 0.1  # mask bootstrap weight at step 0 ...
+    alpha_bootstrap: float = 0.5  # ... decaying to zero (released) at this fraction of the steps
+    texture_scale: float = 0.0  # field texels per reference pixel; 0 = 1 per pixel where most magnified
+    max_texture_scale: float = 2.0
+    bake_oversample: float = 2.0  # baked texels per field texel, so detail survives bilinear re-rendering
+    max_texture: int = 2048
+    reference: int = -1  # reference frame of every layer's canonical space; -1 = the middle frame
+    photometric_init: bool = True  # refine each frame pair's flow-fitted affine photometrically
+    max_foreground: int = 4  # mask labels beyond this are refused rather than fitted slowly
+    require_masks: bool = False
+
+
+class SpaceTimeField(nn.Module):
+    """(u, v, t) in [0, 1]³ → `out_dim` raw values: a factorised-plane encoding and a small MLP."""
+
+    def __init__(
+        self, enc: EncodingConfig, hidden: int, n_layers: int, out_dim: int, frames: int, zero_init: bool
+    ) -> None:
+        super().__init__()
+        self.frames = frames
+        self.enc = build_encoding(EncodingConfig(**{**enc.__dict__, "max_time_resolution": frames}), 3)
+        self.mlp = MLP(self.enc.out_dim, out_dim, hidden, n_layers, zero_init_last=zero_init)
+
+    def forward(self, uv: Tensor, t: Tensor) -> Tensor:
+        tn = t.to(uv.dtype)[:, None] / max(1, self.frames - 1)
+        return self.mlp(self.enc(torch.cat([uv, tn], 1).clamp(0, 1)))
+
+
+class AtlasLayer(nn.Module):
+    """One layer: mapping, texture, shading residual and (foreground only) alpha."""
+
+    def __init__(
+        self,
+        cfg: AtlasConfig,
+        affines: Tensor,
+        lo: Tensor,
+        hi: Tensor,
+        texture_hw: tuple[int, int],
+        foreground: bool,
+    ) -> None:
+        super().__init__()
+        frames = affines.shape[0]
+        self.mapping = MappingField(cfg.mapping, cfg.mapping_hidden, cfg.mapping_layers, affines, lo, hi)
+        self.texture = TextureField(cfg.texture, cfg.texture_hidden, cfg.texture_layers, texture_hw)
+        self.shading = SpaceTimeField(
+            cfg.shading, cfg.shading_hidden, cfg.shading_layers, 3, frames, zero_init=True
+        )
+        self.alpha = (
+            SpaceTimeField(cfg.alpha, cfg.alpha_hidden, cfg.alpha_layers, 1, frames, zero_init=False)
+            if foreground
+            else None
+        )
+
+
+class LayerSample(NamedTuple):
+    q: Tensor  # N×2 reference-space points
+    uv: Tensor  # N×2 texture coordinates in [0, 1]
+    log_shading: Tensor  # N×3
+    logit: Tensor | None  # N alpha logits (foreground layers)
+    color: Tensor | None = None  # N×3 shaded colour (None when only the geometry was asked for)
+
+
+def evaluate_layer(
+    la: AtlasLayer, xy: Tensor, t: Tensor, map_w: Tensor, tex_w: Tensor | None, color: bool = True
+) -> LayerSample:
+    """Every field of one layer at frame points xy (N×2 NDC) of frames t (N,); the bake skips colour."""
+    q, _ = la.mapping(xy, t, map_w)
+    uv = la.mapping.to_unit(q)
+    log_s = la.shading(uv, t)
+    logit = la.alpha(uv, t)[:, 0] if la.alpha is not None else None
+    shaded = la.texture(uv, tex_w) * torch.exp(log_s) if color else None
+    return LayerSample(q, uv, log_s, logit, shaded)
+
+
+def rigidity_energy(q: Tensor, A: Tensor, px_scale: Tensor) -> Tensor:
+    """Mean symmetric Dirichlet energy of the mapping's residual Jacobian over n×P×P patches.
+
+    q: n×P×P×2 mapped points; A: n×2×2 the (detached) linear part of each patch's frame affine;
+    px_scale: (W/2, H/2), pixels per NDC unit. The finite-difference Jacobian times A⁻¹ is the
+    residual's Jacobian, identity at init; ‖J‖² + ‖J⁻¹‖² − 4 is 0 for any rotation, grows with
+    stretch and explodes at folds (det → 0): the layered atlas's layout regulariser, measured
+    relative to the affine so that a camera zoom costs nothing. It applies to every pixel, not only
+    where the layer is visible: a mapping left free where its layer is hidden or absent drifted and
+    folded on blackswan (26.3 dB, alpha IoU 0.80 at 1500 steps, against 29.5 dB and 0.97).
+    """
+    jx = (q[:, :-1, 1:] - q[:, :-1, :-1]).flatten(1, 2) * px_scale[0]
+    jy = (q[:, 1:, :-1] - q[:, :-1, :-1]).flatten(1, 2) * px_scale[1]
+    J = torch.stack([jx, jy], -1) @ torch.linalg.inv(A)[:, None]  # n×M×2×2, columns d/dx, d/dy
+    return ((J**2).sum((-1, -2)) * (1 + 1 / (torch.linalg.det(J) ** 2 + 1e-4)) - 4).mean()
+
+
+class Atlas(Representation):
+    name = "atlas"
+    config_class = AtlasConfig
+
+    def __init__(self, clip: Clip, flow: Flow, cfg: AtlasConfig):
+        super().__init__()
+        self.cfg = cfg
+        T, H, W = clip.T, clip.H, clip.W
+        self.T, self.H, self.W = T, H, W
+        self.fps = clip.fps
+        masks = check_masks(clip, cfg)
+        self.n_fg = masks.shape[1]
+        weights = composite_weights([torch.ones(T, H, W)] + list(masks.unbind(1)))  # L×T×H×W
+        fwd = torch.cat([flow.forward, torch.zeros(1, 2, H, W)])
+        ok = torch.cat([flow.forward_ok, torch.zeros(1, H, W, dtype=torch.bool)])
+        self.register_buffer("frames", clip.frames.permute(0, 2, 3, 1).contiguous(), persistent=False)
+        self.register_buffer("weights", weights.permute(1, 2, 3, 0).contiguous(), persistent=False)
+        self.register_buffer("masks", masks.permute(0, 2, 3, 1).contiguous(), persistent=False)
+        self.register_buffer("flow_fwd", fwd.permute(0, 2, 3, 1).contiguous(), persistent=False)
+        self.register_buffer("flow_ok", ok, persistent=False)
+        ref = cfg.reference if cfg.reference >= 0 else T // 2
+        grid = pixel_grid_ndc(H, W)
+        self.layers = nn.ModuleList()
+        self.baked_hw: list[tuple[int, int]] = []
+        for k in range(weights.shape[0]):
+            A = chain_affines(
+                flow.forward,
+                flow.backward,
+                flow.forward_ok,
+                flow.backward_ok,
+                weights[k],
+                ref,
+                frames=clip.frames if cfg.photometric_init else None,
+            )
+            lo, hi = layer_extent(A, weights[k], grid)
+            scale = cfg.texture_scale or auto_texture_scale(A, weights[k], cfg.max_texture_scale)
+            hw = texture_size(lo, hi, H, W, scale, cfg.max_texture)
+            self.baked_hw.append(texture_size(lo, hi, H, W, scale * cfg.bake_oversample, cfg.max_texture))
+            self.layers.append(AtlasLayer(cfg, A, lo, hi, hw, foreground=k > 0))
+
+    def level_weights(self, step: int, n_levels: int, end: float) -> Tensor:
+        steps = self.cfg.train.steps
+        w = coarse_to_fine_weights(
+            step, int(self.cfg.anneal_start * steps), int(end * steps), n_levels, min_levels=min(n_levels, 2)
+        )
+        return w.to(self.frames.device)
+
+    def bootstrap_weight(self, step: int) -> float:
+        """Mask supervision of alpha: full at step 0, half-cosine down to 0, then released."""
+        end = self.cfg.alpha_bootstrap * self.cfg.train.steps
+        progress = min(1.0, step / end) if end > 0 else 1.0
+        return self.cfg.alpha_weight * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        grids, mlps, affines = [], [], []
+        for la in self.layers:
+            fields = [la.mapping, la.texture, la.shading] + ([la.alpha] if la.alpha is not None else [])
+            for f in fields:
+                grids += list(f.enc.parameters())
+                mlps += list(f.mlp.parameters())
+            affines.append(la.mapping.affine)
+        return [
+            {"params": grids, "lr": self.cfg.lr_grid},
+            {"params": mlps, "lr": self.cfg.lr_mlp},
+            {"params": affines, "lr": self.cfg.lr_affine},
+        ]
+
+    def sample(self, step: int, generator: torch.Generator) -> dict[str, Tensor]:
+        t, y, x = sample_patches(
+            self.cfg.patches, self.cfg.patch_size, self.T, self.H, self.W, generator, self.frames.device
+        )
+        return {
+            "t": t,
+            "y": y,
+            "x": x,
+            "rgb": self.frames[t, y, x],
+            "w": self.weights[t, y, x],
+            "masks": self.masks[t, y, x],
+            "flow": self.flow_fwd[t, y, x],
+            "ok": self.flow_ok[t, y, x],
+        }
+
+    def composite(
+        self, xy: Tensor, t: Tensor, map_w: Tensor, tex_w: Tensor | None
+    ) -> tuple[Tensor, list[LayerSample], list[Tensor]]:
+        """N×3 prediction: the back-to-front `over` composite `CanonicalVideo.render` computes."""
+        out = [evaluate_layer(la, xy, t, map_w, tex_w) for la in self.layers]
+        alphas = [torch.ones_like(xy[:, 0])] + [torch.sigmoid(o.logit) for o in out[1:]]
+        comp = composite_weights(alphas)
+        return (comp[..., None] * torch.stack([o.color for o in out])).sum(0), out, alphas
+
+    def losses(self, batch: dict[str, Tensor], step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
+        cfg = self.cfg
+        map_w = self.level_weights(step, self.layers[0].mapping.enc.n_levels, cfg.anneal_end)
+        tex_w = self.level_weights(step, self.layers[0].texture.enc.n_levels, cfg.texture_anneal_end)
+        t, rgb, w = batch["t"], batch["rgb"], batch["w"]
+        n, P = t.shape[:2]
+        tf = t.reshape(-1)
+        xy = pixel_ndc(batch["x"], batch["y"], self.H, self.W).reshape(-1, 2)
+        px_scale = xy.new_tensor([self.W / 2, self.H / 2])
+        pred, out, alphas = self.composite(xy, tf, map_w, tex_w)
+        pred = pred.reshape(n, P, P, 3)
+        mse = ((pred - rgb) ** 2).mean()
+        flow_terms, rigid_terms = [], []
+        for k, (la, o) in enumerate(zip(self.layers, out, strict=True)):
+            A = la.mapping.affine.detach()[t[:, 0, 0], :, :2]
+            rigid_terms.append(rigidity_energy(o.q.reshape(n, P, P, 2), A, px_scale))
+            # flow is the visible layer's motion: it constrains a layer only where the masks give it
+            ok = (batch["ok"] & (w[..., k] > 0.5)).reshape(-1).nonzero().squeeze(1)[: cfg.flow_samples]
+            if len(ok):
+                p2 = xy[ok] + batch["flow"].reshape(-1, 2)[ok] / px_scale
+                q2, _ = la.mapping(p2, tf[ok] + 1, map_w)
+                flow_terms.append(((q2 - o.q[ok]) * px_scale).norm(dim=-1).mean())
+        log_s = torch.stack([o.log_shading for o in out])
+        terms = {
+            "rgb": mse,
+            "grad": cfg.grad_weight * gradient_loss(pred, rgb),
+            "rigidity": cfg.rigidity_weight * torch.stack(rigid_terms).mean(),
+            "shading": cfg.shading_weight * (log_s**2).mean(),
+        }
+        if flow_terms:
+            terms["flow"] = cfg.flow_weight * torch.stack(flow_terms).mean()
+        if self.n_fg:
+            logits = torch.stack([o.logit for o in out[1:]], -1)
+            terms["sparsity"] = cfg.sparsity_weight * torch.stack(alphas[1:]).mean()
+            boot = self.bootstrap_weight(step)
+            if boot > 0:
+                target = batch["masks"].reshape(-1, self.n_fg)
+                terms["alpha"] = boot * F.binary_cross_entropy_with_logits(logits, target)
+        return terms, {"mse": float(mse.detach())}
+
+    @torch.no_grad()
+    def bake(self) -> CanonicalVideo:
+        """Textures on their texel grids; uv, alpha and shading at every pixel of every frame."""
+        dev = self.frames.device
+        map_w = torch.ones(self.layers[0].mapping.enc.n_levels, device=dev)
+        grid = pixel_grid_ndc(self.H, self.W).to(dev).reshape(-1, 2)
+        shape = (self.T, self.H, self.W)
+        uvs, alphas, shadings = [], [torch.ones(shape)], []
+        for la in self.layers:
+            frames = [
+                evaluate_layer(la, grid, torch.full((len(grid),), t, device=dev), map_w, None, color=False)
+                for t in range(self.T)
+            ]
+            uvs.append(torch.stack([s.uv for s in frames]).reshape(*shape, 2).cpu() * 2 - 1)
+            shadings.append(torch.stack([s.log_shading for s in frames]).exp().reshape(*shape, 3).cpu())
+            if la.alpha is not None:
+                alphas.append(torch.sigmoid(torch.stack([s.logit for s in frames])).reshape(shape).cpu())
+        comp = composite_weights(alphas)
+        layers = [
+            Layer(
+                texture=la.texture.bake(self.baked_hw[k]),
+                uv=uvs[k].half(),
+                alpha=None if k == 0 else alphas[k].half(),
+                shading=shadings[k].half(),
+                coverage=texture_coverage(comp[k], uvs[k], la.texture.texture_hw, self.baked_hw[k]),
+                name="background" if k == 0 else f"foreground_{k}",
+            )
+            for k, la in enumerate(self.layers)
+        ]
+        return CanonicalVideo(layers=layers, fps=self.fps)
+
+    def extra_metrics(self, clip: Clip, cv: CanonicalVideo) -> dict[str, Any]:
+        """alpha_iou: visible foreground (composite weight > 0.5) against the masks, mean over layers.
+
+        The visible part, not the raw alpha, is what a mask label marks when objects overlap; with
+        one foreground layer the two are the same.
+        """
+        figures: dict[str, Any] = {"layers": len(cv.layers)}
+        if clip.masks is None:
+            figures["note"] = NO_MASKS_NOTE
+            return figures
+        visible = composite_weights(
+            [torch.ones(cv.T, cv.H, cv.W)] + [la.alpha.float() for la in cv.layers[1:]]
+        )
+        ious = [mask_iou(visible[k + 1] > 0.5, clip.masks[:, k] > 0.5) for k in range(clip.masks.shape[1])]
+        figures["alpha_iou"] = round(sum(ious) / len(ious), 4)
+        if len(ious) > 1:
+            figures["alpha_iou_per_layer"] = [round(v, 4) for v in ious]
+        return figures
+
+
+def check_masks(clip: Clip, cfg: AtlasConfig) -> Tensor:
+    """T×K×H×W foreground masks (K = 0 without masks), refusing what the config cannot fit."""
+    if clip.masks is None:
+        if cfg.require_masks:
+            raise UserError(
+                "this atlas preset needs masks (require_masks=true) but the clip has none; "
+                "pass --masks DIR or --set require_masks=false for a single background layer"
+            )
+        return torch.zeros(clip.T, 0, clip.H, clip.W)
+    k = clip.masks.shape[1]
+    if k > cfg.max_foreground:
+        raise UserError(
+            f"the masks have {k} labels but the atlas fits at most {cfg.max_foreground} foreground "
+            f"layers; merge labels in the mask PNGs or pass --set max_foreground={k}"
+        )
+    return clip.masks.float()
+
+
+def auto_texture_scale(A: Tensor, weights: Tensor, cap: float) -> float:
+    """Texels per reference pixel so that the most magnified frame still gets one texel per pixel.
+
+    A maps frame NDC to reference NDC; its smallest singular value below 1 means the frame shows the
+    layer larger than the reference does (a zoom-in), and a texture sized for the reference would
+    blur that frame. Frames where the layer is absent do not count.
+    """
+    present = weights.flatten(1).amax(1) > 0.05
+    if not present.any():
+        return 1.0
+    smin = torch.linalg.svdvals(A[present][:, :, :2])[:, -1].min()
+    return float(min(cap, max(1.0, 1 / float(smin))))
+
+
+def texture_coverage(
+    weight: Tensor, uv: Tensor, field_hw: tuple[int, int], baked_hw: tuple[int, int]
+) -> Tensor:
+    """Hc×Wc: 1 where some frame sees the texel with composite weight (so edits there show), else 0.
+
+    Splatted at the field's resolution (about one texel per pixel, so a seen texel gathers about one
+    pixel's weight) and then resized to the baked grid; a 3×3 closing fills the pinholes that
+    splatting leaves where the texture is magnified, so the PNG shows one clean used region.
+    """
+    seen = splat(weight.reshape(-1, 1), uv.reshape(-1, 2), field_hw)[0]
+    cov = (seen > 0.25).float()[None, None]
+    closed = -F.max_pool2d(-F.max_pool2d(cov, 3, stride=1, padding=1), 3, stride=1, padding=1)
+    return F.interpolate(torch.maximum(cov, closed), size=baked_hw, mode="nearest")[0, 0]
+
+
+def mask_iou(pred: Tensor, target: Tensor) -> float:
+    union = (pred | target).sum()
+    return float((pred & target).sum() / union) if union > 0 else 1.0

@@ -1,0 +1,140 @@
+"""Fields shared by the 2D canonical forms (CoDeF, layered atlas): mapping, texture, patch batches.
+
+A *mapping* sends frame pixels (x, y, t) to a layer's canonical space: a per-frame affine map
+(initialised by chaining robust affine fits of the optical flow, `motion.chain_affines`) plus a
+residual field, so the layout starts identity-like and unfolded and the field only learns what a
+global motion cannot explain. A *texture* field decodes canonical points to RGB and is sampled
+onto a texel grid at bake time.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .encoding import MLP, EncodingConfig, apply_level_weights, build_encoding
+
+
+class MappingField(nn.Module):
+    """(x, y, t) → reference-space point: affine per frame + a residual field, coarse-to-fine annealed."""
+
+    def __init__(
+        self, enc: EncodingConfig, hidden: int, n_layers: int, affines: Tensor, lo: Tensor, hi: Tensor
+    ) -> None:
+        super().__init__()
+        self.frames = affines.shape[0]
+        self.affine = nn.Parameter(affines.clone())
+        self.register_buffer("lo", lo.clone())
+        self.register_buffer("hi", hi.clone())
+        self.enc = build_encoding(EncodingConfig(**{**enc.__dict__, "max_time_resolution": self.frames}), 3)
+        self.mlp = MLP(self.enc.out_dim, 2, hidden, n_layers, zero_init_last=True)
+
+    def forward(self, xy: Tensor, t: Tensor, level_w: Tensor) -> tuple[Tensor, Tensor]:
+        """Frame NDC points N×2 at frames t (N,) → reference-space points N×2 and the residual offsets."""
+        A = self.affine[t]
+        base = (A[:, :, :2] @ xy[:, :, None]).squeeze(-1) + A[:, :, 2]
+        tn = t.to(xy.dtype)[:, None] / max(1, self.frames - 1)
+        # the residual lives in canonical-aligned coordinates, so motion attached to a moving
+        # object (a bend, a wave) is low-rank in the factorised (x, y, t) planes
+        feats = self.enc(torch.cat([self.to_unit(base), tn], 1).clamp(0, 1))
+        offset = self.mlp(apply_level_weights(feats, level_w, self.enc.n_features))
+        return base + offset, offset
+
+    def to_unit(self, q: Tensor) -> Tensor:
+        """Reference-space points → [0, 1]² canonical texture coordinates."""
+        return (q - self.lo) / (self.hi - self.lo)
+
+
+class TextureField(nn.Module):
+    """Canonical colour: a 2D encoding whose finest level matches the texel grid, decoded to RGB."""
+
+    def __init__(self, enc: EncodingConfig, hidden: int, n_layers: int, texture_hw: tuple[int, int]) -> None:
+        super().__init__()
+        self.texture_hw = texture_hw
+        finest = max(texture_hw)
+        scale = (
+            (finest / enc.base_resolution) ** (1 / max(1, enc.n_levels - 1))
+            if finest > enc.base_resolution
+            else 1.0
+        )
+        self.enc = build_encoding(EncodingConfig(**{**enc.__dict__, "per_level_scale": scale}), 2)
+        self.mlp = MLP(self.enc.out_dim, 3, hidden, n_layers)
+
+    def forward(self, c: Tensor, level_w: Tensor | None = None) -> Tensor:
+        """N×2 canonical coordinates in [0, 1] → N×3 RGB in (0, 1)."""
+        feats = self.enc(c.clamp(0, 1))
+        if level_w is not None:
+            feats = apply_level_weights(feats, level_w, self.enc.n_features)
+        return torch.sigmoid(self.mlp(feats))
+
+    @torch.no_grad()
+    def bake(self, size: tuple[int, int] | None = None, chunk: int = 65536) -> Tensor:
+        """3×Hc×Wc: the field at every texel centre (grid_sample convention, align_corners=False).
+
+        `size` defaults to `texture_hw`; a finer grid makes re-rendering (bilinear sampling of the
+        texels) closer to the continuous field the fit optimised.
+        """
+        hc, wc = size or self.texture_hw
+        coords = texel_centres(hc, wc, next(self.parameters()).device)
+        return torch.cat([self(c) for c in coords.split(chunk)]).T.reshape(3, hc, wc).cpu()
+
+
+def texel_centres(hc: int, wc: int, device: torch.device | None = None) -> Tensor:
+    """(Hc·Wc)×2 texel centres in [0, 1]², row-major, (u, v) = (x, y)."""
+    ys = (torch.arange(hc, device=device) + 0.5) / hc
+    xs = (torch.arange(wc, device=device) + 0.5) / wc
+    cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([cx, cy], -1).reshape(-1, 2)
+
+
+def layer_extent(A: Tensor, weights: Tensor, grid: Tensor, margin: float = 0.04) -> tuple[Tensor, Tensor]:
+    """Bounding box (in reference NDC) of every pixel of the layer, mapped by its frame's affine."""
+    pts = []
+    for t in range(A.shape[0]):
+        sel = weights[t] > 0.05
+        if sel.any():
+            p = grid[sel]
+            pts.append(p @ A[t, :, :2].T + A[t, :, 2])
+    if not pts:
+        return torch.tensor([-1.0, -1.0]), torch.tensor([1.0, 1.0])
+    allp = torch.cat(pts)
+    lo, hi = allp.amin(0), allp.amax(0)
+    pad = (hi - lo) * margin + 0.02
+    return lo - pad, hi + pad
+
+
+def texture_size(
+    lo: Tensor, hi: Tensor, height: int, width: int, scale: float, max_texture: int
+) -> tuple[int, int]:
+    """(Hc, Wc) of a texture spanning [lo, hi] at `scale` texels per reference-frame pixel, capped."""
+    size = (hi - lo) / 2 * torch.tensor([width, height]) * scale
+    shrink = min(1.0, max_texture / float(size.max()))
+    wc, hc = (max(8, round(float(s) * shrink)) for s in size)
+    return hc, wc
+
+
+def sample_patches(
+    n: int, size: int, frames: int, height: int, width: int, generator: torch.Generator, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Indices (t, y, x), each n×P×P, of n random P×P patches: gradient and smoothness terms come free."""
+    P = min(size, height, width)
+    t = torch.randint(frames, (n,), generator=generator).to(device)
+    y0 = torch.randint(height - P + 1, (n,), generator=generator).to(device)
+    x0 = torch.randint(width - P + 1, (n,), generator=generator).to(device)
+    ar = torch.arange(P, device=device)
+    tt = t[:, None, None].expand(n, P, P)
+    yy = (y0[:, None] + ar)[:, :, None].expand(n, P, P)
+    xx = (x0[:, None] + ar)[:, None, :].expand(n, P, P)
+    return tt, yy, xx
+
+
+def pixel_ndc(x: Tensor, y: Tensor, height: int, width: int) -> Tensor:
+    """Integer pixel indices → NDC of the pixel centres, stacked on a new last axis (x, y)."""
+    return torch.stack([(x + 0.5) / width * 2 - 1, (y + 0.5) / height * 2 - 1], -1)
+
+
+def gradient_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Squared error of horizontal and vertical finite differences of n×P×P×C patches (edge sharpness)."""
+    gx = (pred[:, :, 1:] - pred[:, :, :-1]) - (target[:, :, 1:] - target[:, :, :-1])
+    gy = (pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])
+    return (gx**2).mean() + (gy**2).mean()

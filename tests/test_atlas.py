@@ -1,0 +1,157 @@
+"""Layered atlas on the procedural clip: reconstruction, alpha against the true matte, edits."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from canon_edit.canonical import CanonicalVideo, over
+from canon_edit.cli import main
+from canon_edit.config import load_config
+from canon_edit.errors import UserError
+from canon_edit.fitting import ClipOptions, fit_clip
+from canon_edit.flow import compute_flow, load_or_compute_flow
+from canon_edit.metrics import psnr
+from canon_edit.procedural import ProceduralClip
+from canon_edit.train import make_optimizer
+from canon_edit.video import read_clip, read_image, write_image, write_pngs
+from representations.atlas import Atlas, AtlasConfig
+from representations.motion import pixel_grid_ndc
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, procedural: ProceduralClip):
+    """One fit shared by the tests, from a clip folder on disk so that edits can re-read the clip."""
+    folder = tmp_path_factory.mktemp("atlas")
+    write_pngs(folder / "clip" / "frames", procedural.clip.frames)
+    write_pngs(folder / "clip" / "masks", procedural.clip.masks.expand(-1, 3, -1, -1))
+    options = ClipOptions(source=str(folder / "clip"))
+    run = fit_clip(
+        options.read(),
+        folder / "run",
+        "atlas",
+        preset="atlas_demo",
+        clip_options=options,
+        show_progress=False,
+    )
+    return procedural, run, CanonicalVideo.load(run.canonical)
+
+
+def _morph(mask: torch.Tensor, radius: int, dilate: bool) -> torch.Tensor:
+    m = mask.float()[:, None] if dilate else 1 - mask.float()[:, None]
+    grown = F.max_pool2d(m, 2 * radius + 1, stride=1, padding=radius)[:, 0] > 0
+    return grown if dilate else ~grown
+
+
+def test_reconstruction_reaches_28db(fitted):
+    proc, run, cv = fitted
+    assert psnr(cv.render().clamp(0, 1), proc.clip.frames) >= 28.0
+    assert json.loads(run.metrics.read_text())["psnr"] >= 28.0
+    assert run.info()["status"] == "done"
+
+
+def test_alpha_matches_the_true_matte(fitted):
+    proc, run, cv = fitted
+    pred, true = cv.layers[1].alpha.float() > 0.5, proc.truth.layers[1].alpha.float() > 0.5
+    assert float((pred & true).sum() / (pred | true).sum()) >= 0.9
+    assert json.loads(run.metrics.read_text())["extra"]["alpha_iou"] >= 0.9
+
+
+def test_bake_has_background_and_foreground_with_shading_and_transparent_unused_area(fitted):
+    _, run, cv = fitted
+    assert [la.alpha is None for la in cv.layers] == [True, False]
+    for k, la in enumerate(cv.layers):
+        assert la.shading.shape == (cv.T, cv.H, cv.W, 3)
+        assert 0.2 < float(la.coverage.mean()) < 1.0  # the texture is used, and the unused area is marked
+        png = read_image(run.canonical / f"layer_{k}.png")
+        assert png.shape[0] == 4 and float(png[3].min()) == 0.0 and float(png[3].max()) == 1.0
+
+
+def test_overlay_on_the_foreground_atlas_lands_on_the_sprite_in_every_frame(fitted):
+    proc, _, cv = fitted
+    fg = cv.layers[1]
+    magenta = torch.tensor([1.0, 0.0, 1.0])[:, None, None].expand(3, *fg.coverage.shape)
+    textures = cv.textures()
+    textures[1] = over(textures[1], torch.cat([magenta, fg.coverage[None]]))
+    changed = (cv.render(textures=textures) - cv.render()).abs().amax(1) > 10 / 255
+    true = proc.truth.layers[1].alpha.float() > 0.5
+    assert float((changed & _morph(true, 2, dilate=True)).sum() / changed.sum()) >= 0.95
+    interior = _morph(true, 2, dilate=False)
+    for t in range(cv.T):
+        assert float((changed[t] & interior[t]).sum() / interior[t].sum()) >= 0.95, f"frame {t}"
+
+
+def test_bake_renders_what_training_optimised(fitted):
+    proc, run, cv = fitted
+    clip = read_clip(run.info()["clip"]["source"])
+    model = Atlas(clip, load_or_compute_flow(run.flow, clip.frames), load_config(AtlasConfig, "atlas_demo"))
+    run.load_checkpoint(model, make_optimizer(model))
+    grid = pixel_grid_ndc(cv.H, cv.W).reshape(-1, 2)
+    t = 5
+    with torch.no_grad():
+        map_w = torch.ones(model.layers[0].mapping.enc.n_levels)
+        pred, _, _ = model.composite(grid, torch.full((len(grid),), t), map_w, None)
+    field = pred.T.reshape(3, cv.H, cv.W)
+    assert psnr(cv.render([t])[0].clamp(0, 1), field.clamp(0, 1)) >= 35.0
+
+
+def test_every_edit_mode_works_on_an_atlas_run(fitted, tmp_path):
+    proc, run, cv = fitted
+    overlay = torch.zeros(4, *cv.layers[1].texture.shape[1:])
+    overlay[0], overlay[3] = 1.0, cv.layers[1].coverage
+    write_image(tmp_path / "overlay.png", overlay)
+    assert main(["edit", str(run.path), "--canonical", str(tmp_path / "overlay.png"), "--layer", "1"]) == 0
+    frame = cv.render([4])[0].clamp(0, 1)
+    frame[:, 10:20, 30:50] = torch.tensor([0.0, 0.0, 1.0])[:, None, None]
+    write_image(tmp_path / "frame.png", frame)
+    assert main(["edit", str(run.path), "--keyframe", "4", "--image", str(tmp_path / "frame.png")]) == 0
+    assert main(["render", str(run.path), "--edit", "keyframe", "-o", str(tmp_path / "k.mp4")]) == 0
+    assert main(["eval", str(run.path), "--edit", "canonical"]) == 0
+    assert (tmp_path / "k.mp4").stat().st_size > 0
+
+
+def test_without_masks_a_single_background_layer_and_a_note(tmp_path, procedural):
+    clip = replace(procedural.clip, masks=None)
+    run = fit_clip(
+        clip,
+        tmp_path / "run",
+        "atlas",
+        preset="atlas_demo",
+        overrides={"train": {"steps": 20}},
+        show_progress=False,
+    )
+    cv = CanonicalVideo.load(run.canonical)
+    assert len(cv.layers) == 1 and cv.layers[0].alpha is None
+    extra = json.loads(run.metrics.read_text())["extra"]
+    assert extra["layers"] == 1 and "no masks" in extra["note"]
+
+
+def test_two_mask_labels_give_two_foreground_layers(tmp_path, procedural):
+    left = procedural.clip.masks * (torch.arange(procedural.clip.W) < procedural.clip.W // 2)
+    clip = replace(procedural.clip, masks=torch.cat([left, procedural.clip.masks - left], 1))
+    run = fit_clip(
+        clip,
+        tmp_path / "run",
+        "atlas",
+        preset="atlas_demo",
+        overrides={"train": {"steps": 20}},
+        show_progress=False,
+    )
+    cv = CanonicalVideo.load(run.canonical)
+    assert [la.name for la in cv.layers] == ["background", "foreground_1", "foreground_2"]
+    assert torch.isfinite(cv.render()).all()
+    assert len(json.loads(run.metrics.read_text())["extra"]["alpha_iou_per_layer"]) == 2
+
+
+def test_bad_masks_are_one_line_user_errors(procedural):
+    flow = compute_flow(procedural.clip.frames[:3])
+    clip = replace(procedural.clip, frames=procedural.clip.frames[:3], masks=procedural.clip.masks[:3])
+    three = replace(clip, masks=clip.masks.expand(-1, 3, -1, -1))
+    with pytest.raises(UserError, match="3 labels.*max_foreground=3"):
+        Atlas(three, flow, AtlasConfig(max_foreground=2))
+    with pytest.raises(UserError, match="needs masks.*--masks DIR"):
+        Atlas(replace(clip, masks=None), flow, AtlasConfig(require_masks=True))
