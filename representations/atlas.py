@@ -37,7 +37,7 @@ Choices, measured on DAVIS blackswan at 426×240, 1500 steps, one CPU thread (be
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -47,21 +47,26 @@ from torch import Tensor, nn
 from canon_edit.canonical import CanonicalVideo, Layer, composite_weights, splat
 from canon_edit.errors import UserError
 from canon_edit.flow import Flow
-from canon_edit.train import TrainConfig
 from canon_edit.video import Clip
 
 from .base import Representation
-from .encoding import MLP, EncodingConfig, build_encoding, coarse_to_fine_weights
+from .encoding import MLP, EncodingConfig, build_encoding
 from .fields import (
+    MAPPING_ENCODING,
+    TEXTURE_ENCODING,
+    LayeredFitConfig,
     MappingField,
     TextureField,
+    anneal_weights,
     gradient_loss,
-    layer_extent,
+    init_layer_affine,
+    layered_param_groups,
+    patch_batch,
     pixel_ndc,
-    sample_patches,
+    planes,
     texture_size,
 )
-from .motion import chain_affines, pixel_grid_ndc
+from .motion import pixel_grid_ndc
 
 NO_MASKS_NOTE = (
     "no masks: fitted a single background layer (no foreground); "
@@ -70,47 +75,25 @@ NO_MASKS_NOTE = (
 
 
 @dataclass
-class AtlasConfig:
-    """Every option of the layered atlas (`--set key=value`); *_weight are the loss terms' weights."""
+class AtlasConfig(LayeredFitConfig):
+    """Every option of the layered atlas (`--set key=value`); *_weight are the loss terms' weights.
 
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=4000))
-    texture: EncodingConfig = field(
-        default_factory=lambda: EncodingConfig(kind="planes", n_levels=8, n_features=4, base_resolution=16)
-    )
+    The options shared with CoDeF (schedule, learning rates, batches) are in `fields.LayeredFitConfig`.
+    """
+
+    texture: EncodingConfig = planes(*TEXTURE_ENCODING)
     texture_hidden: int = 64
     texture_layers: int = 1
-    mapping: EncodingConfig = field(
-        default_factory=lambda: EncodingConfig(
-            kind="planes", n_levels=4, n_features=8, base_resolution=8, per_level_scale=2.0
-        )
-    )
+    mapping: EncodingConfig = planes(*MAPPING_ENCODING)
     mapping_hidden: int = 64
     mapping_layers: int = 2
-    alpha: EncodingConfig = field(
-        default_factory=lambda: EncodingConfig(
-            kind="planes", n_levels=4, n_features=4, base_resolution=16, per_level_scale=2.0
-        )
-    )
+    alpha: EncodingConfig = planes(4, 4, 16)
     alpha_hidden: int = 32
     alpha_layers: int = 1
-    shading: EncodingConfig = field(
-        default_factory=lambda: EncodingConfig(
-            kind="planes", n_levels=3, n_features=4, base_resolution=16, per_level_scale=2.0
-        )
-    )
+    shading: EncodingConfig = planes(3, 4, 16)
     shading_hidden: int = 16
     shading_layers: int = 1
-    anneal_start: float = 0.05  # fraction of the steps at which finer mapping levels start to switch on
-    anneal_end: float = 0.5  # ... and by which all are on
     texture_anneal_end: float = 0.3  # the texture is annealed too (BARF): smooth images register better
-    lr_grid: float = 1e-2
-    lr_mlp: float = 2e-3
-    lr_affine: float = 3e-3
-    patches: int = 256
-    patch_size: int = 8
-    grad_weight: float = 0.1
-    flow_weight: float = 5e-4
-    flow_samples: int = 4096
     rigidity_weight: float = 1e-3
     sparsity_weight: float = 1e-3
     shading_weight: float = 1e-2
@@ -119,9 +102,6 @@ class AtlasConfig:
     texture_scale: float = 0.0  # field texels per reference pixel; 0 = 1 per pixel where most magnified
     max_texture_scale: float = 2.0
     bake_oversample: float = 2.0  # baked texels per field texel, so detail survives bilinear re-rendering
-    max_texture: int = 2048
-    reference: int = -1  # reference frame of every layer's canonical space; -1 = the middle frame
-    photometric_init: bool = True  # refine each frame pair's flow-fitted affine photometrically
     max_foreground: int = 4  # mask labels beyond this are refused rather than fitted slowly
     require_masks: bool = False
 
@@ -227,30 +207,18 @@ class Atlas(Representation):
         self.register_buffer("flow_ok", ok, persistent=False)
         ref = cfg.reference if cfg.reference >= 0 else T // 2
         grid = pixel_grid_ndc(H, W)
+        photometric = clip.frames if cfg.photometric_init else None
         self.layers = nn.ModuleList()
         self.baked_hw: list[tuple[int, int]] = []
         for k in range(weights.shape[0]):
-            A = chain_affines(
-                flow.forward,
-                flow.backward,
-                flow.forward_ok,
-                flow.backward_ok,
-                weights[k],
-                ref,
-                frames=clip.frames if cfg.photometric_init else None,
-            )
-            lo, hi = layer_extent(A, weights[k], grid)
+            A, lo, hi = init_layer_affine(flow, weights[k], ref, photometric, grid)
             scale = cfg.texture_scale or auto_texture_scale(A, weights[k], cfg.max_texture_scale)
             hw = texture_size(lo, hi, H, W, scale, cfg.max_texture)
             self.baked_hw.append(texture_size(lo, hi, H, W, scale * cfg.bake_oversample, cfg.max_texture))
             self.layers.append(AtlasLayer(cfg, A, lo, hi, hw, foreground=k > 0))
 
     def level_weights(self, step: int, n_levels: int, end: float) -> Tensor:
-        steps = self.cfg.train.steps
-        w = coarse_to_fine_weights(
-            step, int(self.cfg.anneal_start * steps), int(end * steps), n_levels, min_levels=min(n_levels, 2)
-        )
-        return w.to(self.frames.device)
+        return anneal_weights(self.cfg, step, n_levels, end).to(self.frames.device)
 
     def bootstrap_weight(self, step: int) -> float:
         """Mask supervision of alpha: full at step 0, half-cosine down to 0, then released."""
@@ -259,33 +227,25 @@ class Atlas(Representation):
         return self.cfg.alpha_weight * 0.5 * (1 + math.cos(math.pi * progress))
 
     def param_groups(self) -> list[dict[str, Any]]:
-        grids, mlps, affines = [], [], []
-        for la in self.layers:
-            fields = [la.mapping, la.texture, la.shading] + ([la.alpha] if la.alpha is not None else [])
-            for f in fields:
-                grids += list(f.enc.parameters())
-                mlps += list(f.mlp.parameters())
-            affines.append(la.mapping.affine)
-        return [
-            {"params": grids, "lr": self.cfg.lr_grid},
-            {"params": mlps, "lr": self.cfg.lr_mlp},
-            {"params": affines, "lr": self.cfg.lr_affine},
+        fields = [
+            f
+            for la in self.layers
+            for f in (la.mapping, la.texture, la.shading) + ((la.alpha,) if la.alpha is not None else ())
         ]
+        return layered_param_groups(self.cfg, fields, [la.mapping.affine for la in self.layers])
 
     def sample(self, step: int, generator: torch.Generator) -> dict[str, Tensor]:
-        t, y, x = sample_patches(
-            self.cfg.patches, self.cfg.patch_size, self.T, self.H, self.W, generator, self.frames.device
+        return patch_batch(
+            self.cfg,
+            {
+                "rgb": self.frames,
+                "w": self.weights,
+                "masks": self.masks,
+                "flow": self.flow_fwd,
+                "ok": self.flow_ok,
+            },
+            generator,
         )
-        return {
-            "t": t,
-            "y": y,
-            "x": x,
-            "rgb": self.frames[t, y, x],
-            "w": self.weights[t, y, x],
-            "masks": self.masks[t, y, x],
-            "flow": self.flow_fwd[t, y, x],
-            "ok": self.flow_ok[t, y, x],
-        }
 
     def composite(
         self, xy: Tensor, t: Tensor, map_w: Tensor, tex_w: Tensor | None

@@ -1,4 +1,4 @@
-"""Fields shared by the 2D canonical forms (CoDeF, layered atlas): mapping, texture, patch batches.
+"""Fields shared by the 2D canonical forms (CoDeF, layered atlas): options, mapping, texture, batches.
 
 A *mapping* sends frame pixels (x, y, t) to a layer's canonical space: a per-frame affine map
 (initialised by chaining robust affine fits of the optical flow, `motion.chain_affines`) plus a
@@ -9,10 +9,77 @@ onto a texel grid at bake time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from .encoding import MLP, EncodingConfig, apply_level_weights, build_encoding
+from canon_edit.flow import Flow
+from canon_edit.train import TrainConfig
+
+from .encoding import MLP, EncodingConfig, apply_level_weights, build_encoding, coarse_to_fine_weights
+from .motion import chain_affines
+
+
+@dataclass
+class LayeredFitConfig:
+    """Options both 2D canonical forms share: schedule, learning rates, batches and the common losses."""
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=4000))
+    anneal_start: float = 0.05  # fraction of the steps at which finer mapping levels start to switch on
+    anneal_end: float = 0.5  # ... and by which all are on
+    lr_grid: float = 1e-2
+    lr_mlp: float = 2e-3
+    lr_affine: float = 3e-3
+    patches: int = 256
+    patch_size: int = 8
+    grad_weight: float = 0.1
+    flow_weight: float = 5e-4
+    flow_samples: int = 4096
+    max_texture: int = 2048
+    reference: int = -1  # reference frame of every layer's canonical space; -1 = the middle frame
+    photometric_init: bool = True  # refine each frame pair's flow-fitted affine photometrically
+
+
+def planes(n_levels: int, n_features: int, base_resolution: int, per_level_scale: float = 2.0) -> Any:
+    """A default-factory for a factorised-plane encoding option (the 2D forms' default encoder)."""
+    return field(
+        default_factory=lambda: EncodingConfig(
+            kind="planes",
+            n_levels=n_levels,
+            n_features=n_features,
+            base_resolution=base_resolution,
+            per_level_scale=per_level_scale,
+        )
+    )
+
+
+TEXTURE_ENCODING = (8, 4, 16, 1.5)  # levels, features, base resolution, scale (rescaled to the texels)
+MAPPING_ENCODING = (4, 8, 8, 2.0)
+
+
+def anneal_weights(cfg: LayeredFitConfig, step: int, n_levels: int, end: float) -> Tensor:
+    """Coarse-to-fine level weights at `step`: levels switch on from `anneal_start` to `end` (fractions)."""
+    steps = cfg.train.steps
+    return coarse_to_fine_weights(
+        step, int(cfg.anneal_start * steps), int(end * steps), n_levels, min_levels=min(n_levels, 2)
+    )
+
+
+def init_layer_affine(
+    flow: Flow, weights: Tensor, reference: int, frames: Tensor | None, grid: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A layer's per-frame affines (T×2×3, chained flow fits) and its extent in reference space.
+
+    `weights` T×H×W say where the layer is visible; `frames` (or None) enable the photometric
+    refinement of each frame pair's affine.
+    """
+    A = chain_affines(
+        flow.forward, flow.backward, flow.forward_ok, flow.backward_ok, weights, reference, frames=frames
+    )
+    lo, hi = layer_extent(A, weights, grid)
+    return A, lo, hi
 
 
 class MappingField(nn.Module):
@@ -111,6 +178,25 @@ def texture_size(
     shrink = min(1.0, max_texture / float(size.max()))
     wc, hc = (max(8, round(float(s) * shrink)) for s in size)
     return hc, wc
+
+
+def layered_param_groups(cfg: LayeredFitConfig, fields: list[nn.Module], affines: list[Tensor]) -> list[dict]:
+    """Adam groups: grid features, MLP weights and per-frame affines, each at its own learning rate."""
+    return [
+        {"params": [p for f in fields for p in f.enc.parameters()], "lr": cfg.lr_grid},
+        {"params": [p for f in fields for p in f.mlp.parameters()], "lr": cfg.lr_mlp},
+        {"params": affines, "lr": cfg.lr_affine},
+    ]
+
+
+def patch_batch(
+    cfg: LayeredFitConfig, per_pixel: dict[str, Tensor], generator: torch.Generator
+) -> dict[str, Tensor]:
+    """A batch of random patches: their (t, y, x) indices and every T×H×W×… buffer gathered there."""
+    T, H, W = next(iter(per_pixel.values())).shape[:3]
+    device = next(iter(per_pixel.values())).device
+    t, y, x = sample_patches(cfg.patches, cfg.patch_size, T, H, W, generator, device)
+    return {"t": t, "y": y, "x": x, **{k: v[t, y, x] for k, v in per_pixel.items()}}
 
 
 def sample_patches(
