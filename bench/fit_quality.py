@@ -2,7 +2,10 @@
 
     python bench/fit_quality.py --clip ../shared/data/davis_blackswan --method codef --size 240
 
-Keys: psnr, ssim, seconds, steps, peak_mem_mb, device, frames, height, width (+ the method's own).
+Keys: psnr, ssim, seconds, steps, peak_mem_mb, device, frames, height, width, render_fps (re-rendering
+every frame from the bake), plus the method's own (atlas: alpha_iou; portrait: masked_psnr,
+masked_ssim, landmark_error_px). A portrait clip without tracking needs the face detector's
+interpreter in $CANON_EDIT_DETECTOR_PYTHON (see the README).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from canon_edit.evaluate import load_canonical
 from canon_edit.fitting import ClipOptions, fit_video
 from canon_edit.run import versions
 
@@ -61,6 +65,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     seconds = time.monotonic() - t0
     info, metrics = run.info(), json.loads(run.metrics.read_text())
+    bake = load_canonical(run.canonical)
+    t1 = time.monotonic()
+    bake.render()
+    render_fps = bake.T / (time.monotonic() - t1)
     figures = {
         "bench": "fit_quality",
         "clip": Path(args.clip).name,
@@ -70,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": round(seconds, 1),
         "fit_seconds": info["fit_seconds"],
         "steps": info["steps"],
+        "render_fps": round(render_fps, 1),
         "peak_mem_mb": round(peak_mem_mb(info["device"]), 1),
         "device": info["device"],
         "threads": torch.get_num_threads(),

@@ -30,8 +30,16 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         default="codef",
-        help="codef (default; one deformed canonical image per mask group) or atlas (layered atlas: "
-        "a background and one foreground layer per mask label, learned alpha, shading residual)",
+        help="codef (default; one deformed canonical image per mask group), atlas (layered atlas: "
+        "a background and one foreground layer per mask label, learned alpha, shading residual) or "
+        "portrait (Gaussians on a tracked body model; tracks the face and segments the person itself)",
+    )
+    p.add_argument("--body", choices=["anny", "smplx"], help="portrait: body model (default anny)")
+    p.add_argument("--body-model-dir", help="portrait: folder holding SMPLX_NEUTRAL.npz (with --body smplx)")
+    p.add_argument(
+        "--tracking",
+        help="portrait: tracking of the clip, a canon-edit tracking.json or PortraitGen's smplx_track.pth "
+        "(default: track the detected face landmarks)",
     )
     p.add_argument("--preset", help="config preset name in configs/ or a YAML file (default: the method's)")
     p.add_argument(
@@ -116,6 +124,11 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     from .fitting import ClipOptions, fit_video
 
     overrides = parse_overrides(args.overrides)
+    portrait = {"body": args.body, "body_model_dir": args.body_model_dir, "tracking": args.tracking}
+    portrait = {k: v for k, v in portrait.items() if v is not None}
+    if portrait and args.method != "portrait":
+        raise UserError("--body, --body-model-dir and --tracking apply to --method portrait only")
+    overrides = deep_merge(overrides, portrait)
     if args.steps is not None:
         overrides = deep_merge(overrides, {"train": {"steps": args.steps}})
     if args.time_budget is not None:

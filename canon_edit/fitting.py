@@ -1,11 +1,14 @@
-"""`fit`: clip → flow → representation → fitting loop → bake → renders and metrics in a run folder.
+"""`fit`: clip → prepare (+ flow) → representation → fitting loop → bake → renders and metrics.
 
 Everything the user can get wrong (paths, masks, options) is validated before the run folder is
-created, so bad input leaves nothing behind that looks like a run.
+created; what only the representation's `prepare` hook can check (a body model's files, a tracking
+file) removes the fresh run folder when it fails, so bad input leaves nothing behind that looks
+like a run.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,10 +17,9 @@ from typing import Any
 import torch
 
 from .atomic import atomic_dir
-from .canonical import CanonicalVideo
 from .config import load_config
 from .errors import UserError
-from .evaluate import evaluate_run
+from .evaluate import Bake, evaluate_run
 from .flow import load_or_compute_flow
 from .run import RunFolder, versions
 from .train import fit
@@ -84,9 +86,17 @@ def fit_clip(
             device=str(dev),
         )
     t0 = time.monotonic()
-    flow = load_or_compute_flow(run.flow, clip.frames, show_progress=show_progress)
+    try:
+        clip, extra_kwargs = cls.prepare(clip, cfg, run, show_progress)
+    except UserError:
+        if not resume:
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    flow = (
+        load_or_compute_flow(run.flow, clip.frames, show_progress=show_progress) if cls.needs_flow else None
+    )
     torch.manual_seed(cfg.train.seed)  # same seed, same fit
-    model = cls(clip, flow, cfg).to(dev)
+    model = cls(clip, flow, cfg, **extra_kwargs).to(dev)
     steps = fit(model, run, cfg.train, resume=resume, show_progress=show_progress)
     cv = model.bake()
     finish_run(run, cv, clip, model.extra_metrics(clip, cv))
@@ -94,14 +104,14 @@ def fit_clip(
     return run
 
 
-def finish_run(run: RunFolder, cv: CanonicalVideo, clip: Clip, extra: dict[str, Any] | None = None) -> None:
+def finish_run(run: RunFolder, cv: Bake, clip: Clip, extra: dict[str, Any] | None = None) -> None:
     """Save the bake, the reconstruction and side-by-side videos, and the metrics."""
     with atomic_dir(run.canonical) as tmp:
         cv.save(tmp)
     recon = cv.render().clamp(0, 1)
     write_video(run.renders / "reconstruction.mp4", recon, clip.fps)
     write_video(run.renders / "compare.mp4", torch.cat([clip.frames, recon], dim=3), clip.fps)
-    evaluate_run(run, clip=clip, cv=cv, extra=extra)
+    evaluate_run(run, clip=clip, cv=cv, extra=extra, video=recon)
 
 
 def fit_video(options: ClipOptions, out: str | Path, method: str = "codef", **kwargs: Any) -> RunFolder:

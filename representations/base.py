@@ -1,6 +1,7 @@
 """The Representation protocol and the registry that maps method names to classes.
 
-A representation is built from a `Clip`, its `Flow` and a config dataclass; the shared fitting
+A representation is built from a `Clip`, its `Flow` (None when `needs_flow` is False), a config
+dataclass and whatever its `prepare` hook computed (tracking, a body model, ...); the shared fitting
 loop (`canon_edit.train.fit`) only calls `param_groups`, `sample` and `losses`; `bake` turns the
 fitted fields into the fast, editable form.
 """
@@ -13,8 +14,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from canon_edit.canonical import CanonicalVideo
 from canon_edit.errors import UserError
+from canon_edit.evaluate import Bake
+from canon_edit.run import RunFolder
 from canon_edit.video import Clip
 
 # name → (module, class); imported lazily so a method's heavy dependencies load only when used
@@ -28,6 +30,18 @@ REGISTRY: dict[str, tuple[str, str]] = {
 class Representation(nn.Module):
     name: ClassVar[str]
     config_class: ClassVar[type]
+    needs_flow: ClassVar[bool] = True  # False: the fit computes no optical flow and passes flow=None
+
+    @classmethod
+    def prepare(
+        cls, clip: Clip, cfg: Any, run: RunFolder, show_progress: bool
+    ) -> tuple[Clip, dict[str, Any]]:
+        """Per-clip work before the model is built, cached in `run` so --resume does not redo it.
+
+        Returns the clip (possibly completed, e.g. with masks) that the constructor, the bake and the
+        metrics all see, and extra keyword arguments for the constructor.
+        """
+        return clip, {}
 
     def param_groups(self) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -39,10 +53,10 @@ class Representation(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def bake(self) -> CanonicalVideo:
+    def bake(self) -> Bake:
         raise NotImplementedError
 
-    def extra_metrics(self, clip: Clip, cv: CanonicalVideo) -> dict[str, Any]:
+    def extra_metrics(self, clip: Clip, cv: Bake) -> dict[str, Any]:
         """The method's own figures for metrics.json and the benchmark line (e.g. alpha IoU)."""
         return {}
 

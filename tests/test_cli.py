@@ -80,6 +80,19 @@ def test_resume_without_a_run(tmp_path, clip_dir, capsys):
     assert_one_line_error(code, err, "without --resume")
 
 
+def test_portrait_without_its_body_model_files_leaves_no_run(tmp_path, clip_dir, capsys):
+    out = tmp_path / "run"
+    code, err = run_cli(
+        capsys, "fit", str(clip_dir), "-o", str(out), "--method", "portrait",
+        "--body", "smplx", "--body-model-dir", "/nonexistent",
+    )  # fmt: skip
+    assert_one_line_error(code, err, "SMPL-X", "/nonexistent")
+    assert not out.exists()
+    code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(out), "--tracking", "t.json")
+    assert_one_line_error(code, err, "--method portrait")
+    assert not out.exists()
+
+
 def test_edit_and_render_errors(truth_run, tmp_path, capsys):
     code, err = run_cli(capsys, "edit", str(tmp_path / "norun"), "--canonical", "x.png")
     assert_one_line_error(code, err, "not a canon-edit run")

@@ -86,3 +86,36 @@ def test_tracking_file_round_trip_and_bad_files(tmp_path, body, portrait):
     path.write_text(json.dumps({"frames": []}))
     with pytest.raises(UserError, match="not a canon-edit tracking file"):
         load_tracking(path, 6)
+
+
+def test_body_keypoints_place_the_arms_that_face_landmarks_cannot_see(body, portrait):
+    """Shoulders lowered in the truth: the pose keypoints (elbows, with visibility) recover them."""
+    truth = portrait.tracking
+    pose = truth.pose.clone()
+    for side, sign in (("left", 1.0), ("right", -1.0)):
+        pose[:, body.joint_index(f"{side}_shoulder"), 2] = -sign * 0.5  # arms 29° further down
+    out = body(pose, truth.expression, truth.shape)
+
+    def project(points: torch.Tensor) -> torch.Tensor:
+        cam = points @ truth.viewmat[:, :3, :3].transpose(1, 2) + truth.viewmat[:, None, :3, 3]
+        return cam[..., :2] / cam[..., 2:] * truth.K[0, 0] + truth.K[:2, 2]
+
+    landmarks = project(body.landmarks(out.vertices))
+    keypoints = torch.full((truth.T, 33, 3), float("nan"))
+    names = {11: "left_shoulder", 12: "right_shoulder", 13: "left_elbow", 14: "right_elbow"}
+    for i, name in names.items():
+        keypoints[:, i, :2] = project(out.joints[:, [body.joint_index(name)]])[:, 0]
+        keypoints[:, i, 2] = 0.9
+    cfg = TrackerConfig(iterations=150)
+    elbows = [body.joint_index("left_elbow"), body.joint_index("right_elbow")]
+
+    @torch.no_grad()
+    def elbow_error(tracking) -> float:
+        joints = body(tracking.pose, tracking.expression, tracking.shape).joints[:, elbows]
+        cam = joints @ tracking.viewmat[:, :3, :3].transpose(1, 2) + tracking.viewmat[:, None, :3, 3]
+        pixels = cam[..., :2] / cam[..., 2:] * tracking.K[0, 0] + tracking.K[:2, 2]
+        return float((pixels - keypoints[:, [13, 14], :2]).norm(dim=-1).max())
+
+    faces_only = elbow_error(track_landmarks(body, landmarks, 64, 64, cfg)[0])
+    with_keypoints = elbow_error(track_landmarks(body, landmarks, 64, 64, cfg, keypoints=keypoints)[0])
+    assert with_keypoints < 1.0 < faces_only, (with_keypoints, faces_only)

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..canonical import CanonicalVideo, apply_canonical_edit, changed_mask, lift_keyframe
 from ..errors import UserError
+from ..evaluate import editable, load_canonical
 from ..fitting import load_clip
 from ..run import RunFolder
 from ..video import VIDEO_SUFFIXES, read_image, write_image, write_pngs, write_video
@@ -39,7 +40,10 @@ def keyframe_textures(
 
 def run_edit(args: argparse.Namespace) -> Path:
     run = RunFolder.open(args.run)
-    cv = CanonicalVideo.load(run.canonical)
+    how = (
+        "--canonical" if args.canonical else "--keyframe" if args.keyframe is not None else "diffusion edits"
+    )
+    cv = editable(load_canonical(run.canonical), how)
     if args.from_edit:
         cv = cv.with_textures(load_edit(run, args.from_edit))
     textures = cv.textures()
@@ -67,7 +71,7 @@ def run_edit(args: argparse.Namespace) -> Path:
 
 def run_render(args: argparse.Namespace) -> Path:
     run = RunFolder.open(args.run)
-    cv = CanonicalVideo.load(run.canonical)
+    cv = load_canonical(run.canonical)
     textures = load_edit(run, args.edit) if args.edit else None
     out = Path(args.out)
     if args.frame is not None:

@@ -2,13 +2,15 @@
 
 On disk (the run's ``canonical/`` folder)::
 
-    asset.json              kind "portrait", body model spec, fps, decoder sizes
+    asset.json              kind "portrait", body model spec (name, model_dir, variant, n_shape,
+                            n_expression), fps, decoder sizes
     gaussians.ply           3DGS layout at the rest pose + binding (tri_id, bary, offset, lrot) + features
     decoder.safetensors     the neural-texture decoder's weights
     tracking.json           per-frame pose/expression/camera, shared shape (tracking.py's layout)
     background.safetensors  the source frames (uint8), the layer the person is composited over
 
-`render()` has `CanonicalVideo.render`'s call shape, so the spine's finish/eval code can drive it.
+`render(frames, textures)` has `CanonicalVideo.render`'s call shape, so the spine's finish, eval and
+render code drives it (canon_edit.evaluate.load_canonical opens either kind of bake).
 """
 
 from __future__ import annotations
@@ -25,12 +27,30 @@ from torch import Tensor
 from canon_edit.atomic import atomic_path, write_json
 from canon_edit.errors import UserError
 
-from .body import BodyModel, load_body
+from .body import BodyModel, SMPLXBody, load_body
 from .gaussians import read_ply, write_ply
 from .model import NeuralDecoder, posed_gaussians, render_frame
 from .tracking import Tracking, load_tracking
 
 KIND = "portrait"
+
+
+def body_spec(body: BodyModel, model_dir: str | None, variant: str) -> dict[str, Any]:
+    """What rebuilds `body`: SMPL-X keeps its coefficient counts (imported tracking may use 300/100)."""
+    return {
+        "name": body.name,
+        "model_dir": model_dir,
+        "variant": variant,
+        "n_shape": body.n_shape,
+        "n_expression": body.n_expression,
+    }
+
+
+def load_body_spec(spec: dict[str, Any]) -> BodyModel:
+    """The body a spec names (see `body_spec`); counts are capped by what the SMPL-X file holds."""
+    if spec["name"] == "smplx" and "n_shape" in spec:
+        return SMPLXBody(spec.get("model_dir"), int(spec["n_shape"]), int(spec["n_expression"]))
+    return load_body(spec["name"], spec.get("model_dir"), spec.get("variant", "head"))
 
 
 @dataclass
@@ -40,7 +60,7 @@ class PortraitAsset:
     feature_dim: int
     decoder_hidden: int
     tracking: Tracking
-    body_spec: dict[str, Any]  # name, model_dir, variant (what load_body needs)
+    body_spec: dict[str, Any]  # what load_body_spec needs: name, model_dir, variant, n_shape, n_expression
     background: Tensor  # T×3×H×W in [0, 1]
     fps: float
     body: BodyModel | None = field(default=None, repr=False)
@@ -51,9 +71,7 @@ class PortraitAsset:
 
     def get_body(self) -> BodyModel:
         if self.body is None:
-            self.body = load_body(
-                self.body_spec["name"], self.body_spec.get("model_dir"), self.body_spec.get("variant", "head")
-            )
+            self.body = load_body_spec(self.body_spec)
         return self.body
 
     def decoder(self) -> NeuralDecoder:
@@ -62,8 +80,14 @@ class PortraitAsset:
         return decoder.eval()
 
     @torch.no_grad()
-    def render(self, textures: Any = None, frames: list[int] | None = None) -> Tensor:
-        """Re-render frames (default all) as T×3×H×W, person composited over the source background."""
+    def render(
+        self, frames: Tensor | list[int] | None = None, textures: Any = None, background: Tensor | None = None
+    ) -> Tensor:
+        """Re-render frames (default all) as T×3×H×W, the person composited over `background`.
+
+        `background` is one 3×H×W image for every frame (a new backdrop; black for person-only
+        metrics); by default each frame's own source frame.
+        """
         if textures is not None:
             raise UserError(
                 "portrait runs have no canonical textures to replace; portrait edits are not supported yet"
@@ -71,10 +95,10 @@ class PortraitAsset:
         body, decoder, tr = self.get_body(), self.decoder(), self.tracking
         g = {k: v.to(tr.pose.device) for k, v in self.gaussians.items()}
         out = []
-        for t in range(self.T) if frames is None else frames:
+        for t in range(self.T) if frames is None else [int(t) for t in frames]:
             image, _ = render_frame(
                 body, g, decoder, tr.pose[t], tr.expression[t], tr.shape, tr.viewmat[t], tr.K,
-                tr.width, tr.height, self.background[t],
+                tr.width, tr.height, self.background[t] if background is None else background,
             )  # fmt: skip
             out.append(image)
         return torch.stack(out)

@@ -460,7 +460,7 @@ def write_synthetic_smplx(folder: str | Path, seed: int = 0) -> Path:
 
 # --------------------------------------------------------------------------- anny
 
-# anny's makehuman head rig → the common joint names the tracker uses
+# anny's makehuman rig → the common (SMPL-X) joint names the tracker uses
 ANNY_COMMON = {
     "root": "pelvis",
     "neck01": "neck",
@@ -468,10 +468,33 @@ ANNY_COMMON = {
     "jaw": "jaw",
     "eye.L": "left_eye",
     "eye.R": "right_eye",
+    "clavicle.L": "left_collar",
+    "clavicle.R": "right_collar",
+    "upperarm01.L": "left_shoulder",
+    "upperarm01.R": "right_shoulder",
+    "lowerarm01.L": "left_elbow",
+    "lowerarm01.R": "right_elbow",
 }
 ANNY_TO_BODY = torch.tensor(
     [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]
 )  # z-up, -y front → y-up, +z front
+
+
+def anny_landmarks(variant: str, n_faces: int) -> tuple[Tensor, Tensor]:
+    """The 51 face landmarks that ``scripts/make_anny_landmarks.py`` placed on anny's `variant` mesh.
+
+    None (L = 0, so tracking refuses the model) where the variant has no file or the file was made
+    for a mesh with another face count (another anny version).
+    """
+    import json
+
+    path = Path(__file__).with_name("data") / f"anny_{variant}_landmarks.json"
+    if path.is_file():
+        data = json.loads(path.read_text())
+        if data["n_faces"] == n_faces:
+            faces = torch.tensor(data["landmark_faces"], dtype=torch.long)
+            return faces, torch.tensor(data["landmark_bary"], dtype=torch.float32)
+    return torch.zeros(0, dtype=torch.long), torch.zeros(0, 3)
 
 
 class AnnyBody(BodyModel):
@@ -515,8 +538,9 @@ class AnnyBody(BodyModel):
         uv = model.texture_coordinates.float()
         self.register_buffer("uv", torch.stack([uv[:, 0], 1 - uv[:, 1]], -1).clamp(0, 1))
         self.register_buffer("uv_faces", model.face_texture_coordinate_indices.long().clone())
-        self.register_buffer("landmark_faces", torch.zeros(0, dtype=torch.long))
-        self.register_buffer("landmark_bary", torch.zeros(0, 3))
+        landmark_faces, landmark_bary = anny_landmarks(variant, len(self.faces))
+        self.register_buffer("landmark_faces", landmark_faces)
+        self.register_buffer("landmark_bary", landmark_bary)
         self.register_buffer("to_body", ANNY_TO_BODY.clone())
         self._n_vertices = int(model.template_vertices.shape[0])
 

@@ -6,6 +6,9 @@ moves it; free scale, rotation and opacity; a feature vector per Gaussian is ras
 conv net decodes the feature image to RGB. The person is composited over the source frame with the
 rendered alpha, so the background never needs modelling and the mask supervises the silhouette.
 Losses: L1 + SSIM on the composite, L1 between alpha and the person mask, offset and scale priors.
+No optical flow: the tracked body carries the motion. `prepare` (prepare.py) supplies the body, the
+tracking (a tracking file, or detected face landmarks tracked per frame) and, for a clip without
+masks, the detector's person segmentation.
 """
 
 from __future__ import annotations
@@ -14,13 +17,17 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import kornia
 import torch
 import torch.nn.functional as F
 from kornia.losses import ssim_loss
 from torch import Tensor, nn
 
 from canon_edit.errors import UserError
+from canon_edit.evaluate import Bake
 from canon_edit.flow import Flow
+from canon_edit.metrics import SSIM_BATCH, SSIM_WINDOW, psnr
+from canon_edit.run import RunFolder
 from canon_edit.train import TrainConfig
 from canon_edit.video import Clip
 
@@ -28,7 +35,7 @@ from ..base import Representation
 from .body import BodyModel, load_body
 from .gaussians import bind, texel_binding, texel_sizes
 from .raster import rasterize
-from .tracking import Tracking, load_tracking
+from .tracking import TrackerConfig, Tracking
 
 if TYPE_CHECKING:
     from .asset import PortraitAsset
@@ -42,8 +49,10 @@ class PortraitConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, warmup_steps=20))
     body: str = "anny"  # anny (installs from PyPI) | smplx (needs body_model_dir)
     body_model_dir: str | None = None
-    body_variant: str = "head"  # anny: head | fullbody
-    tracking: str | None = None  # tracking.json (see tracking.py); None = track the clip's landmarks
+    body_variant: str = "fullbody"  # anny: fullbody (head and torso: portraits show shoulders) | head
+    tracking: str | None = None  # tracking.json (tracking.py) or PortraitGen's smplx_track.pth; None = track
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)  # landmark tracking (no tracking file)
+    detector_python: str | None = None  # mediapipe interpreter; None = $CANON_EDIT_DETECTOR_PYTHON
     texel_resolution: int = 256  # one Gaussian per covered texel of this UV map
     feature_dim: int = 16  # neural feature per Gaussian; its first 3 channels are a base colour
     decoder_hidden: int = 32
@@ -130,6 +139,17 @@ def render_frame(
     return rgb * alpha + background * (1 - alpha), alpha
 
 
+def masked_ssim(pred: Tensor, target: Tensor, mask: Tensor) -> float:
+    """Mean of the SSIM map (window 11) of T×3×H×W frames over the pixels where `mask` (T×1×H×W) is set."""
+    total, weight = 0.0, 0.0
+    for start in range(0, len(pred), SSIM_BATCH):
+        part = slice(start, start + SSIM_BATCH)
+        ssim_map = kornia.metrics.ssim(pred[part].float(), target[part].float(), SSIM_WINDOW, max_val=1.0)
+        total += float((ssim_map.double() * mask[part]).sum())
+        weight += 3 * float(mask[part].sum())
+    return total / weight
+
+
 class NeuralDecoder(nn.Module):
     """Feature image B×C×H×W → RGB: base colour (first 3 channels) plus a small conv residual."""
 
@@ -152,6 +172,16 @@ class NeuralDecoder(nn.Module):
 class Portrait(Representation):
     name = "portrait"
     config_class = PortraitConfig
+    needs_flow = False
+
+    @classmethod
+    def prepare(
+        cls, clip: Clip, cfg: PortraitConfig, run: RunFolder, show_progress: bool
+    ) -> tuple[Clip, dict[str, Any]]:
+        """Body model, tracking and (for a clip without them) masks; see prepare.py."""
+        from .prepare import prepare_portrait
+
+        return prepare_portrait(clip, cfg, run, show_progress)
 
     def __init__(
         self,
@@ -161,23 +191,24 @@ class Portrait(Representation):
         *,
         body: BodyModel | None = None,
         tracking: Tracking | None = None,
+        landmark_error_px: float | None = None,
     ):
         super().__init__()
         self.cfg = cfg
         self.T, self.H, self.W, self.fps = clip.T, clip.H, clip.W, clip.fps
+        self.landmark_error_px = landmark_error_px
         if clip.masks is None:
             raise UserError(
-                "portrait fitting needs a person mask per frame; pass --masks DIR (one PNG per frame)"
+                "portrait fitting needs a person mask per frame; pass --masks DIR (one PNG per frame) "
+                "or fit with 'canon-edit fit --method portrait', which segments the person"
+            )
+        if tracking is None:
+            raise UserError(
+                "portrait fitting needs tracking; fit with 'canon-edit fit --method portrait', which tracks "
+                "the face, or pass --tracking FILE (tracking.json or PortraitGen's smplx_track.pth)"
             )
         # the body is not a submodule: its (large, fixed) buffers stay out of every checkpoint
         object.__setattr__(self, "body", body or load_body(cfg.body, cfg.body_model_dir, cfg.body_variant))
-        if tracking is None:
-            if cfg.tracking is None:
-                raise UserError(
-                    "portrait fitting needs tracking: pass --set tracking=tracking.json "
-                    "(layout in representations/portrait/tracking.py)"
-                )
-            tracking = load_tracking(cfg.tracking, clip.T, self.body.n_joints)
         if tracking.T != clip.T:
             raise UserError(
                 f"tracking has {tracking.T} frames but the clip has {clip.T}; track the same frames"
@@ -259,8 +290,27 @@ class Portrait(Representation):
         return terms, {"mse": mse}
 
     @torch.no_grad()
+    @torch.no_grad()
+    def extra_metrics(self, clip: Clip, cv: Bake) -> dict[str, Any]:
+        """PSNR/SSIM over the person mask, of the person rendered over BLACK, and the landmark error.
+
+        Full-frame figures flatter the fit (its background is the source frame); inside the mask the
+        person is rendered over black, so a part of the person the Gaussians do not cover (hair, a
+        torso beyond a head-only body) counts as an error instead of showing the source through.
+        """
+        figures: dict[str, Any] = {}
+        mask = self.masks.cpu()
+        if mask.any():
+            video = cv.render(background=torch.zeros(3, self.H, self.W)).clamp(0, 1)
+            figures["masked_psnr"] = round(psnr(video, clip.frames, mask), 3)
+            figures["masked_ssim"] = round(masked_ssim(video, clip.frames, mask), 4)
+        if self.landmark_error_px is not None:
+            figures["landmark_error_px"] = round(self.landmark_error_px, 3)
+        return figures
+
+    @torch.no_grad()
     def bake(self) -> PortraitAsset:
-        from .asset import PortraitAsset
+        from .asset import PortraitAsset, body_spec
 
         tracking = Tracking(
             self.pose, self.expression, self.shape, self.viewmat, self.K, self.W, self.H, self.body_name
@@ -271,11 +321,7 @@ class Portrait(Representation):
             feature_dim=self.cfg.feature_dim,
             decoder_hidden=self.cfg.decoder_hidden,
             tracking=tracking.to("cpu"),
-            body_spec={
-                "name": self.cfg.body,
-                "model_dir": self.cfg.body_model_dir,
-                "variant": self.cfg.body_variant,
-            },
+            body_spec=body_spec(self.body, self.cfg.body_model_dir, self.cfg.body_variant),
             background=self.frames.cpu().clone(),
             fps=self.fps,
             body=self.body,

@@ -180,8 +180,14 @@ class TrackerConfig:
     lr: float = 0.04
     smooth_weight: float = 1.0  # on frame-to-frame changes of pose, expression and camera
     pose_weight: float = 1e-3  # keeps joint rotations (and expressions) small where landmarks are silent
+    # face landmarks alone cannot tell a head turn from a camera orbit; the orbit also swings the
+    # shoulders off the person, so the camera's deviation from its clip mean costs more than a head turn
+    camera_weight: float = 1.0
     huber_px: float = 2.0  # robust loss: landmarks further off than this count linearly
-    tracked_joints: tuple[str, ...] = ("neck", "head", "jaw")
+    tracked_joints: tuple[str, ...] = ("neck", "head", "jaw")  # those the body has (anny fullbody: no jaw)
+    # tracked too when body keypoints are given: the shoulders and arms a portrait's torso hangs on
+    arm_joints: tuple[str, ...] = ("left_collar", "right_collar", "left_shoulder", "right_shoulder")
+    keypoint_weight: float = 1.0  # body keypoints (× their visibility) against face landmarks
     focal: float = 0.0  # pixels; 0 = 1.8 × the image's short side (a portrait lens)
 
 
@@ -191,16 +197,44 @@ def _project(points: Tensor, viewmat: Tensor, K: Tensor) -> Tensor:
     return uv * torch.stack([K[0, 0], K[1, 1]]) + K[:2, 2]
 
 
+# mediapipe pose landmark index → the common joint name it marks (the person's left, image right)
+KEYPOINT_JOINTS = {11: "left_shoulder", 12: "right_shoulder", 13: "left_elbow", 14: "right_elbow"}
+
+
+def keypoint_targets(body: BodyModel, keypoints: Tensor) -> tuple[list[int], Tensor, Tensor]:
+    """Body joints marked by mediapipe pose keypoints T×33×3: joint ids, T×K×2 pixels, T×K weights.
+
+    The weight is the detector's visibility (0 where it found no person), so an elbow it only
+    guesses below the frame pulls the arm down gently and a missing frame not at all.
+    """
+    pairs = [(i, body.joint_index(n)) for i, n in KEYPOINT_JOINTS.items() if n in body.joint_names]
+    points = keypoints[:, [i for i, _ in pairs]]
+    weight = torch.nan_to_num(points[..., 2], nan=0.0).clamp(0, 1)
+    return [j for _, j in pairs], torch.nan_to_num(points[..., :2], nan=0.0), weight
+
+
 def track_landmarks(
-    body: BodyModel, landmarks: Tensor, width: int, height: int, cfg: TrackerConfig | None = None
+    body: BodyModel,
+    landmarks: Tensor,
+    width: int,
+    height: int,
+    cfg: TrackerConfig | None = None,
+    keypoints: Tensor | None = None,
 ) -> tuple[Tracking, Tensor]:
-    """Fit per-frame camera, neck/head/jaw pose and expression, and a shared shape, to 2D landmarks.
+    """Fit per-frame camera, head/arm pose and expression, and a shared shape, to 2D landmarks.
 
     ``landmarks`` T×L×2 pixels (NaN rows = no detection; filled by `fill_missing`) correspond to
-    ``body.landmarks``. The camera starts frontal at the distance that matches the landmarks'
-    spread; everything is optimised jointly over the clip with a temporal smoothness term.
+    ``body.landmarks``; optional ``keypoints`` T×33×3 (mediapipe pose: x, y, visibility) place the
+    shoulders and arms, so a torso-length body lines up with the person below the face. The camera
+    starts frontal at the distance that matches the landmarks' spread; everything is optimised
+    jointly over the clip with a temporal smoothness term.
     Returns the tracking and the per-frame mean landmark error in pixels.
     """
+    if body.landmark_faces.numel() == 0:
+        raise UserError(
+            f"the {body.name} body model has no face landmarks on its mesh, so it cannot be tracked; use "
+            "--body smplx, give --tracking, or for anny re-run scripts/make_anny_landmarks.py for its variant"
+        )
     cfg = cfg or TrackerConfig()
     landmarks, missing = fill_missing(landmarks)
     if missing:
@@ -223,7 +257,11 @@ def track_landmarks(
     shift = (landmarks.mean(1) - K[:2, 2]) / f * distance  # T×2
     cam_rot = torch.zeros(T, 3, requires_grad=True)
     cam_trans = torch.cat([shift, torch.zeros(T, 1)], 1).requires_grad_(True)
-    joints = [body.joint_index(name) for name in cfg.tracked_joints]
+    names = list(cfg.tracked_joints) + (list(cfg.arm_joints) if keypoints is not None else [])
+    joints = [body.joint_index(name) for name in names if name in body.joint_names]
+    kp_joints, kp_target, kp_weight = (
+        keypoint_targets(body, keypoints) if keypoints is not None else ([], None, None)
+    )
     joint_rot = torch.zeros(T, len(joints), 3, requires_grad=True)
     expression = torch.zeros(T, body.n_expression, requires_grad=True)
     shape = torch.zeros(1, body.n_shape, requires_grad=True)
@@ -241,9 +279,16 @@ def track_landmarks(
         out = body(pose, expression, shape)
         pred = _project(body.landmarks(out.vertices), viewmat, K)
         data = torch.nn.functional.huber_loss(pred, landmarks, delta=cfg.huber_px)
+        if kp_joints:
+            kp = _project(out.joints[:, kp_joints], viewmat, K)
+            per_point = torch.nn.functional.huber_loss(kp, kp_target, delta=cfg.huber_px, reduction="none")
+            data = data + cfg.keypoint_weight * (per_point.mean(-1) * kp_weight).mean()
         smooth = sum(((x[1:] - x[:-1]) ** 2).mean() for x in (cam_rot, cam_trans * 10, joint_rot, expression))
         prior = (joint_rot**2).mean() + (expression**2).mean() + (shape**2).mean()
-        loss = data + cfg.smooth_weight * smooth + cfg.pose_weight * prior
+        orbit = ((cam_rot - cam_rot.mean(0)) ** 2).mean() + (
+            ((cam_trans - cam_trans.mean(0)) * 10) ** 2
+        ).mean()
+        loss = data + cfg.smooth_weight * smooth + cfg.pose_weight * prior + cfg.camera_weight * orbit
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
