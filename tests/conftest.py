@@ -15,6 +15,31 @@ from canon_edit.video import read_clip, write_pngs  # noqa: E402
 
 
 @pytest.fixture(scope="session")
+def smplx_dir(tmp_path_factory):
+    """A synthetic SMPL-X model file (the smplx package's full key set, no licensed data)."""
+    from representations.portrait.body import write_synthetic_smplx
+
+    folder = tmp_path_factory.mktemp("smplx")
+    write_synthetic_smplx(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def body(smplx_dir):
+    from representations.portrait.body import SMPLXBody
+
+    return SMPLXBody(smplx_dir)
+
+
+@pytest.fixture(scope="session")
+def portrait(body):
+    """The procedural portrait: known body, poses, Gaussians and landmarks, 6 frames of 64²."""
+    from representations.portrait.procedural import make_portrait_clip
+
+    return make_portrait_clip(body, frames=6, size=64)
+
+
+@pytest.fixture(scope="session")
 def procedural() -> ProceduralClip:
     return make_clip(frames=12, height=48, width=80)
 

@@ -9,7 +9,6 @@ import torch
 from canon_edit.errors import UserError
 from representations.portrait.body import (
     AnnyBody,
-    SMPLXBody,
     find_smplx_file,
     load_body,
     rotation_matrix,
@@ -21,18 +20,6 @@ SMPLX_KEYS = {
     "hands_componentsl", "hands_componentsr", "hands_meanl", "hands_meanr", "lmk_faces_idx",
     "lmk_bary_coords", "dynamic_lmk_faces_idx", "dynamic_lmk_bary_coords",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def smplx_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("smplx")
-    write_synthetic_smplx(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def body(smplx_dir) -> SMPLXBody:
-    return SMPLXBody(smplx_dir)
 
 
 def test_synthetic_file_has_the_smplx_layout(smplx_dir):

@@ -9,25 +9,12 @@ from canon_edit.errors import UserError
 from canon_edit.fitting import fit_clip
 from canon_edit.metrics import psnr
 from representations.portrait.asset import PortraitAsset
-from representations.portrait.body import SMPLXBody, write_synthetic_smplx
+from representations.portrait.body import SMPLXBody
 from representations.portrait.gaussians import read_ply
 from representations.portrait.model import Portrait, PortraitConfig
-from representations.portrait.procedural import make_portrait_clip
 from representations.portrait.tracking import load_tracking
 
 FIT_STEPS = 150
-
-
-@pytest.fixture(scope="module")
-def smplx_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("smplx")
-    write_synthetic_smplx(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def portrait(smplx_dir):
-    return make_portrait_clip(SMPLXBody(smplx_dir), frames=6, size=64)
 
 
 def test_fit_reconstructs_the_procedural_portrait(tmp_path, smplx_dir, portrait):

@@ -21,27 +21,13 @@ from representations.portrait.body import (
     matrix_to_axis_angle,
     rotation_matrix,
     synthetic_smplx_arrays,
-    write_synthetic_smplx,
 )
 from representations.portrait.detect import Detections
 from representations.portrait.import_tracking import fit_coefficients, hands_mean, import_portraitgen
-from representations.portrait.procedural import make_portrait_clip
 from representations.portrait.tracking import Tracking
 
 FIT_STEPS = 150
 FLIP_YZ = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
-
-
-@pytest.fixture(scope="module")
-def smplx_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("smplx")
-    write_synthetic_smplx(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def portrait(smplx_dir):
-    return make_portrait_clip(SMPLXBody(smplx_dir), frames=6, size=64)
 
 
 def fake_detector(portrait, calls: list):

@@ -9,29 +9,14 @@ import torch
 
 from canon_edit.errors import UserError
 from representations.portrait.body import (
-    SMPLXBody,
     matrix_to_axis_angle,
     rotation_matrix,
-    write_synthetic_smplx,
 )
-from representations.portrait.procedural import make_portrait_clip
 from representations.portrait.tracking import TrackerConfig, fill_missing, load_tracking, track_landmarks
 
 HEAD_TOLERANCE_DEG = 3.0  # rotation of the head relative to the camera (neck and head joints composed)
 JAW_TOLERANCE_DEG = 2.0
 NOISE_PX = 0.2
-
-
-@pytest.fixture(scope="module")
-def body(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("smplx")
-    write_synthetic_smplx(folder)
-    return SMPLXBody(folder)
-
-
-@pytest.fixture(scope="module")
-def portrait(body):
-    return make_portrait_clip(body, frames=6, size=64)
 
 
 def _head_in_camera(body, tracking) -> torch.Tensor:
