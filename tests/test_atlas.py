@@ -114,8 +114,8 @@ def test_every_edit_mode_works_on_an_atlas_run(fitted, tmp_path):
     assert (tmp_path / "k.mp4").stat().st_size > 0
 
 
-def test_without_masks_a_single_background_layer_and_a_note(tmp_path, procedural):
-    clip = replace(procedural.clip, masks=None)
+def _short_fit(clip, tmp_path):
+    """20 steps: enough to check the layer structure a clip's masks give."""
     run = fit_clip(
         clip,
         tmp_path / "run",
@@ -124,7 +124,11 @@ def test_without_masks_a_single_background_layer_and_a_note(tmp_path, procedural
         overrides={"train": {"steps": 20}},
         show_progress=False,
     )
-    cv = CanonicalVideo.load(run.canonical)
+    return run, CanonicalVideo.load(run.canonical)
+
+
+def test_without_masks_a_single_background_layer_and_a_note(tmp_path, procedural):
+    run, cv = _short_fit(replace(procedural.clip, masks=None), tmp_path)
     assert len(cv.layers) == 1 and cv.layers[0].alpha is None
     extra = json.loads(run.metrics.read_text())["extra"]
     assert extra["layers"] == 1 and "no masks" in extra["note"]
@@ -132,16 +136,9 @@ def test_without_masks_a_single_background_layer_and_a_note(tmp_path, procedural
 
 def test_two_mask_labels_give_two_foreground_layers(tmp_path, procedural):
     left = procedural.clip.masks * (torch.arange(procedural.clip.W) < procedural.clip.W // 2)
-    clip = replace(procedural.clip, masks=torch.cat([left, procedural.clip.masks - left], 1))
-    run = fit_clip(
-        clip,
-        tmp_path / "run",
-        "atlas",
-        preset="atlas_demo",
-        overrides={"train": {"steps": 20}},
-        show_progress=False,
+    run, cv = _short_fit(
+        replace(procedural.clip, masks=torch.cat([left, procedural.clip.masks - left], 1)), tmp_path
     )
-    cv = CanonicalVideo.load(run.canonical)
     assert [la.name for la in cv.layers] == ["background", "foreground_1", "foreground_2"]
     assert torch.isfinite(cv.render()).all()
     assert len(json.loads(run.metrics.read_text())["extra"]["alpha_iou_per_layer"]) == 2
