@@ -4,8 +4,8 @@ The reference follows 3DGS exactly where it matters for agreement with gsplat: E
 (the Jacobian of the perspective map at each centre), a 0.3 px² low-pass added to every 2D
 covariance, a 3σ footprint, alpha capped at 0.99 and dropped below 1/255, front-to-back
 compositing in depth order. It is tile-free: it lists every (Gaussian, pixel) pair inside each
-footprint, sorts the pairs by pixel then depth and composites them with a dense cumulative product
-per pixel, all in differentiable tensor ops. That is fast enough for test-sized images (64²-256²)
+footprint, sorts the pairs by pixel then depth and composites them with a segmented running sum of
+log(1 - α) per pixel, all in differentiable tensor ops. That is fast enough for test-sized images (64²-256²)
 on a CPU; gsplat is imported only when the tensors live on CUDA, so CPU-only torch never loads it.
 
 Camera: OpenCV convention (x right, y down, z forward); ``viewmat`` maps world to camera, ``K`` is
@@ -105,17 +105,21 @@ def rasterize_torch(
         pix = pix[order]
         counts = torch.bincount(pix, minlength=width * height)
         start = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(len(pix), device=dev) - start[pix]
-        k_max = int(counts.max()) if len(pix) else 0
     alpha = alpha[keep][order]
     owner = owner[keep][order]
-    dense = torch.zeros(width * height, k_max + 1, dtype=dtype, device=dev).index_put((pix, rank + 1), alpha)
-    transmittance = torch.cumprod(1 - dense, dim=1)  # column k+1 holds T after k+1 Gaussians
-    weight = transmittance[pix, rank] * alpha
+    # transmittance before each pair: exp of the running sum of log(1 - α) within its pixel's run.
+    # One pass over the pairs (a dense pixels × max-depth table costs what the busiest pixel costs);
+    # float64, because the running sum spans every pixel and the per-pixel parts are differences.
+    log_keep = torch.log1p(-alpha.double())
+    running = torch.cumsum(log_keep, 0) - log_keep  # exclusive prefix sum over all pairs
+    before = running - running[start[pix]]
+    weight = torch.exp(before).to(dtype) * alpha
     image = torch.zeros(width * height, C, dtype=dtype, device=dev).index_add(
         0, pix, weight[:, None] * colors[owner]
     )
-    alpha_img = 1 - transmittance[:, -1:]
+    total = torch.zeros(width * height, dtype=torch.float64, device=dev).index_add(0, pix, log_keep)
+    transmittance = torch.exp(total).to(dtype)[:, None]
+    alpha_img = 1 - transmittance
     if background is not None:
         image = image + (1 - alpha_img) * background
     return image.reshape(height, width, C), alpha_img.reshape(height, width, 1)
