@@ -24,28 +24,36 @@ from representations.portrait.body import (
 )
 from representations.portrait.detect import Detections
 from representations.portrait.import_tracking import fit_coefficients, hands_mean, import_portraitgen
-from representations.portrait.tracking import Tracking
+from representations.portrait.tracking import KEYPOINT_JOINTS, Tracking
 
 FIT_STEPS = 150
 FLIP_YZ = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
 
 
-def fake_detector(portrait, calls: list):
-    """detect_clip as the real one behaves, answering with the procedural truth (soft person masks)."""
+def fake_detector(portrait, body, calls: list):
+    """detect_clip as the real one behaves, answering with the procedural truth: face landmarks,
+    shoulder and elbow keypoints (the rest of the 33 not found) and soft person masks."""
 
     def detect_clip(frames, cache=None, python=None, show_progress=True):
         calls.append(cache)
-        T = len(frames)
+        tr = portrait.tracking
+        joints = body(tr.pose, tr.expression, tr.shape).joints.detach()
+        pose = torch.full((len(frames), 33, 3), float("nan"))
+        for index, name in KEYPOINT_JOINTS.items():
+            cam = joints[:, body.joint_index(name)] @ tr.viewmat[:, :3, :3].transpose(1, 2)
+            cam = cam[:, 0] + tr.viewmat[:, :3, 3]
+            pose[:, index, :2] = cam[:, :2] / cam[:, 2:] * tr.K[0, 0] + tr.K[:2, 2]
+            pose[:, index, 2] = 0.9
         mask = 0.1 + 0.8 * portrait.clip.masks[:, :1]  # soft segmentation; 0.5 recovers the true mask
-        Detections(portrait.landmarks.clone(), torch.full((T, 33, 3), float("nan")), mask).save(cache)
+        Detections(portrait.landmarks.clone(), pose, mask).save(cache)
         return Detections.load(cache)
 
     return detect_clip
 
 
-def test_fit_eval_render_resume_from_detections(tmp_path, smplx_dir, portrait, monkeypatch, capsys):
+def test_fit_eval_render_resume_from_detections(tmp_path, smplx_dir, body, portrait, monkeypatch, capsys):
     calls: list = []
-    monkeypatch.setattr(detect, "detect_clip", fake_detector(portrait, calls))
+    monkeypatch.setattr(detect, "detect_clip", fake_detector(portrait, body, calls))
 
     def no_flow(*args, **kwargs):
         raise AssertionError("the portrait fit needs no optical flow")
@@ -55,7 +63,7 @@ def test_fit_eval_render_resume_from_detections(tmp_path, smplx_dir, portrait, m
     out = tmp_path / "run"
     fit = ["fit", str(tmp_path / "clip"), "-o", str(out), "--method", "portrait", "--body", "smplx"]
     fit += ["--body-model-dir", str(smplx_dir), "--steps", str(FIT_STEPS), "--quiet"]
-    for option in ("texel_resolution=96", "train.warmup_steps=10", "tracker.iterations=120"):
+    for option in ("texel_resolution=96", "train.warmup_steps=10", "tracker.iterations=200"):
         fit += ["--set", option]
     assert main(fit) == 0
     run = RunFolder(out)
