@@ -1,4 +1,4 @@
-"""Image and video metrics: PSNR (optionally masked), SSIM, and the flow warping error.
+"""Image and video metrics: PSNR and SSIM (optionally masked), and the flow warping error.
 
 Reconstruction quality is PSNR/SSIM against the source frames; temporal consistency of an edit is
 the warping error measured with the SOURCE video's flow, as in the video-editing literature.
@@ -38,16 +38,25 @@ def psnr(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
-def ssim(pred: Tensor, target: Tensor) -> float:
-    """Mean SSIM (window 11) over `T×3×H×W` frames in [0,1], computed a few frames at a time."""
+def ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> float:
+    """Mean SSIM (window 11) over `T×3×H×W` frames in [0,1], computed a few frames at a time.
+
+    `mask` (T×1×H×W, or T×H×W) averages the SSIM map over the pixels it selects, as `psnr` does.
+    """
     if pred.ndim == 3:
         pred, target = pred[None], target[None]
-    total = 0.0
+    if mask is not None and mask.ndim == pred.ndim - 1:
+        mask = mask.unsqueeze(-3)
+    total, weight = 0.0, 0.0
     for start in range(0, pred.shape[0], SSIM_BATCH):
-        a = pred[start : start + SSIM_BATCH].float()
-        b = target[start : start + SSIM_BATCH].float()
-        total += float(kornia.metrics.ssim(a, b, SSIM_WINDOW, max_val=1.0).double().sum())
-    return total / pred.numel()
+        part = slice(start, start + SSIM_BATCH)
+        ssim_map = kornia.metrics.ssim(pred[part].float(), target[part].float(), SSIM_WINDOW, max_val=1.0)
+        if mask is None:
+            total += float(ssim_map.double().sum())
+        else:
+            total += float((ssim_map.double() * mask[part]).sum())
+            weight += float(mask[part].expand_as(ssim_map).sum())
+    return total / (pred.numel() if mask is None else weight)
 
 
 def warping_error(frames: Tensor, flow: Flow) -> float:

@@ -66,6 +66,18 @@ def test_ssim_identity_and_noise() -> None:
     assert ssim(frames[0], frames[0]) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_ssim_mask_averages_over_the_selected_pixels() -> None:
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(3, 3, 48, 48, generator=g)
+    pred = target.clone()
+    pred[..., :, 24:] = torch.rand(3, 3, 48, 24, generator=g)  # the right half is noise
+    left = torch.zeros(3, 1, 48, 48)
+    left[..., :12] = 1.0  # far enough from the noise for the 11-px window not to see it
+    assert ssim(pred, target, left) == pytest.approx(1.0, abs=1e-6)
+    assert ssim(pred, target, torch.ones(3, 48, 48)) == pytest.approx(ssim(pred, target), abs=1e-9)
+    assert ssim(pred, target) < 0.7
+
+
 def test_warping_error_static_moving_flickering() -> None:
     static = translating_video(step=0.0)
     assert warping_error(static, compute_flow(static)) < 1e-5

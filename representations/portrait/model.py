@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import kornia
 import torch
 import torch.nn.functional as F
 from kornia.losses import ssim_loss
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 from canon_edit.errors import UserError
 from canon_edit.evaluate import Bake
 from canon_edit.flow import Flow
-from canon_edit.metrics import SSIM_BATCH, SSIM_WINDOW, psnr
+from canon_edit.metrics import psnr, ssim
 from canon_edit.run import RunFolder
 from canon_edit.train import TrainConfig
 from canon_edit.video import Clip
@@ -137,17 +136,6 @@ def render_frame(
     alpha = alpha.permute(2, 0, 1)
     rgb = decoder(feats / alpha[None].clamp(min=1e-3))[0]  # un-premultiplied, so edges keep their colour
     return rgb * alpha + background * (1 - alpha), alpha
-
-
-def masked_ssim(pred: Tensor, target: Tensor, mask: Tensor) -> float:
-    """Mean of the SSIM map (window 11) of T×3×H×W frames over the pixels where `mask` (T×1×H×W) is set."""
-    total, weight = 0.0, 0.0
-    for start in range(0, len(pred), SSIM_BATCH):
-        part = slice(start, start + SSIM_BATCH)
-        ssim_map = kornia.metrics.ssim(pred[part].float(), target[part].float(), SSIM_WINDOW, max_val=1.0)
-        total += float((ssim_map.double() * mask[part]).sum())
-        weight += 3 * float(mask[part].sum())
-    return total / weight
 
 
 class NeuralDecoder(nn.Module):
@@ -303,7 +291,7 @@ class Portrait(Representation):
         if mask.any():
             video = cv.render(background=torch.zeros(3, self.H, self.W)).clamp(0, 1)
             figures["masked_psnr"] = round(psnr(video, clip.frames, mask), 3)
-            figures["masked_ssim"] = round(masked_ssim(video, clip.frames, mask), 4)
+            figures["masked_ssim"] = round(ssim(video, clip.frames, mask), 4)
         if self.landmark_error_px is not None:
             figures["landmark_error_px"] = round(self.landmark_error_px, 3)
         return figures
