@@ -24,7 +24,7 @@ from representations.portrait.body import (
 )
 from representations.portrait.detect import Detections
 from representations.portrait.import_tracking import fit_coefficients, hands_mean, import_portraitgen
-from representations.portrait.tracking import KEYPOINT_JOINTS, Tracking
+from representations.portrait.tracking import KEYPOINT_JOINTS, Tracking, project_points
 
 FIT_STEPS = 150
 FLIP_YZ = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
@@ -39,11 +39,9 @@ def fake_detector(portrait, body, calls: list):
         tr = portrait.tracking
         joints = body(tr.pose, tr.expression, tr.shape).joints.detach()
         pose = torch.full((len(frames), 33, 3), float("nan"))
+        pixels = project_points(joints, tr.viewmat, tr.K)
         for index, name in KEYPOINT_JOINTS.items():
-            cam = joints[:, body.joint_index(name)] @ tr.viewmat[:, :3, :3].transpose(1, 2)
-            cam = cam[:, 0] + tr.viewmat[:, :3, 3]
-            pose[:, index, :2] = cam[:, :2] / cam[:, 2:] * tr.K[0, 0] + tr.K[:2, 2]
-            pose[:, index, 2] = 0.9
+            pose[:, index, :2], pose[:, index, 2] = pixels[:, body.joint_index(name)], 0.9
         mask = 0.1 + 0.8 * portrait.clip.masks[:, :1]  # soft segmentation; 0.5 recovers the true mask
         Detections(portrait.landmarks.clone(), pose, mask).save(cache)
         return Detections.load(cache)

@@ -12,7 +12,14 @@ from representations.portrait.body import (
     matrix_to_axis_angle,
     rotation_matrix,
 )
-from representations.portrait.tracking import TrackerConfig, fill_missing, load_tracking, track_landmarks
+from representations.portrait.tracking import (
+    KEYPOINT_JOINTS,
+    TrackerConfig,
+    fill_missing,
+    load_tracking,
+    project_points,
+    track_landmarks,
+)
 
 HEAD_TOLERANCE_DEG = 3.0  # rotation of the head relative to the camera (neck and head joints composed)
 JAW_TOLERANCE_DEG = 2.0
@@ -81,24 +88,18 @@ def test_body_keypoints_place_the_arms_that_face_landmarks_cannot_see(body, port
         pose[:, body.joint_index(f"{side}_shoulder"), 2] = -sign * 0.5  # arms 29° further down
     out = body(pose, truth.expression, truth.shape)
 
-    def project(points: torch.Tensor) -> torch.Tensor:
-        cam = points @ truth.viewmat[:, :3, :3].transpose(1, 2) + truth.viewmat[:, None, :3, 3]
-        return cam[..., :2] / cam[..., 2:] * truth.K[0, 0] + truth.K[:2, 2]
-
-    landmarks = project(body.landmarks(out.vertices))
+    landmarks = project_points(body.landmarks(out.vertices), truth.viewmat, truth.K)
     keypoints = torch.full((truth.T, 33, 3), float("nan"))
-    names = {11: "left_shoulder", 12: "right_shoulder", 13: "left_elbow", 14: "right_elbow"}
-    for i, name in names.items():
-        keypoints[:, i, :2] = project(out.joints[:, [body.joint_index(name)]])[:, 0]
-        keypoints[:, i, 2] = 0.9
+    joints = project_points(out.joints, truth.viewmat, truth.K)
+    for i, name in KEYPOINT_JOINTS.items():
+        keypoints[:, i, :2], keypoints[:, i, 2] = joints[:, body.joint_index(name)], 0.9
     cfg = TrackerConfig(iterations=150)
     elbows = [body.joint_index("left_elbow"), body.joint_index("right_elbow")]
 
     @torch.no_grad()
     def elbow_error(tracking) -> float:
         joints = body(tracking.pose, tracking.expression, tracking.shape).joints[:, elbows]
-        cam = joints @ tracking.viewmat[:, :3, :3].transpose(1, 2) + tracking.viewmat[:, None, :3, 3]
-        pixels = cam[..., :2] / cam[..., 2:] * tracking.K[0, 0] + tracking.K[:2, 2]
+        pixels = project_points(joints, tracking.viewmat, tracking.K)
         return float((pixels - keypoints[:, [13, 14], :2]).norm(dim=-1).max())
 
     faces_only = elbow_error(track_landmarks(body, landmarks, 64, 64, cfg)[0])

@@ -20,7 +20,7 @@ from .body import BodyModel
 from .gaussians import texel_binding, texel_sizes
 from .model import posed_gaussians
 from .raster import rasterize
-from .tracking import Tracking, look_at_viewmat
+from .tracking import Tracking, look_at_viewmat, project_points
 
 
 @dataclass
@@ -109,8 +109,7 @@ def make_portrait_clip(
             images.append((image + (1 - alpha) * background).permute(2, 0, 1))
             masks.append((alpha > 0.5).float().permute(2, 0, 1))
             vertices = body(pose[t : t + 1], expression[t : t + 1], shape).vertices
-            lm = body.landmarks(vertices)[0] @ viewmat[t, :3, :3].T + viewmat[t, :3, 3]
-            landmarks.append((lm[:, :2] / lm[:, 2:]) * torch.stack([K[0, 0], K[1, 1]]) + K[:2, 2])
+            landmarks.append(project_points(body.landmarks(vertices)[0], viewmat[t], K))
     clip = Clip(
         frames=torch.stack(images).clamp(0, 1), fps=25.0, masks=torch.stack(masks), source="procedural"
     )

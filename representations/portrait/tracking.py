@@ -192,7 +192,8 @@ class TrackerConfig:
     focal: float = 0.0  # pixels; 0 = 1.8 × the image's short side (a portrait lens)
 
 
-def _project(points: Tensor, viewmat: Tensor, K: Tensor) -> Tensor:
+def project_points(points: Tensor, viewmat: Tensor, K: Tensor) -> Tensor:
+    """…×N×3 world points through world→camera `viewmat` (…×4×4) and intrinsics K → …×N×2 pixels."""
     cam = points @ viewmat[..., :3, :3].transpose(-1, -2) + viewmat[..., None, :3, 3]
     uv = cam[..., :2] / cam[..., 2:].clamp(min=1e-6)
     return uv * torch.stack([K[0, 0], K[1, 1]]) + K[:2, 2]
@@ -287,10 +288,10 @@ def track_landmarks(
     for _ in range(cfg.iterations):
         pose, viewmat = assemble()
         out = body(pose, expression, shape)
-        pred = _project(body.landmarks(out.vertices), viewmat, K)
+        pred = project_points(body.landmarks(out.vertices), viewmat, K)
         data = torch.nn.functional.huber_loss(pred, landmarks, delta=cfg.huber_px)
         if kp_joints:
-            kp = _project(out.joints[:, kp_joints], viewmat, K)
+            kp = project_points(out.joints[:, kp_joints], viewmat, K)
             per_point = torch.nn.functional.huber_loss(kp, kp_target, delta=cfg.huber_px, reduction="none")
             data = data + cfg.keypoint_weight * (per_point.mean(-1) * kp_weight).mean()
         smooth = sum(((x[1:] - x[:-1]) ** 2).mean() for x in (cam_rot, cam_trans * 10, joint_rot, expression))
@@ -305,7 +306,7 @@ def track_landmarks(
         schedule.step()
     with torch.no_grad():
         pose, viewmat = assemble()
-        pred = _project(body.landmarks(body(pose, expression, shape).vertices), viewmat, K)
+        pred = project_points(body.landmarks(body(pose, expression, shape).vertices), viewmat, K)
         error = (pred - landmarks).norm(dim=-1).mean(1)
     tracking = Tracking(
         pose.detach(), expression.detach(), shape.detach(), viewmat.detach(), K, width, height, body.name
