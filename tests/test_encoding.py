@@ -228,9 +228,8 @@ def test_build_encoding_dispatch(kind: str, in_dim: int, expected: type) -> None
     assert encoding(torch.rand(7, in_dim)).shape == (7, 6)
 
 
-def test_build_encoding_auto_backend_without_cuda_is_torch() -> None:
-    if torch.cuda.is_available():
-        pytest.skip("auto picks tinycudann when CUDA is present")
+def test_build_encoding_auto_backend_without_cuda_is_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU-only machine, anywhere
     assert type(build_encoding(EncodingConfig(kind="hash", log2_table_size=8), 2)) is HashGrid
 
 
