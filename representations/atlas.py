@@ -35,7 +35,7 @@ Choices, measured on DAVIS blackswan at 426×240, 1500 steps, one CPU thread (be
 - rigidity weight 1e-2, not 1e-3: on car-turn (600 s) 29.5 dB and a checkerboard edit's warping
   error of 3.6e-3 against 26.4 dB and 8.0e-3 (the turning car's layout bent), on blackswan 29.9
   against 28.7 dB at the same edit error (part of both PSNR gains is more steps under less load);
-  on the procedural clip, whose sprite bends, 35.5 dB against 39 dB.
+  a foreground that truly bends (the procedural sprite) loses some PSNR to the stiffer layout.
 """
 
 from __future__ import annotations
