@@ -257,13 +257,12 @@ def lift_keyframe(
     change = changed_mask(edited, original) if mask is None else mask.float()
     weights = cv.layer_weights(t)
     textures, regions, norms = [], [], []
+    uvs = [la.uv[t].float() for la in cv.layers]
     for k, la in enumerate(cv.layers):
         tex = la.texture
         w_all = weights[k]
-        s = _supersample_factor(la.uv[t].float(), w_all * change, tuple(tex.shape[1:]))
-        fields = torch.cat(
-            [la.uv[t].float().permute(2, 0, 1), _unshade(la, t, edited), w_all[None], change[None]]
-        )
+        s = _supersample_factor(uvs[k], w_all * change, tuple(tex.shape[1:]))
+        fields = torch.cat([uvs[k].permute(2, 0, 1), _unshade(la, t, edited), w_all[None], change[None]])
         if s > 1:
             fields = F.interpolate(fields[None], scale_factor=s, mode="bilinear", align_corners=False)[0]
         uv_s, color_s, w_s, ch_s = fields[:2], fields[2:5], fields[5], fields[6]
@@ -275,15 +274,13 @@ def lift_keyframe(
         edit_rgb = acc[:3] / edit_w.clamp_min(1e-6)
         textures.append(torch.where(a[None] > 0, tex * (1 - a) + edit_rgb.clamp(0, 1) * a, tex))
         regions.append(a > 0)
-        norms.append(splat(w_all.reshape(-1, 1) ** 2, la.uv[t].float().reshape(-1, 2), tex.shape[1:])[0])
+        norms.append(splat(w_all.reshape(-1, 1) ** 2, uvs[k].reshape(-1, 2), tex.shape[1:])[0])
     ids = torch.tensor([t])
     for _ in range(refine_iters):
         resid = (edited - render_layers(cv.layers, textures, ids)[0]) * change
         for k, la in enumerate(cv.layers):
             r = (_unshade(la, t, resid) * weights[k]).reshape(3, -1).T
-            delta = splat(r, la.uv[t].float().reshape(-1, 2), textures[k].shape[1:]) / norms[k].clamp_min(
-                1e-3
-            )
+            delta = splat(r, uvs[k].reshape(-1, 2), textures[k].shape[1:]) / norms[k].clamp_min(1e-3)
             textures[k] = torch.where(regions[k][None], (textures[k] + delta).clamp(0, 1), textures[k])
     return textures
 
