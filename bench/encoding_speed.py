@@ -1,6 +1,6 @@
 """Time one CoDeF-style fitting step (forward + backward + Adam) with hash grids vs feature planes.
 
-The model is the CoDeF recipe (DESIGN section 4): a 3D (x, y, t) deformation encoding + MLP giving a
+The model is the CoDeF recipe: a 3D (x, y, t) deformation encoding + MLP giving a
 2D offset, annealed level by level, then a 2D canonical encoding + MLP giving RGB at the deformed
 point. Prints one JSON line: median milliseconds per step after warm-up, per encoding kind and
 Adam implementation, plus forward+backward alone (so Adam's share is visible) and the two
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from representations.encoding import (
+from canon_edit_representations.encoding import (
     MLP,
     EncodingConfig,
     apply_level_weights,
@@ -33,7 +33,7 @@ from representations.encoding import (
 
 # CoDeF's sizes for the hash grids; for the planes, the same 32 output features per encoding and a
 # canonical pyramid up to 1024^2 (8 x 4 features, ~5.6M parameters vs the hash grid's ~6.7M), and
-# deformation planes up to 128 with a 100-frame time axis, as in the prototype of DESIGN section 8.
+# deformation planes up to 128 with a 100-frame time axis, as in the project's first CoDeF prototype.
 SETUPS = {
     "hash": (
         EncodingConfig(kind="hash", n_levels=16, n_features=2, log2_table_size=19, per_level_scale=1.44),

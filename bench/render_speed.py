@@ -16,7 +16,7 @@ import torch
 
 from canon_edit.canonical import CanonicalVideo, Layer
 from canon_edit.run import versions
-from representations.motion import pixel_grid_ndc
+from canon_edit_representations.motion import pixel_grid_ndc
 
 
 def synthetic_bake(frames: int, height: int, width: int, layers: int, device: str) -> CanonicalVideo:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from .atomic import atomic_path, write_json
 from .errors import UserError
+from .files import CorruptFile, read_json, read_tensors
 
 
 @dataclass
@@ -96,28 +97,35 @@ class CanonicalVideo:
             save_file(tensors, str(tmp))
         write_json(folder / "canonical.json", meta)
 
-    @staticmethod
-    def load(folder: str | Path) -> CanonicalVideo:
-        import json
-
+    @classmethod
+    def load(cls, folder: str | Path) -> CanonicalVideo:
         folder = Path(folder)
         path = folder / "bake.safetensors"
         if not path.is_file() or not (folder / "canonical.json").is_file():
-            raise UserError(f"no baked canonical video in {folder}; run 'canon-edit fit' to completion first")
-        meta = json.loads((folder / "canonical.json").read_text())
-        t = load_file(str(path))
-        layers = [
-            Layer(
-                texture=t[f"{k}.texture"],
-                uv=t[f"{k}.uv"],
-                alpha=t.get(f"{k}.alpha"),
-                shading=t.get(f"{k}.shading"),
-                coverage=t.get(f"{k}.coverage"),
-                name=m.get("name", ""),
+            raise UserError(
+                f"no baked canonical video in {folder}; finish the run with 'canon-edit fit --resume -o RUN'"
             )
-            for k, m in enumerate(meta["layers"])
-        ]
-        return CanonicalVideo(layers=layers, fps=float(meta["fps"]))
+        fix = f"rebuild the bake with 'canon-edit fit --resume -o {folder.parent}'"
+        meta = read_json(folder / "canonical.json", fix)
+        t = read_tensors(path, fix)
+        try:
+            layers = [
+                Layer(
+                    texture=t[f"{k}.texture"],
+                    uv=t[f"{k}.uv"],
+                    alpha=t.get(f"{k}.alpha"),
+                    shading=t.get(f"{k}.shading"),
+                    coverage=t.get(f"{k}.coverage"),
+                    name=str(m.get("name", "")),
+                )
+                for k, m in enumerate(meta["layers"])
+            ]
+            fps = float(meta["fps"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CorruptFile(path, f"missing or malformed {e}", fix) from None
+        if not layers or any(la.uv.shape[0] != layers[0].uv.shape[0] for la in layers):
+            raise CorruptFile(path, "layers disagree", fix)
+        return cls(layers=layers, fps=fps)
 
 
 def texture_filename(k: int) -> str:

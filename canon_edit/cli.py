@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -22,14 +23,17 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_fit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a video into a canonical representation")
-    p.add_argument("video", help="video file, frame folder, or clip folder with frames/ and masks/")
-    p.add_argument("-o", "--out", required=True, help="run folder to create")
+    p.add_argument(
+        "video",
+        nargs="?",
+        help="video file, frame folder, or clip folder with frames/ and masks/ (optional with --resume)",
+    )
+    p.add_argument("-o", "--out", required=True, help="run folder to create (or to continue, with --resume)")
     p.add_argument(
         "--masks", help="folder of mask PNGs, one per frame (a clip folder's masks/ is used by default)"
     )
     p.add_argument(
         "--method",
-        default="codef",
         help="codef (default; one deformed canonical image per mask group), atlas (layered atlas: "
         "a background and one foreground layer per mask label, learned alpha, shading residual) or "
         "portrait (Gaussians on a tracked body model; tracks the face and segments the person itself)",
@@ -41,7 +45,11 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
         help="portrait: tracking of the clip, a canon-edit tracking.json or PortraitGen's smplx_track.pth "
         "(default: track the detected face landmarks)",
     )
-    p.add_argument("--preset", help="config preset name in configs/ or a YAML file (default: the method's)")
+    p.add_argument(
+        "--detector-python",
+        help="portrait: the Python interpreter that has mediapipe (default $CANON_EDIT_DETECTOR_PYTHON)",
+    )
+    p.add_argument("--preset", help="the method's config preset name or a YAML file (default: the method's)")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -55,9 +63,21 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int)
     p.add_argument("--stride", type=int, default=1)
     p.add_argument("--size", type=int, help="resize so the short side has this many pixels")
+    p.add_argument(
+        "--fps",
+        type=float,
+        help="frame rate of a frame folder (default: its fps.txt, else 30); overrides a video's",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (may change --time-budget, --steps, "
+        "--set train.* and learning rates)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace --out if it holds a canon-edit run (and nothing else)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -76,13 +96,21 @@ def _add_edit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", type=int, default=0, help="layer to edit with --canonical (0 = background)")
     p.add_argument("--from-edit", help="start from the textures of an earlier edit")
     p.add_argument("--name", help="edit folder name under RUN/edits/ (default: derived from the kind)")
+    p.add_argument("--force", action="store_true", help="replace the existing edit called --name")
     p.add_argument("--mode", help="diffusion edit mode: img2img, ip2p, sds, dds")
     p.add_argument("--model", help="local folder or hub id of the diffusion model")
+    p.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="fetch a hub model that is not in the local cache (default: never download)",
+    )
     p.add_argument("--controlnet", help="local folder or hub id of a ControlNet (img2img)")
     p.add_argument("--source-prompt", default="", help="dds: prompt describing the unedited video")
     p.add_argument("--layers", help="diffusion edits: comma-separated layers to edit (default: all)")
     p.add_argument("--mask", help="diffusion edits: PNG in texture space; only white pixels may change")
-    p.add_argument("--preset", help="edit preset in configs/edit/ or a YAML file (default: the mode's)")
+    p.add_argument(
+        "--preset", help="edit preset (img2img, ip2p, sds, dds) or a YAML file (default: the mode's)"
+    )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -108,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     d = sub.add_parser("demo", help="fit and edit the embedded procedural clip")
     d.add_argument("-o", "--out", default="canon-edit-demo", help="output folder")
-    d.add_argument("--force", action="store_true", help="overwrite an existing output folder")
+    d.add_argument("--force", action="store_true", help="replace an output folder an earlier demo wrote")
+    d.add_argument("--quick", action="store_true", help="a short fit (about a minute): checks the install")
     d.add_argument("--quiet", action="store_true")
     _add_fit(sub)
     _add_edit(sub)
@@ -121,32 +150,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_fit(args: argparse.Namespace) -> None:
     from .config import deep_merge, parse_overrides
-    from .fitting import ClipOptions, fit_video
+    from .fitting import ClipOptions, fit_video, resume_fit
 
     overrides = parse_overrides(args.overrides)
     portrait = {"body": args.body, "body_model_dir": args.body_model_dir, "tracking": args.tracking}
     portrait = {k: v for k, v in portrait.items() if v is not None}
-    if portrait and args.method != "portrait":
-        raise UserError("--body, --body-model-dir and --tracking apply to --method portrait only")
+    if (portrait or args.detector_python) and (args.method or "codef") != "portrait" and not args.resume:
+        raise UserError(
+            "--body, --body-model-dir, --tracking and --detector-python apply to --method portrait"
+        )
+    if args.detector_python:
+        os.environ["CANON_EDIT_DETECTOR_PYTHON"] = args.detector_python
     overrides = deep_merge(overrides, portrait)
     if args.steps is not None:
         overrides = deep_merge(overrides, {"train": {"steps": args.steps}})
     if args.time_budget is not None:
         overrides = deep_merge(overrides, {"train": {"time_budget": args.time_budget}})
-    options = ClipOptions(
-        source=args.video, masks=args.masks, max_frames=args.max_frames, stride=args.stride, size=args.size
-    )
-    run = fit_video(
-        options,
-        args.out,
-        args.method,
-        preset=args.preset,
-        overrides=overrides or None,
-        resume=args.resume,
-        force=args.force,
-        device=args.device,
-        show_progress=not args.quiet,
-    )
+    options = None
+    if args.video is not None:
+        options = ClipOptions(
+            source=args.video,
+            masks=args.masks,
+            max_frames=args.max_frames,
+            stride=args.stride,
+            size=args.size,
+            fps=args.fps,
+        )
+    common = {"overrides": overrides or None, "device": args.device, "show_progress": not args.quiet}
+    if args.resume:
+        run = resume_fit(args.out, method=args.method, preset=args.preset, source=options, **common)
+    elif options is None:
+        raise UserError("give the video to fit (or --resume to continue the run in --out)")
+    else:
+        run = fit_video(
+            options, args.out, args.method or "codef", preset=args.preset, force=args.force, **common
+        )
     print(json.dumps(json.loads(run.metrics.read_text())))
     print(
         f"run: {run.path}\ncanonical: {run.canonical}\nreconstruction: {run.renders / 'reconstruction.mp4'}"
@@ -154,31 +192,61 @@ def _cmd_fit(args: argparse.Namespace) -> None:
 
 
 def _cmd_edit(args: argparse.Namespace) -> None:
-    from .edit.commands import run_edit
+    from .config import parse_overrides
+    from .edit.commands import EditTarget, edit_canonical, edit_diffusion, edit_keyframe
 
-    folder = run_edit(args)
+    target = EditTarget(run=args.run, name=args.name, replace=args.force, from_edit=args.from_edit)
+    if args.force and not args.name:
+        raise UserError("--force replaces the edit named by --name; give --name")
+    if args.canonical:
+        folder = edit_canonical(target, args.canonical, args.layer)
+    elif args.keyframe is not None:
+        if not args.image:
+            raise UserError("--keyframe needs --image EDITED_FRAME.png (the frame you edited)")
+        folder = edit_keyframe(target, args.keyframe, args.image, args.change_mask)
+    else:
+        from .guidance.edit import DiffusionRequest, parse_layers
+
+        request = DiffusionRequest(
+            mode=args.mode,
+            prompt=args.prompt,
+            instruction=args.instruction,
+            model=args.model,
+            controlnet=args.controlnet,
+            source_prompt=args.source_prompt or "",
+            layers=parse_layers(args.layers),
+            mask=args.mask,
+            preset=args.preset,
+            overrides=parse_overrides(args.overrides),
+            seed=args.seed,
+            device=args.device,
+            allow_download=args.allow_download,
+        )
+        folder = edit_diffusion(target, request)
     print(f"edit: {folder}\nvideo: {folder / 'video.mp4'}")
 
 
 def _cmd_render(args: argparse.Namespace) -> None:
-    from .edit.commands import run_render
+    from .edit.commands import render_run
 
-    print(f"wrote {run_render(args)}")
+    if args.source and args.frame is None:
+        raise UserError("--source writes one source frame: add --frame N")
+    out = render_run(
+        args.run, args.out, edit=args.edit, compare=args.compare, frame=args.frame, source=args.source
+    )
+    print(f"wrote {out}")
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate_run
-    from .fitting import load_clip
-    from .run import RunFolder
+    from .edit.commands import evaluate_run
 
-    run = RunFolder.open(args.run)
-    print(json.dumps(evaluate_run(run, load_clip(run), edit=args.edit)))
+    print(json.dumps(evaluate_run(args.run, edit=args.edit)))
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo(Path(args.out), force=args.force, show_progress=not args.quiet)
+    run_demo(Path(args.out), force=args.force, quick=args.quick, show_progress=not args.quiet)
 
 
 COMMANDS = {"fit": _cmd_fit, "edit": _cmd_edit, "render": _cmd_render, "eval": _cmd_eval, "demo": _cmd_demo}
@@ -190,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         COMMANDS[args.command](args)
     except UserError as e:
         sys.stderr.write(f"canon-edit: error: {e}\n")
+        return 2
+    except OSError as e:  # the system refused a read or write (disk full, permissions): say which
+        where = f" ({e.filename})" if e.filename else ""
+        sys.stderr.write(f"canon-edit: error: {e.strerror or e}{where}; free space or fix the permissions\n")
         return 2
     return 0
 

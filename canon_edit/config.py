@@ -1,6 +1,10 @@
-"""One config system: dataclasses, filled from YAML presets in `configs/` and `--set key=value`.
+"""One config system: dataclasses, filled from YAML presets shipped inside packages and `--set key=value`.
 
-Unknown keys are errors (a typo must not silently fall back to a default).
+Unknown keys are errors (a typo must not silently fall back to a default). A dataclass may define
+`validate(prefix)`, called once it is filled, so a bad value fails before any work starts. Presets
+are package data read through importlib.resources, so an installed wheel has them too: the core's
+edit presets live in `canon_edit.presets/edit/`, a representation's in the package its `presets`
+attribute names.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,7 +22,7 @@ from .errors import UserError
 
 T = TypeVar("T")
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CORE_PRESETS = "canon_edit.presets"
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -72,6 +77,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     base = cls()
     for k, v in data.items():
         setattr(base, k, _coerce(v, types_[k], prefix + k))
+    validate = getattr(base, "validate", None)
+    if validate is not None:
+        validate(prefix)
     return base
 
 
@@ -101,38 +109,46 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+def load_yaml(path: Any) -> dict[str, Any]:
+    """A YAML mapping from a file path or a package resource."""
+    path = Path(path) if isinstance(path, str) else path
     if not path.is_file():
         raise UserError(f"config file not found: {path}; pass an existing YAML file or a preset name")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UserError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold a mapping at the top level")
     return data
 
 
-def resolve_preset(name_or_path: str, group: str = "") -> Path:
-    """A preset name (`codef`, `edit/sds`) looks in `configs/`; anything else is a path."""
+def resolve_preset(name_or_path: str, package: str | None = CORE_PRESETS, group: str = "") -> Any:
+    """A preset name (`codef`, `sds`) is looked up in `package`/`group`; a YAML path is a path."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         return p
-    candidate = CONFIG_DIR / group / f"{name_or_path}.yaml"
+    if package is None:
+        raise UserError(f"unknown preset '{name_or_path}'; this method ships none: give a YAML file")
+    folder = resources.files(package)
+    for part in filter(None, group.split("/")):
+        folder = folder / part
+    candidate = folder / f"{name_or_path}.yaml"
     if not candidate.is_file():
-        names = sorted(q.stem for q in (CONFIG_DIR / group).glob("*.yaml"))
+        names = sorted(q.name[:-5] for q in folder.iterdir() if q.name.endswith(".yaml"))
         raise UserError(f"unknown preset '{name_or_path}'; available: {', '.join(names) or 'none'}")
     return candidate
 
 
 def load_config(
-    cls: type[T], preset: str | None = None, overrides: dict[str, Any] | None = None, group: str = ""
+    cls: type[T],
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    group: str = "",
+    package: str | None = CORE_PRESETS,
 ) -> T:
     """Defaults of `cls`, then the preset's YAML, then overrides — each layer may be partial."""
-    data: dict[str, Any] = {}
-    if preset:
-        data = load_yaml(resolve_preset(preset, group))
+    data: dict[str, Any] = load_yaml(resolve_preset(preset, package, group)) if preset else {}
     if overrides:
         data = deep_merge(data, overrides)
     return from_dict(cls, data)

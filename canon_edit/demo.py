@@ -7,32 +7,37 @@ re-renders every frame, and scores both reconstruction and edit against the grou
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from .canonical import CanonicalVideo
+from .edit.commands import keyframe_textures
+from .edit.store import save_edit
 from .fitting import ClipOptions, fit_video
 from .metrics import psnr
+from .outputs import claim_folder
 from .procedural import edited_truth, make_clip, seen_mask
 from .video import write_image, write_pngs, write_video
 
 DEMO = {"frames": 32, "height": 96, "width": 160}
 KEYFRAME = 12
+QUICK_STEPS = 300  # --quick: enough to check an install end to end, not for the figures
+# what the demo writes in its folder: the only entries `--force` removes
+DEMO_ENTRIES = frozenset(
+    {"clip", "run", "source.mp4", "edited.mp4", "side_by_side.mp4", f"edited_frame_{KEYFRAME}.png"}
+)
 
 
-def run_demo(out: Path, force: bool = False, show_progress: bool = True, preset: str = "codef_demo") -> dict:
+def run_demo(
+    out: Path,
+    force: bool = False,
+    quick: bool = False,
+    show_progress: bool = True,
+    preset: str = "codef_demo",
+) -> dict:
     """Run the demo into `out`; returns (and prints) the figures and paths."""
-    from .edit.commands import keyframe_textures
-    from .edit.store import save_edit
-
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise UserError(
-                f"demo output folder {out} already exists; pass --force to overwrite it or -o another"
-            )
-        shutil.rmtree(out)
+    claim_folder(out, "demo", DEMO_ENTRIES, force=force)
     proc = make_clip(**DEMO)
     clip_dir = out / "clip"
     write_pngs(clip_dir / "frames", proc.clip.frames)
@@ -44,10 +49,9 @@ def run_demo(out: Path, force: bool = False, show_progress: bool = True, preset:
         out / "run",
         "codef",
         preset=preset,
-        force=True,
+        overrides={"train": {"steps": QUICK_STEPS}} if quick else None,
         show_progress=show_progress,
     )
-    from .canonical import CanonicalVideo
 
     cv = CanonicalVideo.load(run.canonical)
     cv.fps = proc.clip.fps

@@ -1,54 +1,84 @@
 """`fit`: clip → prepare (+ flow) → representation → fitting loop → bake → renders and metrics.
 
-Everything the user can get wrong (paths, masks, options) is validated before the run folder is
-created; what only the representation's `prepare` hook can check (a body model's files, a tracking
-file) removes the fresh run folder when it fails, so bad input leaves nothing behind that looks
-like a run.
+Everything the user can get wrong (method, options, device, output folder, the clip) is validated
+before anything is written. The run stores the clip it fits (RunFolder.save_clip), so `--resume`,
+`eval`, keyframe edits and `--compare` never depend on the source staying where it was. A resumed
+fit continues the stored run: it accepts changes that are safe mid-fit (the `train.*` options but
+the seed, and learning rates), records them in run.json, and refuses every other change.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .atomic import atomic_dir
-from .config import load_config
+from .config import deep_merge, from_dict, load_config, to_dict
+from .device import pick_device
 from .errors import UserError
-from .evaluate import Bake, evaluate_run
+from .evaluate import evaluate_video
 from .flow import load_or_compute_flow
-from .run import RunFolder, versions
-from .train import fit
-from .video import Clip, read_clip, write_video
+from .lock import run_lock
+from .outputs import MARKER, claim_folder
+from .representation import Bake, Representation, get_representation, registry
+from .run import RUN_ENTRIES, RunFolder, versions
+from .train import optimise
+from .video import FPS_FILE, Clip, read_clip, write_video
 
 
 @dataclass
 class ClipOptions:
+    """Where a clip comes from and how it is read (the `fit` options that shape the input)."""
+
     source: str
     masks: str | None = None
     max_frames: int | None = None
     stride: int = 1
     size: int | None = None
+    fps: float | None = None
 
     def read(self) -> Clip:
         return read_clip(
-            self.source, self.masks, max_frames=self.max_frames, stride=self.stride, size=self.size
+            self.source,
+            self.masks,
+            max_frames=self.max_frames,
+            stride=self.stride,
+            size=self.size,
+            fps=self.fps,
         )
 
+    def record(self, run: Path) -> dict[str, Any]:
+        """For run.json: absolute paths, and the source relative to the run (for a moved pair)."""
+        out = asdict(self)
+        for key in ("source", "masks"):
+            if out[key]:
+                out[key] = str(Path(out[key]).resolve())
+        out["source_relative_to_run"] = os.path.relpath(out["source"], run.resolve())
+        return out
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device '{name}' requested but this torch has no CUDA; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device '{name}'; use auto, cpu or cuda[:N]") from None
+
+def _owned(cls: type[Representation]) -> frozenset[str]:
+    """Everything any registered method writes in a run folder, so --force can replace any run."""
+    names = set(RUN_ENTRIES | cls.run_files)
+    for name in registry():
+        try:
+            names |= get_representation(name).run_files
+        except UserError:
+            continue
+    return frozenset(names)
+
+
+def _config(cls: type[Representation], preset: str | None, overrides: dict[str, Any] | None) -> Any:
+    preset = preset or (cls.name if cls.presets else None)
+    return load_config(cls.config_class, preset, overrides, package=cls.presets or None)
 
 
 def fit_clip(
@@ -59,25 +89,24 @@ def fit_clip(
     preset: str | None = None,
     overrides: dict[str, Any] | None = None,
     clip_options: ClipOptions | None = None,
-    resume: bool = False,
     force: bool = False,
     device: str = "auto",
     show_progress: bool = True,
 ) -> RunFolder:
-    """Fit `clip` into run folder `out` and bake, render and evaluate it."""
-    from representations.base import get_representation
-
+    """Fit `clip` into a new run folder `out`, then bake, render and evaluate it."""
     cls = get_representation(method)
-    cfg = load_config(cls.config_class, preset or method, overrides)
+    cfg = _config(cls, preset, overrides)
     dev = pick_device(device)
-    run = RunFolder.create(out, resume=resume, force=force)
-    if not resume:
+    owned = _owned(cls)
+    run = RunFolder.create(out, force=force, owned=owned)
+    with run_lock(run.path, "fit"):
+        run.save_clip(clip)
         run.write_info(
             method=method,
-            preset=preset or method,
-            config=asdict(cfg),
+            preset=preset or (method if cls.presets else None),
+            config=to_dict(cfg),
             status="fitting",
-            clip=asdict(clip_options) if clip_options else {"source": clip.source},
+            clip=clip_options.record(run.path) if clip_options else {"source": clip.source or "in memory"},
             frames=clip.T,
             height=clip.H,
             width=clip.W,
@@ -85,47 +114,167 @@ def fit_clip(
             versions=versions(),
             device=str(dev),
         )
+        try:
+            return _fit(run, cls, cfg, clip, dev, resume=False, show_progress=show_progress)
+        except UserError:
+            if run.info().get("status") == "fitting" and not run.checkpoint_paths():
+                _remove_run(run, owned)  # failed before any work worth keeping: leave nothing behind
+            raise
+
+
+def _remove_run(run: RunFolder, owned: frozenset[str]) -> None:
+    for name in (*owned, MARKER):
+        target = run.path / name
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+    if run.path.is_dir() and not any(p.name != ".lock" for p in run.path.iterdir()):
+        shutil.rmtree(run.path, ignore_errors=True)
+
+
+def _fit(
+    run: RunFolder, cls: type[Representation], cfg: Any, clip: Clip, dev: torch.device, *,
+    resume: bool, show_progress: bool,
+) -> RunFolder:  # fmt: skip
     t0 = time.monotonic()
-    try:
-        clip, extra_kwargs = cls.prepare(clip, cfg, run, show_progress)
-    except UserError:
-        if not resume:
-            shutil.rmtree(run.path, ignore_errors=True)
-        raise
+    clip, extra_kwargs = cls.prepare(clip, cfg, run, show_progress)
     flow = (
         load_or_compute_flow(run.flow, clip.frames, show_progress=show_progress) if cls.needs_flow else None
     )
     torch.manual_seed(cfg.train.seed)  # same seed, same fit
     model = cls(clip, flow, cfg, **extra_kwargs).to(dev)
-    steps = fit(model, run, cfg.train, resume=resume, show_progress=show_progress)
-    cv = model.bake()
-    finish_run(run, cv, clip, model.extra_metrics(clip, cv))
+    steps = optimise(model, run, cfg.train, resume=resume, show_progress=show_progress)
+    bake = model.bake()
+    finish_run(run, bake, clip, model.extra_metrics(clip, bake))
     run.write_info(status="done", steps=steps, fit_seconds=round(time.monotonic() - t0, 1))
     return run
 
 
-def finish_run(run: RunFolder, cv: Bake, clip: Clip, extra: dict[str, Any] | None = None) -> None:
+def finish_run(run: RunFolder, bake: Bake, clip: Clip, extra: dict[str, Any] | None = None) -> None:
     """Save the bake, the reconstruction and side-by-side videos, and the metrics."""
     with atomic_dir(run.canonical) as tmp:
-        cv.save(tmp)
-    recon = cv.render().clamp(0, 1)
+        bake.save(tmp)
+    recon = bake.render().clamp(0, 1)
     write_video(run.renders / "reconstruction.mp4", recon, clip.fps)
     write_video(run.renders / "compare.mp4", torch.cat([clip.frames, recon], dim=3), clip.fps)
-    evaluate_run(run, clip=clip, cv=cv, extra=extra, video=recon)
+    evaluate_video(run, clip, recon, extra=extra)
 
 
-def fit_video(options: ClipOptions, out: str | Path, method: str = "codef", **kwargs: Any) -> RunFolder:
-    """Read the clip described by `options` (or, on resume, by the run) and fit it."""
-    if kwargs.get("resume") and (Path(out) / "run.json").is_file():
-        info = RunFolder(Path(out)).info()
-        options = ClipOptions(**info["clip"])
-        method = info["method"]
-        kwargs["preset"] = info.get("preset")
-        kwargs["overrides"] = info["config"]
+def _fps_origin(options: ClipOptions) -> str:
+    """Where the clip's frame rate came from, for the line `fit` prints."""
+    source = Path(options.source)
+    if options.fps:
+        return "as given"
+    if source.is_file():
+        return "the video's"
+    if any((d / FPS_FILE).is_file() for d in (source, source / "frames")):
+        return f"from {FPS_FILE}"
+    return f"the frame-folder default; set it with --fps or a {FPS_FILE}"
+
+
+def fit_video(
+    options: ClipOptions, out: str | Path, method: str = "codef", *, force: bool = False, **kwargs: Any
+) -> RunFolder:
+    """Read the clip described by `options` and fit it into a new run folder `out`."""
+    cls = get_representation(method)
+    _config(cls, kwargs.get("preset"), kwargs.get("overrides"))  # bad options fail before any reading
+    pick_device(kwargs.get("device", "auto"))
+    claim_folder(out, "run", _owned(cls), force=force, legacy="run.json", dry_run=True)
     clip = options.read()
-    return fit_clip(clip, out, method, clip_options=options, **kwargs)
+    if kwargs.get("show_progress", True):
+        print(
+            f"clip: {clip.T} frames of {clip.W}x{clip.H} at {clip.fps:g} fps ({_fps_origin(options)})",
+            file=sys.stderr,
+        )
+    return fit_clip(clip, out, method, clip_options=options, force=force, **kwargs)
 
 
-def load_clip(run: RunFolder) -> Clip:
-    """Re-read the source clip exactly as the run read it."""
-    return ClipOptions(**run.info()["clip"]).read()
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def safe_to_change(key: str) -> bool:
+    """Options a resumed fit may change: the loop's own (`train.*`) but the seed, and learning rates."""
+    last = key.rsplit(".", 1)[-1]
+    return (key.startswith("train.") and key != "train.seed") or last.startswith("lr")
+
+
+def _same_source(options: ClipOptions, recorded: dict[str, Any], run: Path) -> str | None:
+    """The first clip option that differs from what the run recorded, or None.
+
+    The source matches at its recorded absolute path or, for a run moved along with its clip, at
+    its recorded path relative to the run.
+    """
+    mine = options.record(run)
+    for key in ("source", "masks", "max_frames", "stride", "size", "fps"):
+        if key in ("masks", "fps") and mine[key] is None:
+            continue  # not given: the run's own
+        theirs = recorded.get(key, 1 if key == "stride" else None)
+        accepted = {theirs}
+        if key == "source" and recorded.get("source_relative_to_run"):
+            accepted.add(str((run / recorded["source_relative_to_run"]).resolve()))
+        if mine[key] not in accepted:
+            return key
+    return None
+
+
+def resume_fit(
+    out: str | Path,
+    *,
+    method: str | None = None,
+    preset: str | None = None,
+    source: ClipOptions | None = None,
+    overrides: dict[str, Any] | None = None,
+    device: str = "auto",
+    show_progress: bool = True,
+) -> RunFolder:
+    """Continue the run in `out` from its newest readable checkpoint (or re-finish a done run)."""
+    if not (Path(out) / "run.json").is_file():
+        raise UserError(f"{out} holds no run to resume; start a new fit without --resume")
+    run = RunFolder.open(out, need_done=False)
+    info = run.info()
+    stored = str(info.get("method"))
+    if method and method != stored:
+        raise UserError(f"{run.path} is a '{stored}' run; a resumed fit keeps its method (drop --method)")
+    if preset and preset != info.get("preset"):
+        raise UserError(f"{run.path} was fitted with preset '{info.get('preset')}'; a resumed fit keeps it")
+    if source is not None and isinstance(info.get("clip"), dict) and "source" in info["clip"]:
+        differs = _same_source(source, info["clip"], run.path)
+        if differs:
+            raise UserError(
+                f"the clip's {differs} differs from the run's ({info['clip'].get(differs)}); "
+                "a resumed fit keeps its clip: fit the new one into a new folder"
+            )
+    cls = get_representation(stored)
+    config = dict(info.get("config") or {})
+    for key in getattr(cls.config_class, "LEGACY_KEYS", ()):
+        if config.pop(key, None) is not None:
+            print(
+                f"canon-edit: note: the run's option '{key}' is no longer read from run folders",
+                file=sys.stderr,
+            )
+    new = deep_merge(config, overrides or {})
+    before, after = _flatten(config), _flatten(new)
+    changes = {k: after[k] for k in after if before.get(k, object()) != after[k]}
+    unsafe = [k for k in changes if not safe_to_change(k)]
+    if unsafe:
+        raise UserError(
+            f"option '{unsafe[0]}' cannot change in a resumed fit (only train.* and learning rates can); "
+            "fit into a new folder to change it"
+        )
+    cfg = from_dict(cls.config_class, new)
+    dev = pick_device(device)
+    with run_lock(run.path, "fit --resume"):
+        clip = run.clip()
+        history = list(info.get("resumed") or [])
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        history.append({"at": stamp, "changes": changes})
+        run.write_info(config=to_dict(cfg), status="fitting", resumed=history, device=str(dev))
+        return _fit(run, cls, cfg, clip, dev, resume=True, show_progress=show_progress)

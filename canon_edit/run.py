@@ -1,36 +1,46 @@
 """The run folder: one directory carries a fit's state from `fit` to `edit`, `render` and `eval`.
 
     RUN/run.json                  method, config, clip source and options, versions, status
+    RUN/clip.safetensors          the clip the fit saw (frames at fit resolution, masks, fps)
     RUN/flow.safetensors          cached optical flow (reused by every representation)
     RUN/checkpoints/step_N.*      safetensors (model + optimiser tensors) + JSON (step, scalars)
-    RUN/canonical/                baked CanonicalVideo: layer_K.png, bake.safetensors
+    RUN/canonical/                the bake: layer_K.png + bake.safetensors, or a representation's own
     RUN/renders/                  reconstruction.mp4, compare.mp4
     RUN/metrics.json              eval figures
     RUN/edits/NAME/               one folder per edit: textures, edit.json, video.mp4
+    RUN/.canon-edit.json, .lock   the output marker (outputs.py) and the writer's lock (lock.py)
 
-Every file is written atomically; a run counts as finished only when run.json says "done".
+Every file is written atomically; a run counts as finished only when run.json says "done". The run
+owns its input: evaluation, keyframe edits, `--compare` and `--resume` read the clip stored here, so
+a run keeps working when its source moves or was never a file (a procedural clip).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import platform
-import shutil
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from . import __version__
 from .atomic import atomic_path, write_json
 from .errors import UserError
+from .files import CorruptFile, read_json, read_tensors
+from .outputs import claim_folder
+from .video import Clip
 
 KEEP_CHECKPOINTS = 2
+# what canon-edit itself writes in a run folder (a representation adds its own `run_files`)
+RUN_ENTRIES = frozenset(
+    {"run.json", "clip.safetensors", "flow.safetensors", "checkpoints", "canonical", "renders",
+     "metrics.json", "edits"}
+)  # fmt: skip
 
 
 def versions() -> dict[str, str]:
@@ -44,6 +54,20 @@ def versions() -> dict[str, str]:
     }
 
 
+def _exact_uint8(x: Tensor) -> bool:
+    """Whether values in [0,1] are exactly k/255 (frames of 8-bit files): then uint8 is lossless."""
+    return bool(torch.equal(x.mul(255).round().div(255), x))
+
+
+def _pack(x: Tensor) -> Tensor:
+    packed = x.mul(255).round().to(torch.uint8) if _exact_uint8(x) else x.float()
+    return packed.contiguous()
+
+
+def _unpack(x: Tensor) -> Tensor:
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
 @dataclass
 class RunFolder:
     path: Path
@@ -51,6 +75,10 @@ class RunFolder:
     @property
     def run_json(self) -> Path:
         return self.path / "run.json"
+
+    @property
+    def clip_file(self) -> Path:
+        return self.path / "clip.safetensors"
 
     @property
     def checkpoints(self) -> Path:
@@ -77,32 +105,9 @@ class RunFolder:
         return self.path / "metrics.json"
 
     @staticmethod
-    def create(path: str | Path, *, resume: bool = False, force: bool = False) -> RunFolder:
-        """Open a run folder for fitting, refusing to clobber an existing one by accident."""
-        run = RunFolder(Path(path))
-        if resume:
-            if not run.run_json.is_file():
-                raise UserError(
-                    f"--resume: {run.path} holds no run (no run.json); start a new fit without --resume"
-                )
-            return run
-        if run.path.exists() and any(run.path.iterdir()):
-            if not force:
-                raise UserError(
-                    f"output folder {run.path} already exists; pass --resume to continue it "
-                    "or --force to overwrite it"
-                )
-            shutil.rmtree(run.path)
-        try:
-            run.path.mkdir(parents=True, exist_ok=True)
-            probe = run.path / ".write_test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as e:
-            raise UserError(
-                f"cannot write to {run.path} ({e.strerror}); choose a writable output folder"
-            ) from None
-        return run
+    def create(path: str | Path, *, force: bool = False, owned: frozenset[str] = frozenset()) -> RunFolder:
+        """A new, empty run folder; an existing one is replaced only under the policy of outputs.py."""
+        return RunFolder(claim_folder(path, "run", RUN_ENTRIES | owned, force=force, legacy="run.json"))
 
     @staticmethod
     def open(path: str | Path, need_done: bool = True) -> RunFolder:
@@ -111,15 +116,16 @@ class RunFolder:
             raise UserError(
                 f"{run.path} is not a canon-edit run (no run.json); create one with 'canon-edit fit'"
             )
-        if need_done and run.info().get("status") != "done":
+        status = run.info().get("status")
+        if need_done and status != "done":
             raise UserError(
-                f"the run in {run.path} is not finished (status '{run.info().get('status')}'); "
-                "finish it with 'canon-edit fit ... --resume'"
+                f"the run in {run.path} is not finished (status '{status}'); "
+                f"finish it with 'canon-edit fit --resume -o {run.path}'"
             )
         return run
 
     def info(self) -> dict[str, Any]:
-        return json.loads(self.run_json.read_text())
+        return read_json(self.run_json, "the run's record is lost: fit the clip again into a new folder")
 
     def write_info(self, **fields: Any) -> None:
         info = self.info() if self.run_json.is_file() else {}
@@ -127,12 +133,66 @@ class RunFolder:
         info["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_json(self.run_json, info)
 
+    def save_clip(self, clip: Clip) -> None:
+        """Store the clip the fit sees, losslessly (uint8 where the frames came from 8-bit files)."""
+        tensors = {"frames": _pack(clip.frames)}
+        if clip.masks is not None:
+            tensors["masks"] = _pack(clip.masks)
+        meta = {"fps": repr(float(clip.fps)), "source": clip.source}
+        with atomic_path(self.clip_file) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+
+    def clip(self) -> Clip:
+        """The clip the fit saw, exactly (frames, masks, fps)."""
+        if not self.clip_file.is_file():
+            return self._legacy_clip()
+        fix = "it is the run's copy of its input; fit the clip again into a new folder"
+        tensors = read_tensors(self.clip_file, fix, required=("frames",))
+        from safetensors import safe_open
+
+        with safe_open(str(self.clip_file), framework="pt") as f:
+            meta = f.metadata() or {}
+        try:
+            fps = float(meta["fps"])
+        except (KeyError, ValueError):
+            raise CorruptFile(self.clip_file, "no frame rate", fix) from None
+        masks = tensors.get("masks")
+        return Clip(
+            frames=_unpack(tensors["frames"]),
+            fps=fps,
+            masks=None if masks is None else _unpack(masks),
+            source=meta.get("source", ""),
+        )
+
+    def _legacy_clip(self) -> Clip:
+        """Runs made before clip.safetensors: re-read the source as the run read it."""
+        from .video import read_clip
+
+        options = dict(self.info().get("clip") or {})
+        source = options.pop("source", None)
+        if not source:
+            raise UserError(f"{self.path} does not record its input clip; fit the clip again")
+        return read_clip(
+            source,
+            options.get("masks"),
+            max_frames=options.get("max_frames"),
+            stride=options.get("stride") or 1,
+            size=options.get("size"),
+            fps=options.get("fps"),
+        )
+
     def checkpoint_paths(self) -> list[Path]:
         """Complete checkpoints (tensors and JSON both present), oldest first."""
         if not self.checkpoints.is_dir():
             return []
         done = [p for p in self.checkpoints.glob("step_*.json") if p.with_suffix(".safetensors").is_file()]
-        return sorted(done, key=lambda p: int(p.stem.split("_")[1]))
+        steps = []
+        for p in done:
+            try:
+                steps.append((int(p.stem.split("_")[1]), p))
+            except (IndexError, ValueError):
+                continue
+        return [p for _, p in sorted(steps)]
 
     def save_checkpoint(
         self,
@@ -164,24 +224,44 @@ class RunFolder:
     def load_checkpoint(
         self, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     ) -> dict[str, Any] | None:
-        """Restore the newest checkpoint into model and optimiser; None when there is none."""
+        """Restore the newest readable checkpoint into model and optimiser; None when there is none.
+
+        A corrupt checkpoint is skipped with a note naming it and the one used instead, so a
+        damaged file costs the steps since the previous checkpoint, never the run.
+        """
         paths = self.checkpoint_paths()
-        if not paths:
-            return None
-        meta = json.loads(paths[-1].read_text())
-        tensors = load_file(str(paths[-1].with_suffix(".safetensors")))
+        for i, path in enumerate(reversed(paths)):
+            try:
+                return self._restore(path, model, optimizer)
+            except (CorruptFile, RuntimeError, KeyError, ValueError, TypeError) as e:
+                older = paths[-2 - i].stem if i + 1 < len(paths) else None
+                reason = e if isinstance(e, CorruptFile) else f"{path} does not fit this model"
+                print(
+                    f"canon-edit: note: checkpoint {path.stem} is unusable ({str(reason).split(';')[0]}); "
+                    + (f"--resume uses {older}" if older else "--resume starts from step 0"),
+                    file=sys.stderr,
+                )
+        return None
+
+    def _restore(
+        self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    ) -> dict[str, Any]:
+        fix = "it is skipped"
+        meta = read_json(path, fix)
+        tensors = read_tensors(path.with_suffix(".safetensors"), fix)
         device = next(model.parameters()).device
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         state: dict[int, dict[str, Tensor]] = {}
         for k, v in tensors.items():
             if k.startswith("optim."):
                 _, pid, name = k.split(".", 2)
                 state.setdefault(int(pid), {})[name] = v if name == "step" else v.to(device)
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+        try:
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        except Exception:
+            model.load_state_dict(snapshot)  # leave the model as it was for the next candidate
+            raise
+        if not isinstance(meta.get("step"), int):
+            raise KeyError("step")
         return meta
-
-
-def check_writable_parent(path: str | Path) -> None:
-    parent = Path(path).resolve().parent
-    if not os.access(parent if parent.exists() else parent.parent, os.W_OK):
-        raise UserError(f"cannot write to {parent}; choose a writable output path")

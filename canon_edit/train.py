@@ -30,9 +30,23 @@ class TrainConfig:
     warmup_steps: int = 50
     final_lr_fraction: float = 0.1  # cosine decay from the group's lr to this fraction of it
 
+    def validate(self, prefix: str = "train.") -> None:
+        """Refuse values the loop cannot honour, before anything runs."""
+        checks = [
+            ("steps", self.steps >= 1, ">= 1"),
+            ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
+            ("checkpoint_seconds", self.checkpoint_seconds > 0, "> 0"),
+            ("time_budget", self.time_budget >= 0, ">= 0 (0 = no budget)"),
+            ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
+            ("final_lr_fraction", 0 <= self.final_lr_fraction <= 1, "between 0 and 1"),
+        ]
+        for name, ok, rule in checks:
+            if not ok or not math.isfinite(float(getattr(self, name))):
+                raise UserError(f"option {prefix}{name} must be {rule}, got {getattr(self, name)}")
+
 
 class Trainable(Protocol):
-    """What the loop needs from a representation (see representations.base.Representation)."""
+    """What the loop needs from a representation (see canon_edit.representation.Representation)."""
 
     def param_groups(self) -> list[dict[str, Any]]: ...
     def sample(self, step: int, generator: torch.Generator) -> dict[str, Tensor]: ...
@@ -53,15 +67,22 @@ def make_optimizer(model: Trainable) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, foreach=True)
 
 
-def fit(
+def optimise(
     model: Any, run: RunFolder, cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True
 ) -> int:
-    """Optimise `model` for cfg.steps (or until the time budget); returns the last step done."""
+    """Optimise `model` for cfg.steps (or until the time budget); returns the last step done.
+
+    On resume the learning rates come from the model's (possibly changed) config, not from the
+    checkpoint, so `--resume --set lr_...=` takes effect; unchanged, they are the same numbers.
+    """
     optimizer = make_optimizer(model)
     start = 0
     if resume:
+        initial = [g["initial_lr"] for g in optimizer.param_groups]
         meta = run.load_checkpoint(model, optimizer)
         start = meta["step"] if meta else 0
+        for g, lr in zip(optimizer.param_groups, initial, strict=True):
+            g["initial_lr"] = lr
     if start >= cfg.steps:
         return start
     device = next(model.parameters()).device
@@ -96,7 +117,7 @@ def fit(
                 raise TrainingDiverged(
                     f"the loss became non-finite at step {step} ({bad}); the last good checkpoint "
                     f"(step {last_good}) is kept in {run.checkpoints}; lower the learning rates "
-                    "(--set) and continue with --resume"
+                    "(--set lr_...=) and continue with --resume"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

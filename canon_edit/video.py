@@ -26,6 +26,7 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".gif", ".mkv", ".avi", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 WRITE_VIDEO_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
 DEFAULT_FPS = 30.0
+FPS_FILE = "fps.txt"  # a frame folder may state its rate in this file
 # A gray mask with more distinct values than this is a soft (matte) mask, not a label image.
 MAX_GRAY_LABELS = 16
 ASPECT_TOLERANCE = 0.01
@@ -278,6 +279,21 @@ def _read_masks(
     return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).clamp_(0.0, 1.0).contiguous()
 
 
+def _folder_fps(*folders: Path) -> float | None:
+    """The frame rate a frame folder states in an `fps.txt` (e.g. "24"), if it has one."""
+    for folder in folders:
+        note = folder / FPS_FILE
+        if note.is_file():
+            try:
+                rate = float(note.read_text().strip())
+            except (ValueError, OSError, UnicodeDecodeError):
+                raise UserError(f"{note} must hold one number, the frame rate (e.g. 24)") from None
+            if not rate > 0 or rate == float("inf"):
+                raise UserError(f"{note} must hold a positive frame rate, got {rate}")
+            return rate
+    return None
+
+
 def read_clip(
     path: str | Path,
     masks: str | Path | None = None,
@@ -291,7 +307,8 @@ def read_clip(
 
     Every `stride`-th source frame is kept, then the first `max_frames`; masks get the same selection.
     `size` is the short side in pixels (aspect kept, even sides). `fps` is the rate of a frame folder
-    (default 30) and overrides a video's own; the clip's fps is divided by `stride`.
+    (default: the number in the folder's `fps.txt`, else 30) and overrides a video's own; the clip's
+    fps is divided by `stride`.
     """
     _check_positive("max_frames", max_frames)
     _check_positive("stride", stride)
@@ -306,7 +323,7 @@ def read_clip(
         if masks is None and frames_dir != path and (path / "masks").is_dir():
             masks = path / "masks"
         frames, n_source, source_hw = _read_folder(frames_dir, stride, max_frames, size)
-        rate = fps or DEFAULT_FPS
+        rate = fps or _folder_fps(path, frames_dir) or DEFAULT_FPS
     elif path.suffix.lower() in VIDEO_SUFFIXES:
         frames, n_source, source_hw, video_rate = _read_video(
             path, stride, max_frames, size, count_all=masks is not None

@@ -13,18 +13,18 @@ Per layer (background, then one foreground layer per mask label, back to front):
 The prediction is the same back-to-front `over` composite `CanonicalVideo.render` uses
 (`canonical.composite_weights`), so the bake renders what training optimised.
 
-Losses (DESIGN.md §4), one term each in `losses`: reconstruction, gradient, sparsity (mean
+Losses, one term each in `losses`: reconstruction, gradient, sparsity (mean
 foreground alpha: a layer covers only what it must), flow on uv, local rigidity of the mapping
 (symmetric Dirichlet energy of the residual's Jacobian, which allows local rotation but not stretch
 or folding), alpha bootstrapped from the masks with a weight decaying to zero (then released) and
 regularisation of the log-shading towards 0.
 
 Choices, measured on DAVIS blackswan at 426×240, 1500 steps, one CPU thread (bench/RESULTS.md):
-- texture encoding: feature planes (default) 28.90 dB in 295 s against the hash grid (16 levels ×
-  2 features, 2^19 table) 28.87 dB in 391 s: the same quality per step, planes faster per step,
-  so planes; `--set texture.kind=hash` keeps the hash grid (the better choice at large scale on
+- texture encoding: feature fields.planes (default) 28.90 dB in 295 s against the hash grid (16 levels ×
+  2 features, 2^19 table) 28.87 dB in 391 s: the same quality per step, fields.planes faster per step,
+  so fields.planes; `--set texture.kind=hash` keeps the hash grid (the better choice at large scale on
   GPU with tinycudann, where its capacity per parameter counts);
-- shading resolution: planes at 16–64 texels 28.90 dB; 8–16 28.55 dB; 16–128 27.81 dB with the
+- shading resolution: fields.planes at 16–64 texels 28.90 dB; 8–16 28.55 dB; 16–128 27.81 dB with the
   alpha IoU down from 0.96 to 0.92, because a fine shading field starts to explain the object;
 - texture resolution: the field has one texel per pixel where the layer is most magnified and
   the bake samples it twice as finely (`bake_oversample`), which recovers the 0.3–0.6 dB that
@@ -53,24 +53,8 @@ from canon_edit.errors import UserError
 from canon_edit.flow import Flow
 from canon_edit.video import Clip
 
-from .base import Representation
+from . import fields
 from .encoding import MLP, EncodingConfig, build_encoding
-from .fields import (
-    MAPPING_ENCODING,
-    TEXTURE_ENCODING,
-    LayeredFitConfig,
-    MappingField,
-    TextureField,
-    anneal_weights,
-    gradient_loss,
-    init_layer_affine,
-    layered_param_groups,
-    patch_batch,
-    pixel_ndc,
-    planes,
-    texture_size,
-)
-from .motion import pixel_grid_ndc
 
 NO_MASKS_NOTE = (
     "no masks: fitted a single background layer (no foreground); "
@@ -79,22 +63,22 @@ NO_MASKS_NOTE = (
 
 
 @dataclass
-class AtlasConfig(LayeredFitConfig):
+class AtlasConfig(fields.LayeredFitConfig):
     """Every option of the layered atlas (`--set key=value`); *_weight are the loss terms' weights.
 
     The options shared with CoDeF (schedule, learning rates, batches) are in `fields.LayeredFitConfig`.
     """
 
-    texture: EncodingConfig = planes(*TEXTURE_ENCODING)
+    texture: EncodingConfig = fields.planes(*fields.TEXTURE_ENCODING)
     texture_hidden: int = 64
     texture_layers: int = 1
-    mapping: EncodingConfig = planes(*MAPPING_ENCODING)
+    mapping: EncodingConfig = fields.planes(*fields.MAPPING_ENCODING)
     mapping_hidden: int = 64
     mapping_layers: int = 2
-    alpha: EncodingConfig = planes(4, 4, 16)
+    alpha: EncodingConfig = fields.planes(4, 4, 16)
     alpha_hidden: int = 32
     alpha_layers: int = 1
-    shading: EncodingConfig = planes(3, 4, 16)
+    shading: EncodingConfig = fields.planes(3, 4, 16)
     shading_hidden: int = 16
     shading_layers: int = 1
     texture_anneal_end: float = 0.3  # the texture is annealed too (BARF): smooth images register better
@@ -140,8 +124,10 @@ class AtlasLayer(nn.Module):
     ) -> None:
         super().__init__()
         frames = affines.shape[0]
-        self.mapping = MappingField(cfg.mapping, cfg.mapping_hidden, cfg.mapping_layers, affines, lo, hi)
-        self.texture = TextureField(cfg.texture, cfg.texture_hidden, cfg.texture_layers, texture_hw)
+        self.mapping = fields.MappingField(
+            cfg.mapping, cfg.mapping_hidden, cfg.mapping_layers, affines, lo, hi
+        )
+        self.texture = fields.TextureField(cfg.texture, cfg.texture_hidden, cfg.texture_layers, texture_hw)
         self.shading = SpaceTimeField(
             cfg.shading, cfg.shading_hidden, cfg.shading_layers, 3, frames, zero_init=True
         )
@@ -189,40 +175,26 @@ def rigidity_energy(q: Tensor, A: Tensor, px_scale: Tensor) -> Tensor:
     return ((J**2).sum((-1, -2)) * (1 + 1 / (torch.linalg.det(J) ** 2 + 1e-4)) - 4).mean()
 
 
-class Atlas(Representation):
+class Atlas(fields.LayeredRepresentation):
     name = "atlas"
     config_class = AtlasConfig
 
     def __init__(self, clip: Clip, flow: Flow, cfg: AtlasConfig):
         super().__init__()
-        self.cfg = cfg
         T, H, W = clip.T, clip.H, clip.W
-        self.T, self.H, self.W = T, H, W
-        self.fps = clip.fps
         masks = check_masks(clip, cfg)
         self.n_fg = masks.shape[1]
         weights = composite_weights([torch.ones(T, H, W)] + list(masks.unbind(1)))  # L×T×H×W
-        fwd = torch.cat([flow.forward, torch.zeros(1, 2, H, W)])
-        ok = torch.cat([flow.forward_ok, torch.zeros(1, H, W, dtype=torch.bool)])
-        self.register_buffer("frames", clip.frames.permute(0, 2, 3, 1).contiguous(), persistent=False)
-        self.register_buffer("weights", weights.permute(1, 2, 3, 0).contiguous(), persistent=False)
-        self.register_buffer("masks", masks.permute(0, 2, 3, 1).contiguous(), persistent=False)
-        self.register_buffer("flow_fwd", fwd.permute(0, 2, 3, 1).contiguous(), persistent=False)
-        self.register_buffer("flow_ok", ok, persistent=False)
-        ref = cfg.reference if cfg.reference >= 0 else T // 2
-        grid = pixel_grid_ndc(H, W)
-        photometric = clip.frames if cfg.photometric_init else None
+        init = self.setup(clip, flow, cfg, weights, masks=masks.permute(0, 2, 3, 1).contiguous())
         self.layers = nn.ModuleList()
         self.baked_hw: list[tuple[int, int]] = []
-        for k in range(weights.shape[0]):
-            A, lo, hi = init_layer_affine(flow, weights[k], ref, photometric, grid)
+        for k, (A, lo, hi) in enumerate(init):
             scale = cfg.texture_scale or auto_texture_scale(A, weights[k], cfg.max_texture_scale)
-            hw = texture_size(lo, hi, H, W, scale, cfg.max_texture)
-            self.baked_hw.append(texture_size(lo, hi, H, W, scale * cfg.bake_oversample, cfg.max_texture))
+            hw = fields.texture_size(lo, hi, H, W, scale, cfg.max_texture)
+            self.baked_hw.append(
+                fields.texture_size(lo, hi, H, W, scale * cfg.bake_oversample, cfg.max_texture)
+            )
             self.layers.append(AtlasLayer(cfg, A, lo, hi, hw, foreground=k > 0))
-
-    def level_weights(self, step: int, n_levels: int, end: float) -> Tensor:
-        return anneal_weights(self.cfg, step, n_levels, end).to(self.frames.device)
 
     def bootstrap_weight(self, step: int) -> float:
         """Mask supervision of alpha: full at step 0, half-cosine down to 0, then released."""
@@ -231,25 +203,12 @@ class Atlas(Representation):
         return self.cfg.alpha_weight * 0.5 * (1 + math.cos(math.pi * progress))
 
     def param_groups(self) -> list[dict[str, Any]]:
-        fields = [
+        trained = [
             f
             for la in self.layers
             for f in (la.mapping, la.texture, la.shading) + ((la.alpha,) if la.alpha is not None else ())
         ]
-        return layered_param_groups(self.cfg, fields, [la.mapping.affine for la in self.layers])
-
-    def sample(self, step: int, generator: torch.Generator) -> dict[str, Tensor]:
-        return patch_batch(
-            self.cfg,
-            {
-                "rgb": self.frames,
-                "w": self.weights,
-                "masks": self.masks,
-                "flow": self.flow_fwd,
-                "ok": self.flow_ok,
-            },
-            generator,
-        )
+        return fields.layered_param_groups(self.cfg, trained, [la.mapping.affine for la in self.layers])
 
     def composite(
         self, xy: Tensor, t: Tensor, map_w: Tensor, tex_w: Tensor | None
@@ -267,7 +226,7 @@ class Atlas(Representation):
         t, rgb, w = batch["t"], batch["rgb"], batch["w"]
         n, P = t.shape[:2]
         tf = t.reshape(-1)
-        xy = pixel_ndc(batch["x"], batch["y"], self.H, self.W).reshape(-1, 2)
+        xy = fields.pixel_ndc(batch["x"], batch["y"], self.H, self.W).reshape(-1, 2)
         px_scale = xy.new_tensor([self.W / 2, self.H / 2])
         pred, out, alphas = self.composite(xy, tf, map_w, tex_w)
         pred = pred.reshape(n, P, P, 3)
@@ -277,15 +236,14 @@ class Atlas(Representation):
             A = la.mapping.affine.detach()[t[:, 0, 0], :, :2]
             rigid_terms.append(rigidity_energy(o.q.reshape(n, P, P, 2), A, px_scale))
             # flow is the visible layer's motion: it constrains a layer only where the masks give it
-            ok = (batch["ok"] & (w[..., k] > 0.5)).reshape(-1).nonzero().squeeze(1)[: cfg.flow_samples]
-            if len(ok):
-                p2 = xy[ok] + batch["flow"].reshape(-1, 2)[ok] / px_scale
-                q2, _ = la.mapping(p2, tf[ok] + 1, map_w)
-                flow_terms.append(((q2 - o.q[ok]) * px_scale).norm(dim=-1).mean())
+            ok = (batch["ok"] & (w[..., k] > 0.5)).reshape(-1)
+            term = self.flow_term(la.mapping, xy, tf, o.q, batch["flow"].reshape(-1, 2), ok, px_scale, map_w)
+            if term is not None:
+                flow_terms.append(term)
         log_s = torch.stack([o.log_shading for o in out])
         terms = {
             "rgb": mse,
-            "grad": cfg.grad_weight * gradient_loss(pred, rgb),
+            "grad": cfg.grad_weight * fields.gradient_loss(pred, rgb),
             "rigidity": cfg.rigidity_weight * torch.stack(rigid_terms).mean(),
             "shading": cfg.shading_weight * (log_s**2).mean(),
         }
@@ -303,9 +261,7 @@ class Atlas(Representation):
     @torch.no_grad()
     def bake(self) -> CanonicalVideo:
         """Textures on their texel grids; uv, alpha and shading at every pixel of every frame."""
-        dev = self.frames.device
-        map_w = torch.ones(self.layers[0].mapping.enc.n_levels, device=dev)
-        grid = pixel_grid_ndc(self.H, self.W).to(dev).reshape(-1, 2)
+        dev, map_w, grid = self.bake_grid()
         shape = (self.T, self.H, self.W)
         uvs, alphas, shadings = [], [torch.ones(shape)], []
         for la in self.layers:

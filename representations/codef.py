@@ -21,24 +21,20 @@ from canon_edit.canonical import CanonicalVideo, Layer, composite_weights, splat
 from canon_edit.flow import Flow
 from canon_edit.video import Clip
 
-from .base import Representation
 from .encoding import EncodingConfig
 from .fields import (
     MAPPING_ENCODING,
     TEXTURE_ENCODING,
     LayeredFitConfig,
+    LayeredRepresentation,
     MappingField,
     TextureField,
-    anneal_weights,
     gradient_loss,
-    init_layer_affine,
     layered_param_groups,
-    patch_batch,
     pixel_ndc,
     planes,
     texture_size,
 )
-from .motion import pixel_grid_ndc
 
 
 @dataclass
@@ -69,49 +65,26 @@ class LayerField(nn.Module):
         self.texture = TextureField(cfg.canonical, cfg.canonical_hidden, cfg.canonical_layers, texture_hw)
 
 
-class CoDeF(Representation):
+class CoDeF(LayeredRepresentation):
     name = "codef"
     config_class = CoDeFConfig
 
     def __init__(self, clip: Clip, flow: Flow, cfg: CoDeFConfig):
         super().__init__()
-        self.cfg = cfg
         T, H, W = clip.T, clip.H, clip.W
-        self.T, self.H, self.W = T, H, W
-        self.fps = clip.fps
         alphas = [torch.ones(T, H, W)] + (
             [clip.masks[:, k] for k in range(clip.masks.shape[1])] if clip.masks is not None else []
         )
         self.alphas = alphas
-        weights = composite_weights(alphas)  # L×T×H×W
-        fwd = torch.cat([flow.forward, torch.zeros(1, 2, H, W)])
-        ok = torch.cat([flow.forward_ok, torch.zeros(1, H, W, dtype=torch.bool)])
-        self.register_buffer("frames", clip.frames.permute(0, 2, 3, 1).contiguous(), persistent=False)
-        self.register_buffer("weights", weights.permute(1, 2, 3, 0).contiguous(), persistent=False)
-        self.register_buffer("flow_fwd", fwd.permute(0, 2, 3, 1).contiguous(), persistent=False)
-        self.register_buffer("flow_ok", ok, persistent=False)
-        ref = cfg.reference if cfg.reference >= 0 else T // 2
-        grid = pixel_grid_ndc(H, W)
-        photometric = clip.frames if cfg.photometric_init else None
+        init = self.setup(clip, flow, cfg, composite_weights(alphas))  # weights L×T×H×W
         self.layers = nn.ModuleList()
-        for k in range(len(alphas)):
-            A, lo, hi = init_layer_affine(flow, weights[k], ref, photometric, grid)
+        for A, lo, hi in init:
             hw = texture_size(lo, hi, H, W, cfg.texture_scale, cfg.max_texture)
             self.layers.append(LayerField(cfg, A, lo, hi, hw))
-
-    def level_weights(self, step: int, n_levels: int, end: float) -> Tensor:
-        return anneal_weights(self.cfg, step, n_levels, end).to(self.frames.device)
 
     def param_groups(self) -> list[dict[str, Any]]:
         fields = [f for la in self.layers for f in (la.mapping, la.texture)]
         return layered_param_groups(self.cfg, fields, [la.mapping.affine for la in self.layers])
-
-    def sample(self, step: int, generator: torch.Generator) -> dict[str, Tensor]:
-        return patch_batch(
-            self.cfg,
-            {"rgb": self.frames, "w": self.weights, "flow": self.flow_fwd, "ok": self.flow_ok},
-            generator,
-        )
 
     def losses(self, batch: dict[str, Tensor], step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
         cfg = self.cfg
@@ -137,13 +110,13 @@ class CoDeF(Representation):
             sx = ((off[:, :, 1:] - off[:, :, :-1]) ** 2).sum(-1) * inside[:, :, 1:] * inside[:, :, :-1]
             sy = ((off[:, 1:] - off[:, :-1]) ** 2).sum(-1) * inside[:, 1:] * inside[:, :-1]
             smooth = smooth + (sx.sum() + sy.sum()) / inside.numel()
-            ok = (batch["ok"][sel] & (wk[sel] > 0.5)).reshape(-1).nonzero().squeeze(1)
-            if len(ok):
-                ok = ok[: cfg.flow_samples]
-                p = xy[sel].reshape(-1, 2)[ok]
-                p2 = p + batch["flow"][sel].reshape(-1, 2)[ok] / px_scale
-                q2, _ = la.mapping(p2, t[sel].reshape(-1)[ok] + 1, lw)
-                flow_terms.append(((q2 - q[ok]) * px_scale).norm(dim=-1).mean())
+            ok = (batch["ok"][sel] & (wk[sel] > 0.5)).reshape(-1)
+            term = self.flow_term(
+                la.mapping, xy[sel].reshape(-1, 2), t[sel].reshape(-1), q,
+                batch["flow"][sel].reshape(-1, 2), ok, px_scale, lw,
+            )  # fmt: skip
+            if term is not None:
+                flow_terms.append(term)
         mse = ((pred - rgb) ** 2).mean()
         terms = {
             "rgb": mse,
@@ -156,9 +129,7 @@ class CoDeF(Representation):
 
     @torch.no_grad()
     def bake(self) -> CanonicalVideo:
-        dev = self.frames.device
-        lw = torch.ones(self.layers[0].mapping.enc.n_levels, device=dev)
-        grid = pixel_grid_ndc(self.H, self.W).to(dev).reshape(-1, 2)
+        dev, lw, grid = self.bake_grid()
         weights = self.weights.permute(3, 0, 1, 2).cpu()
         layers = []
         for k, la in enumerate(self.layers):

@@ -1,4 +1,8 @@
-"""Fields shared by the 2D canonical forms (CoDeF, layered atlas): options, mapping, texture, batches.
+"""The base of the layered 2D canonical forms (CoDeF, layered atlas): options, fields, batches, losses.
+
+`LayeredRepresentation` owns what both forms do alike: the clip's per-pixel buffers, each layer's
+affine initialisation, patch batches, coarse-to-fine level weights and the flow term; CoDeF and the
+atlas keep only what differs (their layers, losses and bakes).
 
 A *mapping* sends frame pixels (x, y, t) to a layer's canonical space: a per-frame affine map
 (initialised by chaining robust affine fits of the optical flow, `motion.chain_affines`) plus a
@@ -15,11 +19,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from canon_edit.canonical import CanonicalVideo
 from canon_edit.flow import Flow
+from canon_edit.representation import Representation
 from canon_edit.train import TrainConfig
+from canon_edit.video import Clip
 
 from .encoding import MLP, EncodingConfig, apply_level_weights, build_encoding, coarse_to_fine_weights
-from .motion import chain_affines
+from .motion import chain_affines, pixel_grid_ndc
 
 
 @dataclass
@@ -224,3 +231,63 @@ def gradient_loss(pred: Tensor, target: Tensor) -> Tensor:
     gx = (pred[:, :, 1:] - pred[:, :, :-1]) - (target[:, :, 1:] - target[:, :, :-1])
     gy = (pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])
     return (gx**2).mean() + (gy**2).mean()
+
+
+class LayeredRepresentation(Representation):
+    """Layers composited back to front, each a mapping (x, y, t) → canonical space and a texture."""
+
+    bake_class = CanonicalVideo
+    presets = "canon_edit_representations.presets"
+
+    def setup(
+        self, clip: Clip, flow: Flow, cfg: LayeredFitConfig, weights: Tensor, **per_pixel: Tensor
+    ) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Keep the clip as T×H×W×… buffers for patch batches; each layer's (affines, lo, hi).
+
+        `weights` (L×T×H×W) say where each layer is visible; `per_pixel` are further T×H×W×… buffers
+        a form's losses need in every batch (the atlas's masks).
+        """
+        self.cfg = cfg
+        T, H, W = clip.T, clip.H, clip.W
+        self.T, self.H, self.W = T, H, W
+        self.fps = clip.fps
+        fwd = torch.cat([flow.forward, torch.zeros(1, 2, H, W)])
+        ok = torch.cat([flow.forward_ok, torch.zeros(1, H, W, dtype=torch.bool)])
+        self.register_buffer("frames", clip.frames.permute(0, 2, 3, 1).contiguous(), persistent=False)
+        self.register_buffer("weights", weights.permute(1, 2, 3, 0).contiguous(), persistent=False)
+        for name, tensor in per_pixel.items():
+            self.register_buffer(name, tensor, persistent=False)
+        self.register_buffer("flow_fwd", fwd.permute(0, 2, 3, 1).contiguous(), persistent=False)
+        self.register_buffer("flow_ok", ok, persistent=False)
+        self.batch_buffers = {"rgb": "frames", "w": "weights", **{k: k for k in per_pixel}}
+        self.batch_buffers |= {"flow": "flow_fwd", "ok": "flow_ok"}
+        ref = cfg.reference if cfg.reference >= 0 else T // 2
+        grid = pixel_grid_ndc(H, W)
+        photometric = clip.frames if cfg.photometric_init else None
+        return [init_layer_affine(flow, weights[k], ref, photometric, grid) for k in range(weights.shape[0])]
+
+    def level_weights(self, step: int, n_levels: int, end: float) -> Tensor:
+        return anneal_weights(self.cfg, step, n_levels, end).to(self.frames.device)
+
+    def sample(self, step: int, generator: torch.Generator) -> dict[str, Tensor]:
+        per_pixel = {key: getattr(self, buffer) for key, buffer in self.batch_buffers.items()}
+        return patch_batch(self.cfg, per_pixel, generator)
+
+    def bake_grid(self) -> tuple[torch.device, Tensor, Tensor]:
+        """(device, every mapping level on, the H·W×2 pixel centres): what a bake evaluates at."""
+        dev = self.frames.device
+        level_w = torch.ones(self.layers[0].mapping.enc.n_levels, device=dev)
+        return dev, level_w, pixel_grid_ndc(self.H, self.W).to(dev).reshape(-1, 2)
+
+    def flow_term(
+        self, mapping: MappingField, xy: Tensor, t: Tensor, q: Tensor, flow: Tensor, ok: Tensor,
+        px_scale: Tensor, level_w: Tensor,
+    ) -> Tensor | None:  # fmt: skip
+        """Mean distance (pixels) in canonical space between a point and where the flow takes it
+        in the next frame; N points, `ok` (N, bool) where the flow is trusted for this layer."""
+        idx = ok.nonzero().squeeze(1)[: self.cfg.flow_samples]
+        if not len(idx):
+            return None
+        p2 = xy[idx] + flow[idx] / px_scale
+        q2, _ = mapping(p2, t[idx] + 1, level_w)
+        return ((q2 - q[idx]) * px_scale).norm(dim=-1).mean()

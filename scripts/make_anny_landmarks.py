@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from canon_edit.atomic import write_json  # noqa: E402
 from canon_edit.errors import UserError  # noqa: E402
-from representations.portrait.body import AnnyBody, rotation_matrix  # noqa: E402
-from representations.portrait.detect import detect_clip  # noqa: E402
-from representations.portrait.tracking import look_at_viewmat  # noqa: E402
+from canon_edit_representations.portrait.body import AnnyBody, rotation_matrix  # noqa: E402
+from canon_edit_representations.portrait.detect import detect_clip  # noqa: E402
+from canon_edit_representations.portrait.tracking import look_at_viewmat  # noqa: E402
 
 SIZE = 512  # render side in pixels
 FOCAL = 2.0 * SIZE  # a long portrait lens: little perspective distortion

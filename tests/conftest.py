@@ -17,7 +17,7 @@ from canon_edit.video import read_clip, write_pngs  # noqa: E402
 @pytest.fixture(scope="session")
 def smplx_dir(tmp_path_factory):
     """A synthetic SMPL-X model file (the smplx package's full key set, no licensed data)."""
-    from representations.portrait.body import write_synthetic_smplx
+    from canon_edit_representations.portrait.body import write_synthetic_smplx
 
     folder = tmp_path_factory.mktemp("smplx")
     write_synthetic_smplx(folder)
@@ -26,7 +26,7 @@ def smplx_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def body(smplx_dir):
-    from representations.portrait.body import SMPLXBody
+    from canon_edit_representations.portrait.body import SMPLXBody
 
     return SMPLXBody(smplx_dir)
 
@@ -34,7 +34,7 @@ def body(smplx_dir):
 @pytest.fixture(scope="session")
 def portrait(body):
     """The procedural portrait: known body, poses, Gaussians and landmarks, 6 frames of 64²."""
-    from representations.portrait.procedural import make_portrait_clip
+    from canon_edit_representations.portrait.procedural import make_portrait_clip
 
     return make_portrait_clip(body, frames=6, size=64)
 
@@ -51,7 +51,8 @@ def make_truth_run(path, proc: ProceduralClip) -> RunFolder:
     write_pngs(clip_dir / "masks", proc.clip.masks.expand(-1, 3, -1, -1))
     clip = read_clip(clip_dir)
     run = RunFolder.create(path / "run")
-    run.write_info(method="truth", clip={"source": str(clip_dir)}, status="fitting", fps=clip.fps)
+    run.save_clip(clip)
+    run.write_info(method="codef", clip={"source": str(clip_dir)}, status="fitting", fps=clip.fps)
     finish_run(run, proc.truth, clip)
     run.write_info(status="done")
     return run

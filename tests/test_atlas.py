@@ -19,8 +19,8 @@ from canon_edit.metrics import psnr
 from canon_edit.procedural import ProceduralClip
 from canon_edit.train import make_optimizer
 from canon_edit.video import read_clip, read_image, write_image, write_pngs
-from representations.atlas import Atlas, AtlasConfig
-from representations.motion import pixel_grid_ndc
+from canon_edit_representations.atlas import Atlas, AtlasConfig
+from canon_edit_representations.motion import pixel_grid_ndc
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,11 @@ def test_overlay_on_the_foreground_atlas_lands_on_the_sprite_in_every_frame(fitt
 def test_bake_renders_what_training_optimised(fitted):
     proc, run, cv = fitted
     clip = read_clip(run.info()["clip"]["source"])
-    model = Atlas(clip, load_or_compute_flow(run.flow, clip.frames), load_config(AtlasConfig, "atlas_demo"))
+    model = Atlas(
+        clip,
+        load_or_compute_flow(run.flow, clip.frames),
+        load_config(AtlasConfig, "atlas_demo", package="canon_edit_representations.presets"),
+    )
     run.load_checkpoint(model, make_optimizer(model))
     grid = pixel_grid_ndc(cv.H, cv.W).reshape(-1, 2)
     t = 5

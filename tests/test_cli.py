@@ -67,12 +67,17 @@ def test_existing_output_and_unwritable_output(tmp_path, clip_dir, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "something").write_text("x")
-    code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(out))
-    assert_one_line_error(code, err, "--resume", "--force")
+    for force in ([], ["--force"]):  # a folder canon-edit did not make is never replaced
+        code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(out), *force)
+        assert_one_line_error(code, err, "not a canon-edit run", "another output folder")
+        assert (out / "something").read_text() == "x" and len(list(out.iterdir())) == 1
     blocker = tmp_path / "file"
     blocker.write_text("x")
     code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(blocker / "run"))
-    assert_one_line_error(code, err, "writable")
+    assert_one_line_error(code, err, "is a file")
+    code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(blocker))
+    assert_one_line_error(code, err, "is a file")
+    assert blocker.read_text() == "x"
 
 
 def test_resume_without_a_run(tmp_path, clip_dir, capsys):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from canon_edit.errors import UserError
-from representations.encoding import (
+from canon_edit_representations.encoding import (
     MLP,
     EncodingConfig,
     HashGrid,

@@ -103,6 +103,7 @@ def test_missing_weights_is_one_line(truth_run, tmp_path, capsys, monkeypatch, m
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(models_module, "hub_reachable", lambda: False)
+        monkeypatch.setenv(models_module.ALLOW_DOWNLOAD_ENV, "1")  # allowed, so the probe is what refuses
     capsys.readouterr()
     assert main(["edit", str(truth_run.path), "--prompt", "a swan", "--model", model, "--device", "cpu"]) == 2
     err = capsys.readouterr().err

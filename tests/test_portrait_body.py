@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from canon_edit.errors import UserError
-from representations.portrait.body import (
+from canon_edit_representations.portrait.body import (
     AnnyBody,
     find_smplx_file,
     load_body,

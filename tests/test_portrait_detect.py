@@ -11,7 +11,12 @@ import torch
 from safetensors.torch import save_file
 
 from canon_edit.errors import UserError
-from representations.portrait.detect import ENV_PYTHON, MEDIAPIPE_TO_IBUG51, Detections, detect_clip
+from canon_edit_representations.portrait.detect import (
+    ENV_PYTHON,
+    MEDIAPIPE_TO_IBUG51,
+    Detections,
+    detect_clip,
+)
 
 FAKE_WORKER = """
 import sys
@@ -120,7 +125,7 @@ def test_detect_clip_explains_a_missing_detector(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def anny_head():
     pytest.importorskip("anny")
-    from representations.portrait.body import AnnyBody
+    from canon_edit_representations.portrait.body import AnnyBody
 
     return AnnyBody("head")
 
@@ -140,8 +145,8 @@ def test_anny_head_landmarks_sit_on_the_face(anny_head):
 
 
 def test_tracking_refuses_a_body_without_landmarks(anny_head, monkeypatch):
-    from representations.portrait.body import anny_landmarks
-    from representations.portrait.tracking import track_landmarks
+    from canon_edit_representations.portrait.body import anny_landmarks
+    from canon_edit_representations.portrait.tracking import track_landmarks
 
     faces, bary = anny_landmarks("no-such-variant", len(anny_head.faces))
     assert faces.shape == (0,) and bary.shape == (0, 3)

@@ -8,11 +8,12 @@ import torch
 from canon_edit.errors import UserError
 from canon_edit.fitting import fit_clip
 from canon_edit.metrics import psnr
-from representations.portrait.asset import PortraitAsset
-from representations.portrait.body import SMPLXBody
-from representations.portrait.gaussians import read_ply
-from representations.portrait.model import Portrait, PortraitConfig
-from representations.portrait.tracking import load_tracking
+from canon_edit_representations.portrait.asset import PortraitAsset
+from canon_edit_representations.portrait.body import SMPLXBody
+from canon_edit_representations.portrait.config import PortraitConfig
+from canon_edit_representations.portrait.gaussians import read_ply
+from canon_edit_representations.portrait.model import Portrait
+from canon_edit_representations.portrait.tracking import load_tracking
 
 FIT_STEPS = 150
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from canon_edit.errors import UserError
-from representations.portrait.body import rotation_matrix
-from representations.portrait.gaussians import (
+from canon_edit_representations.portrait.body import rotation_matrix
+from canon_edit_representations.portrait.gaussians import (
     bind,
     matrix_to_quat,
     quat_to_matrix,
@@ -17,7 +17,7 @@ from representations.portrait.gaussians import (
     texel_binding,
     write_ply,
 )
-from representations.portrait.raster import rasterize
+from canon_edit_representations.portrait.raster import rasterize
 
 
 def _mesh(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

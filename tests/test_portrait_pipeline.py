@@ -15,16 +15,20 @@ from canon_edit.cli import main
 from canon_edit.errors import UserError
 from canon_edit.run import RunFolder
 from canon_edit.video import write_pngs
-from representations.portrait import detect, prepare
-from representations.portrait.body import (
+from canon_edit_representations.portrait import detect, prepare
+from canon_edit_representations.portrait.body import (
     SMPLXBody,
     matrix_to_axis_angle,
     rotation_matrix,
     synthetic_smplx_arrays,
 )
-from representations.portrait.detect import Detections
-from representations.portrait.import_tracking import fit_coefficients, hands_mean, import_portraitgen
-from representations.portrait.tracking import KEYPOINT_JOINTS, Tracking, project_points
+from canon_edit_representations.portrait.detect import Detections
+from canon_edit_representations.portrait.import_tracking import (
+    fit_coefficients,
+    hands_mean,
+    import_portraitgen,
+)
+from canon_edit_representations.portrait.tracking import KEYPOINT_JOINTS, Tracking, project_points
 
 FIT_STEPS = 150
 FLIP_YZ = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
@@ -81,7 +85,7 @@ def test_fit_eval_render_resume_from_detections(tmp_path, smplx_dir, body, portr
     assert (tmp_path / "c.mp4").stat().st_size > 0
     code = main(["edit", str(out), "--keyframe", "2", "--image", str(tmp_path / "f.png")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "portrait edits are not supported by --keyframe" in err[0]
+    assert code == 2 and len(err) == 1 and "no canonical textures to edit" in err[0]
 
     def no_tracking(*args, **kwargs):
         raise AssertionError("a resumed fit must reuse tracking.json")

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from canon_edit.errors import UserError
-from representations.portrait.body import (
+from canon_edit_representations.portrait.body import (
     matrix_to_axis_angle,
     rotation_matrix,
 )
-from representations.portrait.tracking import (
+from canon_edit_representations.portrait.tracking import (
     KEYPOINT_JOINTS,
     TrackerConfig,
     fill_missing,

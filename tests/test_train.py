@@ -11,7 +11,7 @@ from torch import nn
 
 from canon_edit.errors import TrainingDiverged
 from canon_edit.run import RunFolder
-from canon_edit.train import TrainConfig, fit, lr_factor
+from canon_edit.train import TrainConfig, lr_factor, optimise
 
 
 class Toy(nn.Module):
@@ -40,18 +40,18 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
     run = RunFolder.create(tmp_path / "run")
     cfg = TrainConfig(steps=100, checkpoint_every=10)
     with pytest.raises(TrainingDiverged, match=r"non-finite at step 25.*step 20.*--resume"):
-        fit(Toy(nan_at=25), run, cfg, show_progress=False)
+        optimise(Toy(nan_at=25), run, cfg, show_progress=False)
     last = run.checkpoint_paths()[-1]
     assert json.loads(last.read_text())["step"] == 20
     resumed = Toy()
-    fit(resumed, run, cfg, resume=True, show_progress=False)  # continues from step 20 without the fault
+    optimise(resumed, run, cfg, resume=True, show_progress=False)  # continues from step 20 without the fault
     assert abs(resumed.x.item() - 3) < 0.05
 
 
 def test_time_budget_stops_early_and_still_anneals(tmp_path):
     run = RunFolder.create(tmp_path / "run")
     cfg = TrainConfig(steps=10_000, time_budget=0.5, checkpoint_every=1000)
-    done = fit(Toy(delay=0.005), run, cfg, show_progress=False)
+    done = optimise(Toy(delay=0.005), run, cfg, show_progress=False)
     assert 20 < done < 10_000
     assert json.loads(run.checkpoint_paths()[-1].read_text())["step"] == done
 

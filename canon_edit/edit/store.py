@@ -1,6 +1,8 @@
 """The edit folder: RUN/edits/NAME/{layer_K.png, textures.safetensors, edit.json, video.mp4}.
 
-Textures are kept twice: PNG for the user's image editor, safetensors for exact re-rendering.
+Textures are kept twice: PNG for the user's image editor, safetensors for exact re-rendering. An edit
+name is a plain folder name (no separators, no leading dot), and an existing edit is replaced only
+when the caller says so: earlier edits are the user's work.
 """
 
 from __future__ import annotations
@@ -10,22 +12,37 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from ..atomic import atomic_dir, write_json
 from ..canonical import CanonicalVideo, texture_filename
 from ..errors import UserError
+from ..files import read_tensors
 from ..run import RunFolder
 from ..video import write_image, write_video
 
+NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 
-def edit_name(run: RunFolder, requested: str | None, kind: str) -> str:
-    """The requested name, or the first free `kind`, `kind_2`, ... ."""
-    if requested:
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", requested):
-            raise UserError(f"edit name '{requested}' may only hold letters, digits, '.', '_' and '-'")
-        return requested
+
+class EditExists(UserError):
+    """An edit of that name exists; replacing it needs the caller's explicit consent."""
+
+
+def check_edit_name(run: RunFolder, name: str, replace: bool) -> str:
+    """`name` if it is a plain, new (or consented-to) edit name; else one line saying why not."""
+    if not NAME.fullmatch(name):
+        raise UserError(
+            f"edit name '{name}' is not a plain name; use letters, digits, '_', '-' and '.' "
+            "(not first), at most 100 characters"
+        )
+    if (run.edits / name).exists() and not replace:
+        raise EditExists(f"edit '{name}' already exists in {run.edits}; choose another name or replace it")
+    return name
+
+
+def free_edit_name(run: RunFolder, kind: str) -> str:
+    """The first free `kind`, `kind_2`, ... ."""
     n, name = 1, kind
     while (run.edits / name).exists():
         n += 1
@@ -54,8 +71,11 @@ def save_edit(
 
 def load_edit(run: RunFolder, name: str) -> list[Tensor]:
     path = run.edits / name / "textures.safetensors"
-    if not path.is_file():
+    if not NAME.fullmatch(name) or not path.is_file():
         have = sorted(p.name for p in run.edits.iterdir()) if run.edits.is_dir() else []
         raise UserError(f"no edit named '{name}' in {run.path}; available: {', '.join(have) or 'none'}")
-    t = load_file(str(path))
-    return [t[str(k)] for k in range(len(t))]
+    t = read_tensors(path, f"make the edit again (canon-edit edit ... --name {name} --force)")
+    try:
+        return [t[str(k)] for k in range(len(t))]
+    except KeyError:
+        raise UserError(f"{path} is corrupt (layers missing); make the edit again") from None

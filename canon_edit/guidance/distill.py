@@ -40,7 +40,7 @@ from .score import (
 
 @dataclass
 class DistillConfig:
-    """Options of `--mode sds` and `--mode dds` (configs/edit/sds.yaml, dds.yaml)."""
+    """Options of `--mode sds` and `--mode dds` (presets sds.yaml, dds.yaml in canon_edit/presets/edit/)."""
 
     model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     steps: int = 300

@@ -7,15 +7,15 @@ texel is returned bit for bit.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..canonical import CanonicalVideo, fit_to_texture
-from ..config import load_config, parse_overrides, to_dict
+from ..config import load_config, to_dict
 from ..errors import UserError
 from ..video import read_image
 from .distill import DistillConfig, distill
@@ -32,17 +32,42 @@ MODES: dict[str, tuple[type, Callable[[Any], None]]] = {
 }
 
 
-def parse_layers(spec: str | None, count: int) -> list[int]:
-    """'0,2' → [0, 2]; None → every layer."""
+@dataclass
+class DiffusionRequest:
+    """A diffusion edit as the library takes it (the CLI builds one from its flags)."""
+
+    mode: str | None = None  # img2img | ip2p | sds | dds; None: ip2p with an instruction, else img2img
+    prompt: str | None = None
+    instruction: str | None = None
+    model: str | None = None  # local folder or cached hub id; None: the preset's
+    controlnet: str | None = None
+    source_prompt: str = ""
+    layers: list[int] | None = None  # None: every layer
+    mask: str | None = None  # texture-space PNG: only white texels may change
+    preset: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    allow_download: bool = False
+
+
+def parse_layers(spec: str | None) -> list[int] | None:
+    """'0,2' → [0, 2]; None or '' → None (every layer)."""
     if not spec:
-        return list(range(count))
+        return None
     try:
         layers = sorted({int(part) for part in spec.split(",") if part.strip()})
     except ValueError:
         raise UserError(f"--layers expects comma-separated layer numbers, got '{spec}'") from None
+    return layers or None
+
+
+def check_layers(layers: list[int] | None, count: int) -> list[int]:
+    if layers is None:
+        return list(range(count))
     bad = [k for k in layers if not 0 <= k < count]
-    if bad or not layers:
-        raise UserError(f"--layers {spec}: this run has layers 0..{count - 1}")
+    if bad:
+        raise UserError(f"layer {bad[0]} does not exist; this run has layers 0..{count - 1}")
     return layers
 
 
@@ -56,7 +81,7 @@ def read_mask(path: str, texture: Tensor, layer: int) -> Tensor:
     return mask
 
 
-def edit_text(args: argparse.Namespace, mode: str) -> str:
+def edit_text(args: DiffusionRequest, mode: str) -> str:
     """The prompt (img2img, sds, dds) or the instruction (ip2p) the mode needs."""
     if mode == "ip2p":
         text = args.instruction or args.prompt
@@ -79,7 +104,7 @@ def _run_mode(
     mode: str,
     text: str,
     cfg: Any,
-    args: argparse.Namespace,
+    args: DiffusionRequest,
     layers: list[int],
     masks: dict[int, Tensor],
 ) -> dict[int, Tensor]:
@@ -100,8 +125,8 @@ def _run_mode(
     return {k: run(model, cv.layers[k].texture, text, cfg, generator) for k in layers}
 
 
-def diffusion_edit(cv: CanonicalVideo, args: argparse.Namespace) -> tuple[list[Tensor], dict[str, Any]]:
-    """Edited textures (every layer, unselected ones untouched) and the edit's metadata."""
+def validate_request(args: DiffusionRequest, n_layers: int) -> tuple[str, str, Any, list[int]]:
+    """(mode, text, config, layers): everything a request can get wrong, checked before a model loads."""
     mode = args.mode or ("ip2p" if args.instruction else "img2img")
     if mode not in MODES:
         raise UserError(f"unknown --mode '{mode}'; use one of {', '.join(MODES)}")
@@ -111,13 +136,24 @@ def diffusion_edit(cv: CanonicalVideo, args: argparse.Namespace) -> tuple[list[T
     if args.controlnet and mode != "img2img":
         raise UserError("--controlnet is for --mode img2img")
     config_cls, check = MODES[mode]
-    cfg = load_config(config_cls, args.preset or mode, parse_overrides(args.overrides), group="edit")
+    cfg = load_config(config_cls, args.preset or mode, args.overrides, group="edit")
     check(cfg)
-    layers = parse_layers(args.layers, len(cv.layers))
+    return mode, text, cfg, check_layers(args.layers, n_layers)
+
+
+def diffusion_edit(cv: CanonicalVideo, args: DiffusionRequest) -> tuple[list[Tensor], dict[str, Any]]:
+    """Edited textures (every layer, unselected ones untouched) and the edit's metadata."""
+    mode, text, cfg, layers = validate_request(args, len(cv.layers))
     masks = {k: read_mask(args.mask, cv.layers[k].texture, k) for k in layers} if args.mask else {}
     controlnet = (args.controlnet or cfg.controlnet) if mode == "img2img" else ""
     model_id = args.model or cfg.model
-    model = load_model(model_id, device=args.device, options=cfg.load, controlnet=controlnet)
+    model = load_model(
+        model_id,
+        device=args.device,
+        options=cfg.load,
+        controlnet=controlnet,
+        allow_download=args.allow_download,
+    )
     if model.instruct != (mode == "ip2p"):
         kind = (
             "an InstructPix2Pix model (8 UNet input channels)" if model.instruct else "a text-to-image model"

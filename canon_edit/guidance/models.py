@@ -5,9 +5,12 @@ Components are loaded one by one from the diffusers folder layout (`unet/`, `vae
 does not use (safety checker, feature extractor) is fetched. A text-to-image and an
 InstructPix2Pix model differ only in the UNet's input channels (4 vs 8). Missing weights are one
 `UserError` naming the model and the way to pass a local folder, never a hang: local folders and
-cached hub ids are read with `local_files_only`, and an uncached hub id is fetched only when
-`HF_HUB_OFFLINE` is unset and the hub answers a 3-second probe (offline, the hub client's own
-retries take minutes).
+cached hub ids are read with `local_files_only`. Nothing is downloaded unless the user asks for it:
+an uncached hub id is fetched only when the caller passes `allow_download=True` (the CLI's
+`--allow-download`) or `CANON_EDIT_ALLOW_DOWNLOAD=1` is set, `HF_HUB_OFFLINE` is unset, and the hub
+answers a 3-second probe (offline, the hub client's own retries take minutes). canon-edit runs in
+folders of other people's footage and runs; a model name there must not cause network traffic.
+Without the diffusion extra, `load_model` is one `UserError` naming it (`canon_edit.extras.require`).
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from ..device import pick_device
 from ..errors import UserError
-from ..fitting import pick_device
+from ..extras import require
 
 M = TypeVar("M")
 
+ALLOW_DOWNLOAD_ENV = "CANON_EDIT_ALLOW_DOWNLOAD"
+DIFFUSION = "a diffusion edit"  # the feature that needs the diffusion extra, for `require`
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _TRUE = {"1", "ON", "YES", "TRUE"}
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -99,6 +105,11 @@ def _offline() -> bool:
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE
+
+
+def download_allowed(allow_download: bool = False) -> bool:
+    """Whether the caller (--allow-download) or the environment (CANON_EDIT_ALLOW_DOWNLOAD=1) allows it."""
+    return allow_download or os.environ.get(ALLOW_DOWNLOAD_ENV, "").upper() in _TRUE
 
 
 @dataclass(frozen=True)
@@ -190,13 +201,15 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return bool(result and result[0])
 
 
-def load_part(loader: Callable[..., M], model: str, kind: Kind = MODEL, **kwargs: Any) -> M:
+def load_part(
+    loader: Callable[..., M], model: str, kind: Kind = MODEL, allow_download: bool = False, **kwargs: Any
+) -> M:
     """`loader(source, **kwargs)` with every missing-weights failure turned into one line.
 
     Local folders and cached hub ids load without touching the network; an uncached hub id is
-    fetched only if the hub answers at once and HF_HUB_OFFLINE is unset. Library warnings raised
-    while loading (deprecated hub arguments and the like) are silenced: they are not the user's
-    to act on, and an error must stay one line.
+    fetched only if downloads are allowed (`download_allowed`), HF_HUB_OFFLINE is unset and the hub
+    answers at once. Library warnings raised while loading (deprecated hub arguments and the like)
+    are silenced: they are not the user's to act on, and an error must stay one line.
     """
     source, local = model_source(model, kind)
     errors = _hub_errors()
@@ -216,6 +229,12 @@ def load_part(loader: Callable[..., M], model: str, kind: Kind = MODEL, **kwargs
             raise fail((str(e).strip().splitlines() or [type(e).__name__])[0][:200]) from None
     if _offline():
         raise fail("it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
+    if not download_allowed(allow_download):
+        raise UserError(
+            f"{kind.what} '{model}' is not in the local Hugging Face cache and downloads are off; "
+            f"get it with `huggingface-cli download {model} --local-dir /path/to/local/folder` and "
+            f"{_hint(kind)}, or allow the download with --allow-download (or {ALLOW_DOWNLOAD_ENV}=1)"
+        )
     if not hub_reachable():
         raise fail("it is not in the local Hugging Face cache and the hub cannot be reached")
     try:
@@ -239,37 +258,51 @@ def prepare(module: nn.Module, device: torch.device, dtype: torch.dtype, options
     return module
 
 
-def _scheduler(model: str) -> Any:
+def _scheduler(model: str, allow_download: bool) -> Any:
     """The scheduler class and config the model folder names."""
-    import diffusers
-
-    config = load_part(diffusers.DDIMScheduler.load_config, model, subfolder="scheduler")
+    diffusers = require("diffusers", "diffusion", DIFFUSION)
+    config = load_part(
+        diffusers.DDIMScheduler.load_config, model, allow_download=allow_download, subfolder="scheduler"
+    )
     cls = getattr(diffusers, str(config.get("_class_name", "DDIMScheduler")), diffusers.DDIMScheduler)
     return cls.from_config(config)
 
 
 def load_model(
-    model: str, device: str = "auto", options: LoadOptions | None = None, controlnet: str = ""
+    model: str,
+    device: str = "auto",
+    options: LoadOptions | None = None,
+    controlnet: str = "",
+    allow_download: bool = False,
 ) -> DiffusionModel:
-    """Tokenizer, text encoder, UNet, VAE (or the tiny autoencoder), scheduler and an optional ControlNet."""
-    from diffusers import AutoencoderKL, AutoencoderTiny, ControlNetModel, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    """Tokenizer, text encoder, UNet, VAE (or the tiny autoencoder), scheduler and an optional ControlNet.
 
+    `allow_download` lets uncached hub ids be fetched (see the module docstring).
+    """
+    diffusers = require("diffusers", "diffusion", DIFFUSION)
+    transformers = require("transformers", "diffusion", DIFFUSION)
     options = options or LoadOptions()
     dev = pick_device(device)
     dtype = resolve_dtype(options.dtype, dev)
     weights: dict[str, Any] = {"torch_dtype": dtype}
     if options.variant:
         weights["variant"] = options.variant
-    tokenizer = load_part(CLIPTokenizer.from_pretrained, model, subfolder="tokenizer")
-    text_encoder = load_part(CLIPTextModel.from_pretrained, model, subfolder="text_encoder", **weights)
-    unet = load_part(UNet2DConditionModel.from_pretrained, model, subfolder="unet", **weights)
-    vae = load_part(AutoencoderKL.from_pretrained, model, subfolder="vae", **weights)
-    scheduler = _scheduler(model)
+    fetch = {"allow_download": allow_download}
+    tokenizer = load_part(transformers.CLIPTokenizer.from_pretrained, model, subfolder="tokenizer", **fetch)
+    text_encoder = load_part(
+        transformers.CLIPTextModel.from_pretrained, model, subfolder="text_encoder", **fetch, **weights
+    )
+    unet = load_part(
+        diffusers.UNet2DConditionModel.from_pretrained, model, subfolder="unet", **fetch, **weights
+    )
+    vae = load_part(diffusers.AutoencoderKL.from_pretrained, model, subfolder="vae", **fetch, **weights)
+    scheduler = _scheduler(model, allow_download)
     vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
     latent_scale = float(vae.config.scaling_factor)
     if options.tiny_vae:
-        vae = load_part(AutoencoderTiny.from_pretrained, options.tiny_vae, TINY_VAE, torch_dtype=dtype)
+        vae = load_part(
+            diffusers.AutoencoderTiny.from_pretrained, options.tiny_vae, TINY_VAE, **fetch, torch_dtype=dtype
+        )
         tiny_factor = 2 ** (len(vae.config.encoder_block_out_channels) - 1)
         if tiny_factor != vae_factor:
             raise UserError(
@@ -278,7 +311,7 @@ def load_model(
             )
     net = None
     if controlnet:
-        net = load_part(ControlNetModel.from_pretrained, controlnet, CONTROLNET, **weights)
+        net = load_part(diffusers.ControlNetModel.from_pretrained, controlnet, CONTROLNET, **fetch, **weights)
         prepare(net, dev, dtype, options)
     for module in (text_encoder, unet, vae):
         prepare(module, dev, dtype, options)

@@ -55,7 +55,7 @@ class RegenerateConfig:
 
 @dataclass
 class Img2ImgConfig(RegenerateConfig):
-    """`--mode img2img` (configs/edit/img2img.yaml)."""
+    """`--mode img2img` (canon_edit/presets/edit/img2img.yaml)."""
 
     controlnet: str = ""  # folder or hub id of a Canny ControlNet; "" = none
     control_scale: float = 1.0
@@ -65,7 +65,7 @@ class Img2ImgConfig(RegenerateConfig):
 
 @dataclass
 class IP2PConfig(RegenerateConfig):
-    """`--mode ip2p` (configs/edit/ip2p.yaml)."""
+    """`--mode ip2p` (canon_edit/presets/edit/ip2p.yaml)."""
 
     model: str = "timbrooks/instruct-pix2pix"
     steps: int = 20

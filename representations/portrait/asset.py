@@ -10,26 +10,26 @@ On disk (the run's ``canonical/`` folder)::
     background.safetensors  the source frames (uint8), the layer the person is composited over
 
 `render(frames, textures)` has `CanonicalVideo.render`'s call shape, so the spine's finish, eval and
-render code drives it (canon_edit.evaluate.load_canonical opens either kind of bake).
+render code drives it (canon_edit.representation.load_bake opens it through `Portrait.bake_class`).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from canon_edit.atomic import atomic_path, write_json
 from canon_edit.errors import UserError
+from canon_edit.files import CorruptFile, read_json, read_tensors
 
 from .body import BodyModel, SMPLXBody, load_body
 from .gaussians import read_ply, write_ply
-from .model import NeuralDecoder, posed_gaussians, render_frame
+from .render import NeuralDecoder, posed_gaussians, render_frame
 from .tracking import Tracking, load_tracking
 
 KIND = "portrait"
@@ -142,28 +142,32 @@ class PortraitAsset:
             },
         )
 
-    @staticmethod
-    def load(folder: str | Path, body: BodyModel | None = None) -> PortraitAsset:
+    @classmethod
+    def load(cls, folder: str | Path, body: BodyModel | None = None) -> PortraitAsset:
         folder = Path(folder)
         meta_path = folder / "asset.json"
         if not meta_path.is_file():
             raise UserError(
-                f"{folder} holds no portrait bake (no asset.json); re-run 'canon-edit fit --method portrait'"
+                f"{folder} holds no portrait bake (no asset.json); finish it with 'canon-edit fit --resume'"
             )
-        meta = json.loads(meta_path.read_text())
+        fix = f"rebuild the bake with 'canon-edit fit --resume -o {folder.parent}'"
+        meta = read_json(meta_path, fix)
         if meta.get("kind") != KIND:
             raise UserError(f"{folder} holds a '{meta.get('kind')}' bake, not a portrait")
         ply = read_ply(folder / "gaussians.ply")
         keys = ("tri_id", "bary", "offset", "quats_local", "log_scales", "opacity_logits", "features")
-        background = load_file(str(folder / "background.safetensors"))["frames"].float() / 255
-        return PortraitAsset(
-            gaussians={k: ply[k] for k in keys},
-            decoder_state=load_file(str(folder / "decoder.safetensors")),
-            feature_dim=int(meta["feature_dim"]),
-            decoder_hidden=int(meta["decoder_hidden"]),
-            tracking=load_tracking(folder / "tracking.json", background.shape[0]),
-            body_spec=meta["body"],
-            background=background,
-            fps=float(meta["fps"]),
-            body=body,
-        )
+        background = read_tensors(folder / "background.safetensors", fix, ("frames",))["frames"].float() / 255
+        try:
+            return cls(
+                gaussians={k: ply[k] for k in keys},
+                decoder_state=read_tensors(folder / "decoder.safetensors", fix),
+                feature_dim=int(meta["feature_dim"]),
+                decoder_hidden=int(meta["decoder_hidden"]),
+                tracking=load_tracking(folder / "tracking.json", background.shape[0]),
+                body_spec=meta["body"],
+                background=background,
+                fps=float(meta["fps"]),
+                body=body,
+            )
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CorruptFile(folder / "asset.json", f"missing or malformed {e}", fix) from None

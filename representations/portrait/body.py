@@ -14,12 +14,26 @@ Models: SMPL-X through the ``smplx`` package from files the user names (registra
 shipped); ``anny`` (Apache-2.0 code, CC0 assets, installs from PyPI); and ``SyntheticSMPLX``, a
 generated SMPL-X-format file (capsule torso, neck, head ellipsoid with a nose and a hinged jaw,
 eyes) that the ``smplx`` loader accepts, so tests exercise the real SMPL-X path without the files.
+
+SMPL-X files are read without unpickling anything, because a model folder may come from someone
+else. The ``smplx`` package itself unpickles in two places: ``SMPLX.__init__`` (smplx/body_models.py)
+calls ``pickle.load`` on ``ext="pkl"`` files and ``np.load(path, allow_pickle=True)`` on ``.npz``
+files, then ``Struct(**model_data)`` reads every key, so an object array in the file (the official
+files hold a few, such as ``joint2num``/``part2num``, that smplx never uses) would be unpickled, and
+a crafted one runs code. So `find_smplx_file` refuses ``.pkl`` files, and `SMPLXBody` reads the
+``.npz`` with ``allow_pickle=False`` (`plain_arrays`, skipping object arrays), writes the plain
+arrays to a temporary ``.npz`` (`write_plain_npz`, which cannot write an object array) and hands
+only that file to ``smplx.SMPLX(..., ext="npz")``: its pickle-enabled load then sees nothing but
+plain arrays. (``SMPL``/``SMPLH.__init__`` have the same branches, but ``SMPLX`` passes them the
+loaded data, so they never open a file.)
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from canon_edit.errors import UserError
+from canon_edit.extras import require
 
 SMPLX_URL = "https://smpl-x.is.tue.mpg.de"
 
@@ -132,7 +147,10 @@ class BodyModel(nn.Module):
 
 
 def find_smplx_file(model_dir: str | Path | None, gender: str = "neutral") -> Path:
-    """The SMPL-X file inside `model_dir` (``SMPLX_NEUTRAL.npz`` or ``smplx/SMPLX_NEUTRAL.npz``)."""
+    """The SMPL-X file inside `model_dir` (``SMPLX_NEUTRAL.npz`` or ``smplx/SMPLX_NEUTRAL.npz``).
+
+    ``.pkl`` model files are pickles, which can run code when loaded: they are refused, not read.
+    """
     name = f"SMPLX_{gender.upper()}.npz"
     if model_dir is None:
         raise UserError(
@@ -140,13 +158,50 @@ def find_smplx_file(model_dir: str | Path | None, gender: str = "neutral") -> Pa
             f"register and download it from {SMPLX_URL}"
         )
     root = Path(model_dir)
-    for candidate in (root / name, root / "smplx" / name, root):
+    candidates = (root / name, root / "smplx" / name, root)
+    for candidate in candidates:
         if candidate.is_file() and candidate.suffix == ".npz":
             return candidate
+    for candidate in (*(c.with_suffix(".pkl") for c in candidates[:2]), root):
+        if candidate.is_file() and candidate.suffix == ".pkl":
+            raise UserError(
+                f"{candidate} is a Python pickle, which canon-edit does not load (it can run code); "
+                f"download the .npz version ({name}) from {SMPLX_URL} instead"
+            )
     raise UserError(
         f"SMPL-X model not found: expected {root / name} (or {root / 'smplx' / name}); "
         f"register and download SMPL-X from {SMPLX_URL} and unpack it there"
     )
+
+
+def plain_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz at `path` that loads without unpickling; object arrays are skipped."""
+    arrays = {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for key in data.files:
+                try:
+                    arrays[key] = data[key]
+                except ValueError:  # an object array: reading it would unpickle it
+                    continue
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(
+            f"{path} is not a readable .npz file ({reason}); re-download it from {SMPLX_URL}"
+        ) from None
+    return arrays
+
+
+def write_plain_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An uncompressed .npz of `arrays`, refusing object arrays (``np.savez`` would pickle them).
+
+    Written entry by entry as ``np.savez`` does, so no key (``file``, ``allow_pickle``) can collide
+    with a keyword argument.
+    """
+    with zipfile.ZipFile(path, "w") as archive:
+        for key, value in arrays.items():
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, value, allow_pickle=False)
 
 
 class SMPLXBody(BodyModel):
@@ -157,14 +212,8 @@ class SMPLXBody(BodyModel):
     def __init__(self, model_dir: str | Path | None, n_shape: int = 10, n_expression: int = 10):
         super().__init__()
         path = find_smplx_file(model_dir)
-        try:
-            import smplx
-        except ImportError:
-            raise UserError(
-                "--body smplx needs the smplx package; install the portrait extra: "
-                "pip install 'canon-edit[portrait]'"
-            ) from None
-        data = np.load(path, allow_pickle=True)
+        smplx = require("smplx", "portrait", "--body smplx")
+        data = plain_arrays(path)
         missing = [
             k for k in ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights") if k not in data
         ]
@@ -173,12 +222,15 @@ class SMPLXBody(BodyModel):
                 f"{path} is not an SMPL-X model file (no {', '.join(missing)}); "
                 f"re-download it from {SMPLX_URL}"
             )
-        with warnings.catch_warnings(), _quiet():
-            warnings.simplefilter("ignore")
-            model = smplx.SMPLX(
-                str(path), ext="npz", num_betas=n_shape, num_expression_coeffs=n_expression,
-                use_pca=False, flat_hand_mean=True,
-            )  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="canon-edit-smplx-") as tmp:
+            clean = Path(tmp) / path.name  # plain arrays only: smplx loads it with allow_pickle=True
+            write_plain_npz(clean, data)
+            with warnings.catch_warnings(), _quiet():
+                warnings.simplefilter("ignore")
+                model = smplx.SMPLX(
+                    str(clean), ext="npz", num_betas=n_shape, num_expression_coeffs=n_expression,
+                    use_pca=False, flat_hand_mean=True,
+                )  # fmt: skip
         self.joint_names = list(SMPLX_JOINTS)
         self.n_shape, self.n_expression = model.num_betas, model.num_expression_coeffs
         self.register_buffer("v_template", model.v_template.clone())
@@ -511,13 +563,7 @@ class AnnyBody(BodyModel):
 
     def __init__(self, variant: str = "head"):
         super().__init__()
-        try:
-            import anny
-        except ImportError:
-            raise UserError(
-                "--body anny needs the anny package; install the portrait extra: "
-                "pip install 'canon-edit[portrait]'"
-            ) from None
+        anny = require("anny", "portrait", "--body anny")
         if variant not in ("head", "fullbody"):
             raise UserError(f"unknown anny variant '{variant}'; use head or fullbody")
         with warnings.catch_warnings():

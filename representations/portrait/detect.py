@@ -168,7 +168,9 @@ def detect_clip(
     """Face landmarks, pose and person masks for T×3×H×W frames in [0, 1], cached in `cache`.
 
     A cache with the clip's T, H and W is re-used; otherwise the detector runs in the interpreter
-    `python` (default ``$CANON_EDIT_DETECTOR_PYTHON``) and the result is written to `cache`.
+    `python` (default ``$CANON_EDIT_DETECTOR_PYTHON``) and the result is written to `cache`. The
+    interpreter comes from the caller or the user's environment only, never from a run's config: a
+    run folder may be someone else's, and must not name a program for canon-edit to execute.
     """
     T, _, H, W = frames.shape
     if cache is not None and Path(cache).is_file():

@@ -90,7 +90,10 @@ def read_track_file(path: Path) -> dict[str, Tensor]:
         with torch.serialization.safe_globals(_safe_globals()):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL (\S+) was not an allowed|but got <class '([^']+)'>", str(e))
+        # torch names a global outside its allow-list, or one from a module it blocks (os, subprocess, ...)
+        found = re.search(
+            r"GLOBAL (\S+) (?:was not an allowed|whose module)|but got <class '([^']+)'>", str(e)
+        )
         if found:
             raise UserError(
                 f"tracking: {path} holds Python objects ({found.group(1) or found.group(2)}) that canon-edit "

@@ -14,8 +14,7 @@ masks, the detector's person segmentation.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,64 +22,21 @@ from kornia.losses import ssim_loss
 from torch import Tensor, nn
 
 from canon_edit.errors import UserError
-from canon_edit.evaluate import Bake
 from canon_edit.flow import Flow
 from canon_edit.metrics import psnr, ssim
+from canon_edit.representation import Bake, Representation
 from canon_edit.run import RunFolder
-from canon_edit.train import TrainConfig
 from canon_edit.video import Clip
 
-from ..base import Representation
+from .asset import PortraitAsset, body_spec
 from .body import BodyModel, load_body
-from .gaussians import bind, texel_binding, texel_sizes
-from .raster import rasterize
-from .tracking import TrackerConfig, Tracking
-
-if TYPE_CHECKING:
-    from .asset import PortraitAsset
-
+from .config import PortraitConfig
+from .gaussians import texel_binding, texel_sizes
+from .prepare import DETECTIONS, TRACKING, TRACKING_ERROR, prepare_portrait
+from .render import NeuralDecoder, render_frame
+from .tracking import Tracking
 
 GAUSSIAN_KEYS = ("tri_id", "bary", "offset", "quats_local", "log_scales", "opacity_logits", "features")
-
-
-@dataclass
-class PortraitConfig:
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, warmup_steps=20))
-    body: str = "anny"  # anny (installs from PyPI) | smplx (needs body_model_dir)
-    body_model_dir: str | None = None
-    body_variant: str = "fullbody"  # anny: fullbody (head and torso: portraits show shoulders) | head
-    tracking: str | None = None  # tracking.json (tracking.py) or PortraitGen's smplx_track.pth; None = track
-    tracker: TrackerConfig = field(default_factory=TrackerConfig)  # landmark tracking (no tracking file)
-    detector_python: str | None = None  # mediapipe interpreter; None = $CANON_EDIT_DETECTOR_PYTHON
-    texel_resolution: int = 256  # one Gaussian per covered texel of this UV map
-    feature_dim: int = 16  # neural feature per Gaussian; its first 3 channels are a base colour
-    decoder_hidden: int = 32
-    lr_features: float = 2e-2
-    lr_decoder: float = 2e-3
-    lr_offset: float = 2e-4
-    lr_scale: float = 5e-3
-    lr_rotation: float = 2e-3
-    lr_opacity: float = 2e-2
-    ssim_weight: float = 0.2
-    mask_weight: float = 0.5
-    offset_weight: float = 1e-2  # on (offset / texel size)²: Gaussians stay near their texel
-    scale_weight: float = 1.0  # on scales beyond `max_scale_texels` texels
-    max_scale_texels: float = 3.0
-
-
-def posed_gaussians(
-    body: BodyModel,
-    pose: Tensor,
-    expression: Tensor,
-    shape: Tensor,
-    tri_id: Tensor,
-    bary: Tensor,
-    offset: Tensor,
-    quats_local: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """One frame's parameters (pose J×3, expression E, shape 1×S) → Gaussian centres N×3, quats N×4."""
-    vertices = body(pose[None], expression[None], shape).vertices[0]
-    return bind(vertices, body.faces, tri_id, bary, offset, quats_local)
 
 
 @torch.no_grad()
@@ -106,68 +62,19 @@ def visible_faces(body: BodyModel, tracking: Tracking, max_frames: int = 16) -> 
     return seen
 
 
-def render_frame(
-    body: BodyModel,
-    gaussians: dict[str, Tensor],
-    decoder: NeuralDecoder,
-    pose: Tensor,
-    expression: Tensor,
-    shape: Tensor,
-    viewmat: Tensor,
-    K: Tensor,
-    width: int,
-    height: int,
-    background: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """One frame: posed Gaussians → feature image → decoded RGB over `background` (3×H×W), alpha 1×H×W.
-
-    ``gaussians`` holds tri_id, bary, offset, quats_local, log_scales, opacity_logits, features;
-    the model (while fitting) and the baked asset (when re-rendering an edit) both render through here.
-    """
-    g = gaussians
-    means, quats = posed_gaussians(
-        body, pose, expression, shape, g["tri_id"], g["bary"], g["offset"], g["quats_local"]
-    )
-    feats, alpha = rasterize(
-        means, quats, g["log_scales"].exp(), torch.sigmoid(g["opacity_logits"]), g["features"],
-        viewmat, K, width, height,
-    )  # fmt: skip
-    feats = feats.permute(2, 0, 1)[None]
-    alpha = alpha.permute(2, 0, 1)
-    rgb = decoder(feats / alpha[None].clamp(min=1e-3))[0]  # un-premultiplied, so edges keep their colour
-    return rgb * alpha + background * (1 - alpha), alpha
-
-
-class NeuralDecoder(nn.Module):
-    """Feature image B×C×H×W → RGB: base colour (first 3 channels) plus a small conv residual."""
-
-    def __init__(self, channels: int, hidden: int):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, hidden, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(hidden, hidden, 1),
-            nn.ReLU(),
-            nn.Conv2d(hidden, 3, 1),
-        )
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
-
-    def forward(self, features: Tensor) -> Tensor:
-        return torch.sigmoid(features[:, :3] + self.net(features))
-
-
 class Portrait(Representation):
     name = "portrait"
     config_class = PortraitConfig
+    bake_class = PortraitAsset
+    presets = "canon_edit_representations.presets"
     needs_flow = False
+    run_files = frozenset({DETECTIONS, TRACKING, TRACKING_ERROR})
 
     @classmethod
     def prepare(
         cls, clip: Clip, cfg: PortraitConfig, run: RunFolder, show_progress: bool
     ) -> tuple[Clip, dict[str, Any]]:
         """Body model, tracking and (for a clip without them) masks; see prepare.py."""
-        from .prepare import prepare_portrait
 
         return prepare_portrait(clip, cfg, run, show_progress)
 
@@ -298,7 +205,6 @@ class Portrait(Representation):
 
     @torch.no_grad()
     def bake(self) -> PortraitAsset:
-        from .asset import PortraitAsset, body_spec
 
         tracking = Tracking(
             self.pose, self.expression, self.shape, self.viewmat, self.K, self.W, self.H, self.body_name

@@ -17,7 +17,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from canon_edit.atomic import write_json
 from canon_edit.errors import UserError
@@ -26,11 +26,9 @@ from canon_edit.video import Clip
 
 from .asset import load_body_spec
 from .body import BodyModel
+from .config import PortraitConfig
 from .import_tracking import fit_coefficients, hands_mean, import_portraitgen
 from .tracking import Tracking, load_tracking, track_landmarks
-
-if TYPE_CHECKING:
-    from .model import PortraitConfig
 
 MASK_THRESHOLD = 0.5
 DETECTIONS = "detections.safetensors"
@@ -88,9 +86,7 @@ def prepare_portrait(
     if tracking is None or clip.masks is None:
         from .detect import detect_clip
 
-        detections = detect_clip(
-            clip.frames, cache=run.path / DETECTIONS, python=cfg.detector_python, show_progress=show_progress
-        )
+        detections = detect_clip(clip.frames, cache=run.path / DETECTIONS, show_progress=show_progress)
     if tracking is None:
         face = detections.face
         if face.shape[1] != body.landmark_faces.numel():

@@ -18,8 +18,8 @@ from canon_edit.video import Clip
 
 from .body import BodyModel
 from .gaussians import texel_binding, texel_sizes
-from .model import posed_gaussians
 from .raster import rasterize
+from .render import posed_gaussians
 from .tracking import Tracking, look_at_viewmat, project_points
 
 

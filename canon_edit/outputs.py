@@ -1,0 +1,95 @@
+"""The one policy for output folders: canon-edit replaces only what it made, and only with --force.
+
+Every folder canon-edit creates as an output (a run, a demo) gets a marker file naming its kind.
+An existing non-empty folder is reused only when its marker says it is canon-edit's folder of the
+same kind, `force` is given, and it holds nothing but entries canon-edit writes there; then those
+entries, and only those, are removed. Anything else (a folder holding footage, a file, a folder of
+another kind) is refused with one line and left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from .errors import UserError
+from .lock import lock_holder
+
+MARKER = ".canon-edit.json"
+
+
+def _kind_of(folder: Path, legacy: str | None) -> str | None:
+    """The kind the marker names; folders from before markers are recognised by `legacy` (e.g. run.json)."""
+    try:
+        kind = json.loads((folder / MARKER).read_text()).get("kind")
+        return kind if isinstance(kind, str) else None
+    except (OSError, ValueError, AttributeError):
+        pass
+    return "legacy" if legacy and (folder / legacy).is_file() else None
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Refuse a path whose parent is a file or not writable, before any work is done."""
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{what}: {parent} is a file, not a folder; choose another output path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{what}: {parent} is not writable; choose a writable output path")
+
+
+def claim_folder(
+    path: str | Path,
+    kind: str,
+    owned: frozenset[str],
+    *,
+    force: bool,
+    legacy: str | None = None,
+    dry_run: bool = False,
+) -> Path:
+    """Make `path` an empty `kind` folder of canon-edit's, or refuse; see the module docstring.
+
+    `owned` names the entries canon-edit writes in such a folder (the only ones `force` removes);
+    `dry_run` makes every check and changes nothing, so bad input fails before slow work starts.
+    """
+    folder = Path(path)
+    check_writable(folder, kind)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{kind}: {folder} is a file; choose a folder path for the output")
+    entries = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if entries:
+        found = _kind_of(folder, legacy)
+        if found not in (kind, "legacy"):
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise UserError(
+                f"{folder} already holds files that are not a canon-edit {kind} ({shown}); "
+                "canon-edit never replaces them: choose another output folder"
+            )
+        if not force:
+            raise UserError(f"{folder} already holds a canon-edit {kind}; pass --force to replace it")
+        holder = lock_holder(folder)
+        if holder is not None:
+            raise UserError(f"{folder} is being written by process {holder['pid']}; wait for it or stop it")
+        foreign = [e for e in entries if e not in owned and e != MARKER and not e.startswith(".")]
+        if foreign:
+            raise UserError(
+                f"{folder} holds files canon-edit did not make ({', '.join(foreign[:3])}); "
+                "move them out or choose another output folder"
+            )
+        if dry_run:
+            return folder
+        for name in entries:
+            if name in owned or name == MARKER or name.startswith(".") and name.endswith(".tmp"):
+                target = folder / name
+                shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+    if dry_run:
+        return folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MARKER).write_text(json.dumps({"kind": kind}) + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write to {folder} ({e.strerror}); choose a writable output folder") from None
+    return folder

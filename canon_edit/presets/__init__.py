@@ -1,0 +1,1 @@
+"""YAML presets of the core (edit modes under edit/), shipped inside the package."""

@@ -1,0 +1,1 @@
+"""YAML presets of the built-in representations (codef, atlas, portrait and their demo variants)."""
