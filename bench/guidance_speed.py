@@ -30,7 +30,7 @@ import torch
 
 from canon_edit.canonical import CanonicalVideo, Layer
 from canon_edit.guidance.distill import DistillConfig, distill, unet_eps
-from canon_edit.guidance.models import DiffusionModel, LoadOptions, encode_prompts, prepare, resolve_dtype
+from canon_edit.guidance.models import DiffusionModel, LoadOptions, encode_prompts, freeze, resolve_dtype
 from canon_edit.guidance.regenerate import IP2PConfig, ip2p
 from canon_edit.guidance.score import SDS
 from canon_edit.run import versions
@@ -98,7 +98,7 @@ def build_model(device: torch.device, options: LoadOptions, size: int) -> Diffus
         parts = sd15_parts()
         unet = sd15_unet(4, size // 8)
     for module in (parts["text_encoder"], parts["vae"], unet):
-        prepare(module, device, dtype, options)
+        freeze(module, device, dtype, options)
     return DiffusionModel(
         name="random-sd15",
         unet=unet,
@@ -189,7 +189,7 @@ def texture_rates(
     cv = identity_video(size, frames=4)
     with torch.device(model.device):
         taesd = AutoencoderTiny()  # madebyollin/taesd's architecture
-    tiny = replace(model, vae=prepare(taesd, model.device, model.dtype, options))
+    tiny = replace(model, vae=freeze(taesd, model.device, model.dtype, options))
     return {
         "sds_vae_steps_per_s": distill_rate(model, cv, steps, warmup),
         "sds_taesd_steps_per_s": distill_rate(tiny, cv, steps, warmup),
@@ -204,7 +204,7 @@ def ip2p_seconds(model: DiffusionModel, options: LoadOptions, size: int, steps: 
         unet = sd15_unet(8, size // 8)
     instruct = replace(
         model,
-        unet=prepare(unet, model.device, model.dtype, options),
+        unet=freeze(unet, model.device, model.dtype, options),
         scheduler=EulerAncestralDiscreteScheduler.from_config(model.scheduler.config),
     )
     texture = torch.rand(3, size, size)

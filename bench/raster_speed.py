@@ -27,11 +27,13 @@ from collections.abc import Callable
 import torch
 
 from canon_edit.run import versions
-from canon_edit_representations.portrait.body import SMPLXBody, write_synthetic_smplx
+from canon_edit_representations.portrait.body import SMPLXBody
+from canon_edit_representations.portrait.camera import Camera
 from canon_edit_representations.portrait.gaussians import texel_binding, texel_sizes
 from canon_edit_representations.portrait.raster_fast import numba_available, pixel_boxes, rasterize_fast
 from canon_edit_representations.portrait.raster_reference import project, rasterize_torch
 from canon_edit_representations.portrait.render import posed_gaussians
+from canon_edit_representations.portrait.synthetic_body import write_synthetic_smplx
 from canon_edit_representations.portrait.tracking import look_at_viewmat
 
 WIDTH, HEIGHT, CHANNELS = 454, 256, 16
@@ -97,7 +99,8 @@ def time_once(
     inputs = {k: v.clone().requires_grad_(k in ("means", "scales", "opacities", "colors", "quats"))
               for k, v in scene.items()}  # fmt: skip
     t0 = time.perf_counter()
-    image, alpha = render(**inputs, width=WIDTH, height=HEIGHT)
+    viewmat, K = inputs.pop("viewmat"), inputs.pop("K")
+    image, alpha = render(**inputs, camera=Camera(viewmat, K, WIDTH, HEIGHT))
     t1 = time.perf_counter()
     (torch.cat([image, alpha], -1) * weights).sum().backward()
     t2 = time.perf_counter()

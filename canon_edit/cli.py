@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_fit(args: argparse.Namespace) -> None:
     from .config import deep_merge, parse_overrides
-    from .fitting import ClipOptions, fit_video, resume_fit
+    from .fitting import ClipOptions, fit_video, fps_origin, resume_fit
 
     overrides = parse_overrides(args.overrides)
     portrait = {"body": args.body, "body_model_dir": args.body_model_dir, "tracking": args.tracking}
@@ -185,7 +185,12 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         run = fit_video(
             options, args.out, args.method or "codef", preset=args.preset, force=args.force, **common
         )
+    info = run.info()
+    origin = fps_origin(options) if options is not None and not args.resume else "the run's"
     print(json.dumps(json.loads(run.metrics.read_text())))
+    print(
+        f"clip: {info['frames']} frames of {info['width']}x{info['height']} at {info['fps']:g} fps ({origin})"
+    )
     print(
         f"run: {run.path}\ncanonical: {run.canonical}\nreconstruction: {run.renders / 'reconstruction.mp4'}"
     )

@@ -161,7 +161,7 @@ def finish_run(run: RunFolder, bake: Bake, clip: Clip, extra: dict[str, Any] | N
     evaluate_video(run, clip, recon, extra=extra)
 
 
-def _fps_origin(options: ClipOptions) -> str:
+def fps_origin(options: ClipOptions) -> str:
     """Where the clip's frame rate came from, for the line `fit` prints."""
     source = Path(options.source)
     if options.fps:
@@ -182,11 +182,6 @@ def fit_video(
     pick_device(kwargs.get("device", "auto"))
     claim_folder(out, "run", _owned(cls), force=force, legacy="run.json", dry_run=True)
     clip = options.read()
-    if kwargs.get("show_progress", True):
-        print(
-            f"clip: {clip.T} frames of {clip.W}x{clip.H} at {clip.fps:g} fps ({_fps_origin(options)})",
-            file=sys.stderr,
-        )
     return fit_clip(clip, out, method, clip_options=options, force=force, **kwargs)
 
 

@@ -52,7 +52,7 @@ class CoDeFConfig(LayeredFitConfig):
     texture_scale: float = 1.0  # canonical texels per pixel of the reference frame
 
 
-class LayerField(nn.Module):
+class CoDeFLayer(nn.Module):
     """One layer: its deformation (affine per frame + residual) and its canonical colour field."""
 
     def __init__(
@@ -80,7 +80,7 @@ class CoDeF(LayeredRepresentation):
         self.layers = nn.ModuleList()
         for A, lo, hi in init:
             hw = texture_size(lo, hi, H, W, cfg.texture_scale, cfg.max_texture)
-            self.layers.append(LayerField(cfg, A, lo, hi, hw))
+            self.layers.append(CoDeFLayer(cfg, A, lo, hi, hw))
 
     def param_groups(self) -> list[dict[str, Any]]:
         fields = [f for la in self.layers for f in (la.mapping, la.texture)]

@@ -66,13 +66,6 @@ def _to3(A: Tensor) -> Tensor:
     return torch.cat([A, torch.tensor([[0.0, 0.0, 1.0]])])
 
 
-def _ndc_to_px(height: int, width: int) -> Tensor:
-    """3×3 map from NDC to pixel coordinates (pixel centres at integers, as OpenCV uses)."""
-    return torch.tensor(
-        [[width / 2, 0.0, width / 2 - 0.5], [0.0, height / 2, height / 2 - 0.5], [0.0, 0.0, 1.0]]
-    )
-
-
 def refine_pair_photometric(
     src: Tensor, dst: Tensor, mask: Tensor, init: Tensor, iterations: int = 40, max_side: int = 256
 ) -> Tensor:
@@ -162,10 +155,3 @@ def chain_affines(
 def apply_affine(A: Tensor, points: Tensor) -> Tensor:
     """A: ...×2×3, points: ...×N×2 → ...×N×2."""
     return points @ A[..., :2].transpose(-1, -2) + A[..., None, :, 2]
-
-
-def _ndc_to_px(height: int, width: int) -> Tensor:
-    """3×3 map from NDC to pixel coordinates (pixel centres at integers, as OpenCV uses)."""
-    return torch.tensor(
-        [[width / 2, 0.0, width / 2 - 0.5], [0.0, height / 2, height / 2 - 0.5], [0.0, 0.0, 1.0]]
-    )

@@ -17,7 +17,7 @@ from canon_edit.video import read_clip, write_pngs  # noqa: E402
 @pytest.fixture(scope="session")
 def smplx_dir(tmp_path_factory):
     """A synthetic SMPL-X model file (the smplx package's full key set, no licensed data)."""
-    from canon_edit_representations.portrait.body import write_synthetic_smplx
+    from canon_edit_representations.portrait.synthetic_body import write_synthetic_smplx
 
     folder = tmp_path_factory.mktemp("smplx")
     write_synthetic_smplx(folder)

@@ -12,9 +12,9 @@ from canon_edit.guidance.score import (
     DDS,
     SDS,
     add_noise,
-    cfg,
     clip_grad,
     epsilon_from_v,
+    guided_noise,
     sample_timesteps,
     target_mse_loss,
     timestep_bounds,
@@ -50,7 +50,7 @@ def test_forward_process_weight_and_cfg() -> None:
     assert torch.allclose(add_noise(z, eps, ac, t), a.sqrt() * z + (1 - a).sqrt() * eps)
     assert torch.allclose(weight(ac, t, "sds"), 1 - a)
     assert torch.equal(weight(ac, t, "uniform"), torch.ones_like(a))
-    assert torch.allclose(cfg(z, eps, 7.5), z + 7.5 * (eps - z))
+    assert torch.allclose(guided_noise(z, eps, 7.5), z + 7.5 * (eps - z))
     assert torch.equal(clip_grad(eps, 0.0), eps)
     assert clip_grad(eps * 10, 0.5).abs().max() <= 0.5
 

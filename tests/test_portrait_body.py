@@ -12,8 +12,8 @@ from canon_edit_representations.portrait.body import (
     find_smplx_file,
     load_body,
     rotation_matrix,
-    write_synthetic_smplx,
 )
+from canon_edit_representations.portrait.synthetic_body import write_synthetic_smplx
 
 SMPLX_KEYS = {
     "v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table",

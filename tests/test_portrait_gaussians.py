@@ -9,6 +9,7 @@ import torch
 
 from canon_edit.errors import UserError
 from canon_edit_representations.portrait.body import rotation_matrix
+from canon_edit_representations.portrait.camera import Camera
 from canon_edit_representations.portrait.gaussians import (
     bind,
     matrix_to_quat,
@@ -109,16 +110,15 @@ def test_ply_round_trip(tmp_path):
         read_ply(tmp_path / "plain.ply")
 
 
-def _camera(f: float, size: int, dtype=torch.float32):
+def _camera(f: float, size: int, dtype=torch.float32) -> Camera:
     K = torch.tensor([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1]], dtype=dtype)
-    return torch.eye(4, dtype=dtype), K
+    return Camera(torch.eye(4, dtype=dtype), K, size, size)
 
 
 def test_rasterizer_matches_an_analytic_gaussian():
-    viewmat, K = _camera(40.0, 32)
     image, alpha = rasterize(
         torch.tensor([[0.0, 0.0, 2.0]]), torch.tensor([[1.0, 0, 0, 0]]), torch.full((1, 3), 0.1),
-        torch.tensor([0.8]), torch.tensor([[1.0, 0.5, 0.2]]), viewmat, K, 32, 32,
+        torch.tensor([0.8]), torch.tensor([[1.0, 0.5, 0.2]]), _camera(40.0, 32),
     )  # fmt: skip
     var = (40 * 0.1 / 2) ** 2 + 0.3  # projected variance plus the 0.3 px² low-pass
     ys, xs = torch.meshgrid(torch.arange(32) + 0.5, torch.arange(32) + 0.5, indexing="ij")
@@ -129,12 +129,12 @@ def test_rasterizer_matches_an_analytic_gaussian():
 
 
 def test_rasterizer_composites_front_to_back():
-    viewmat, K = _camera(40.0, 16)
+    camera = _camera(40.0, 16)
     means = torch.tensor([[0.0, 0.0, 3.0], [0.0, 0.0, 2.0]])  # the green one is in front
     args = (means, torch.tensor([[1.0, 0, 0, 0]] * 2), torch.full((2, 3), 0.5), torch.tensor([0.9, 0.9]))
     colors = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    image, alpha = rasterize(*args, colors, viewmat, K, 16, 16)
-    on_white, _ = rasterize(*args, colors, viewmat, K, 16, 16, background=torch.ones(3))
+    image, alpha = rasterize(*args, colors, camera)
+    on_white, _ = rasterize(*args, colors, camera, background=torch.ones(3))
     torch.testing.assert_close(on_white, image + (1 - alpha), atol=1e-6, rtol=0)
     a = 0.9 * math.exp(-0.5 * 0.5 / ((40 * 0.5 / 2) ** 2 + 0.3))  # near-centre alpha of the front one
     assert image[8, 8, 1] == pytest.approx(a, abs=0.01)
@@ -145,7 +145,7 @@ def test_rasterizer_composites_front_to_back():
 
 
 def test_rasterizer_gradients():
-    viewmat, K = _camera(20.0, 12, torch.float64)
+    camera = _camera(20.0, 12, torch.float64)
     args = (
         torch.tensor([[0.01, 0.02, 2.0], [0.05, -0.03, 2.5]], dtype=torch.float64, requires_grad=True),
         torch.tensor([[1.0, 0.1, 0, 0], [0.9, 0, 0.2, 0.1]], dtype=torch.float64, requires_grad=True),
@@ -153,9 +153,7 @@ def test_rasterizer_gradients():
         torch.tensor([0.6, 0.7], dtype=torch.float64, requires_grad=True),
         torch.rand(2, 3, dtype=torch.float64, requires_grad=True),
     )
-    assert torch.autograd.gradcheck(
-        lambda *a: rasterize(*a, viewmat, K, 12, 12)[0], args, eps=1e-6, atol=1e-4
-    )
+    assert torch.autograd.gradcheck(lambda *a: rasterize(*a, camera)[0], args, eps=1e-6, atol=1e-4)
 
 
 @pytest.mark.skipif(
@@ -169,8 +167,18 @@ def test_gsplat_matches_reference():
     scales = torch.rand(n, 3, generator=gen) * 0.03 + 0.005
     opac = torch.rand(n, generator=gen)
     colors = torch.rand(n, 3, generator=gen)
-    viewmat, K = _camera(80.0, 64)
-    ref, ref_a = rasterize(means, quats, scales, opac, colors, viewmat, K, 64, 64, backend="torch")
-    cuda = [x.cuda() for x in (means, quats, scales, opac, colors, viewmat, K)]
-    fast, fast_a = rasterize(*cuda, 64, 64, backend="gsplat")
-    assert (fast.cpu() - ref).abs().mean() < 2e-3 and (fast_a.cpu() - ref_a).abs().mean() < 2e-3
+    camera = _camera(80.0, 64)
+    weight = torch.rand(64, 64, 3, generator=gen)  # a random linear read-out, for gradients
+    params = [x.clone().requires_grad_(True) for x in (means, quats, scales, opac, colors)]
+    ref, ref_a = rasterize(*params, camera, backend="torch")
+    (ref * weight).sum().backward()
+    cuda = [x.detach().cuda().requires_grad_(True) for x in (means, quats, scales, opac, colors)]
+    cam = Camera(camera.viewmat.cuda(), camera.K.cuda(), 64, 64)
+    fast, fast_a = rasterize(*cuda, cam, backend="gsplat")
+    (fast * weight.cuda()).sum().backward()
+    assert (fast.detach().cpu() - ref.detach()).abs().mean() < 2e-3
+    assert (fast_a.detach().cpu() - ref_a.detach()).abs().mean() < 2e-3
+    for name, a, b in zip(("means", "quats", "scales", "opacities", "colors"), params, cuda, strict=True):
+        ga, gb = a.grad, b.grad.cpu()
+        rel = (ga - gb).norm() / ga.norm().clamp(min=1e-12)
+        assert rel < 0.05, (name, float(rel))

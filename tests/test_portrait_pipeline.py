@@ -20,7 +20,6 @@ from canon_edit_representations.portrait.body import (
     SMPLXBody,
     matrix_to_axis_angle,
     rotation_matrix,
-    synthetic_smplx_arrays,
 )
 from canon_edit_representations.portrait.detect import Detections
 from canon_edit_representations.portrait.import_tracking import (
@@ -28,6 +27,7 @@ from canon_edit_representations.portrait.import_tracking import (
     hands_mean,
     import_portraitgen,
 )
+from canon_edit_representations.portrait.synthetic_body import synthetic_smplx_arrays
 from canon_edit_representations.portrait.tracking import KEYPOINT_JOINTS, Tracking, project_points
 
 FIT_STEPS = 150

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from canon_edit_representations.portrait.camera import Camera
 from canon_edit_representations.portrait.raster import rasterize
 from canon_edit_representations.portrait.raster_fast import numba_available, rasterize_fast
 from canon_edit_representations.portrait.raster_reference import rasterize_torch
@@ -21,9 +22,9 @@ KERNELS = [pytest.param("scatter", marks=NUMBA), pytest.param("tiles", marks=NUM
 DIFF = ("means", "quats", "scales", "opacities", "colors")
 
 
-def _camera(width: int, height: int, f: float = 60.0) -> tuple[torch.Tensor, torch.Tensor]:
+def _camera(width: int, height: int, f: float = 60.0) -> Camera:
     K = torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
-    return torch.eye(4), K
+    return Camera(torch.eye(4), K, width, height)
 
 
 def _scene(n: int, seed: int, channels: int = 5) -> dict[str, torch.Tensor]:
@@ -43,8 +44,7 @@ def _scene(n: int, seed: int, channels: int = 5) -> dict[str, torch.Tensor]:
 def _render(fn, scene: dict[str, torch.Tensor], width: int, height: int, **kw):
     """Image, alpha and the gradients of a fixed random loss on both w.r.t. every differentiable input."""
     inputs = {k: v.clone().requires_grad_(k in DIFF) for k, v in scene.items()}
-    viewmat, K = _camera(width, height)
-    image, alpha = fn(**inputs, viewmat=viewmat, K=K, width=width, height=height, **kw)
+    image, alpha = fn(**inputs, camera=_camera(width, height), **kw)
     weights = torch.randn(*image.shape[:2], image.shape[2] + 1, generator=torch.Generator().manual_seed(7))
     (torch.cat([image, alpha], -1) * weights).sum().backward()
     return image.detach(), alpha.detach(), {k: inputs[k].grad for k in DIFF}
@@ -137,7 +137,6 @@ def test_an_empty_scene_is_transparent(kernel):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_gaussians_across_tile_borders(kernel):
     # centres on the 16-pixel tile corners and edges of a 40×24 image (its last tile column is partial)
-    viewmat, K = _camera(40, 24)
     pixels = torch.tensor([[16.0, 16.0], [32.0, 16.0], [16.0, 8.0], [39.5, 23.5], [0.0, 0.0]])
     z = torch.tensor([2.0, 2.2, 2.4, 2.6, 2.8])
     means = torch.stack([(pixels[:, 0] - 20) * z / 60, (pixels[:, 1] - 12) * z / 60, z], -1)
@@ -156,8 +155,8 @@ def test_gaussians_across_tile_borders(kernel):
 
 
 def test_dispatcher_takes_the_fast_path_on_the_cpu_and_keeps_the_reference():
-    scene, (viewmat, K) = _scene(60, seed=4, channels=3), _camera(32, 24)
-    args = (*scene.values(), viewmat, K, 32, 24)
+    scene = _scene(60, seed=4, channels=3)
+    args = (*scene.values(), _camera(32, 24))
     background = torch.tensor([0.2, 0.5, 0.9])
     fast, fast_alpha = rasterize(*args, background=background)
     want, want_alpha = rasterize_fast(*args, background=background)
@@ -169,11 +168,11 @@ def test_dispatcher_takes_the_fast_path_on_the_cpu_and_keeps_the_reference():
 
 def test_a_camera_that_needs_gradients_gets_them():
     scene = _scene(40, seed=5)
-    viewmat, K = _camera(24, 16)
+    camera = _camera(24, 16)
     grads = []
     for fn in (rasterize_torch, rasterize_fast):
-        view = viewmat.clone().requires_grad_()
-        image, alpha = fn(**scene, viewmat=view, K=K, width=24, height=16)
+        view = camera.viewmat.clone().requires_grad_()
+        image, alpha = fn(**scene, camera=Camera(view, camera.K, 24, 16))
         (image.sum() + alpha.sum()).backward()
         grads.append(view.grad)
     assert float(grads[0].abs().max()) > 0

@@ -243,7 +243,7 @@ def load_part(
         raise fail((str(e).strip().splitlines() or [type(e).__name__])[0][:200]) from None
 
 
-def prepare(module: nn.Module, device: torch.device, dtype: torch.dtype, options: LoadOptions) -> nn.Module:
+def freeze(module: nn.Module, device: torch.device, dtype: torch.dtype, options: LoadOptions) -> nn.Module:
     """Frozen, eval, on device; SDPA or classic attention; channels_last if asked."""
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
@@ -312,9 +312,9 @@ def load_model(
     net = None
     if controlnet:
         net = load_part(diffusers.ControlNetModel.from_pretrained, controlnet, CONTROLNET, **fetch, **weights)
-        prepare(net, dev, dtype, options)
+        freeze(net, dev, dtype, options)
     for module in (text_encoder, unet, vae):
-        prepare(module, dev, dtype, options)
+        freeze(module, dev, dtype, options)
     return DiffusionModel(
         name=model,
         tokenizer=tokenizer,

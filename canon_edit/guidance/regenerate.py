@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from .models import DiffusionModel, LoadOptions, decode_latents, encode_images, encode_prompts, unet_input
-from .score import cfg as cfg_combine
+from .score import guided_noise
 from .tiles import Box, blend, resize, scale_box, tile_boxes, working_size
 
 SCHEDULERS = {
@@ -227,7 +227,7 @@ def img2img(
             )
             extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         eps_u, eps_c = model.unet(z2, t, encoder_hidden_states=e, **extra).sample.float().chunk(2)
-        return cfg_combine(eps_u, eps_c, cfg.guidance_scale)
+        return guided_noise(eps_u, eps_c, cfg.guidance_scale)
 
     latents = denoise(model, encode_tiled(model, c), c, predict, cfg, generator, "img2img", progress)
     return _finish(model, latents, c, texture)

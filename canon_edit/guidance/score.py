@@ -53,7 +53,7 @@ def weight(alphas_cumprod: Tensor, t: Tensor, kind: str = "sds") -> Tensor:
     raise ValueError(f"unknown weighting '{kind}'; use one of {WEIGHTINGS}")
 
 
-def cfg(eps_uncond: Tensor, eps_cond: Tensor, scale: float) -> Tensor:
+def guided_noise(eps_uncond: Tensor, eps_cond: Tensor, scale: float) -> Tensor:
     """Classifier-free guidance: ε̂_u + s (ε̂_c − ε̂_u)."""
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
@@ -118,7 +118,7 @@ def predict_cfg(
     emb = torch.cat([e.expand(b, -1, -1) for c in conds for e in (uncond, c)])
     eps = eps_fn(z, t.repeat(2 * len(noisy)), emb).float()
     chunks = eps.chunk(2 * len(noisy))
-    return [cfg(chunks[2 * i], chunks[2 * i + 1], scale) for i in range(len(noisy))]
+    return [guided_noise(chunks[2 * i], chunks[2 * i + 1], scale) for i in range(len(noisy))]
 
 
 @dataclass

@@ -27,30 +27,12 @@ from canon_edit.atomic import atomic_path, write_json
 from canon_edit.errors import UserError
 from canon_edit.files import CorruptFile, read_json, read_tensors
 
-from .body import BodyModel, SMPLXBody, load_body
+from .body import BodyModel, load_body_spec
 from .gaussians import read_ply, write_ply
 from .render import NeuralDecoder, posed_gaussians, render_frame
 from .tracking import Tracking, load_tracking
 
 KIND = "portrait"
-
-
-def body_spec(body: BodyModel, model_dir: str | None, variant: str) -> dict[str, Any]:
-    """What rebuilds `body`: SMPL-X keeps its coefficient counts (imported tracking may use 300/100)."""
-    return {
-        "name": body.name,
-        "model_dir": model_dir,
-        "variant": variant,
-        "n_shape": body.n_shape,
-        "n_expression": body.n_expression,
-    }
-
-
-def load_body_spec(spec: dict[str, Any]) -> BodyModel:
-    """The body a spec names (see `body_spec`); counts are capped by what the SMPL-X file holds."""
-    if spec["name"] == "smplx" and "n_shape" in spec:
-        return SMPLXBody(spec.get("model_dir"), int(spec["n_shape"]), int(spec["n_expression"]))
-    return load_body(spec["name"], spec.get("model_dir"), spec.get("variant", "head"))
 
 
 @dataclass
@@ -97,8 +79,8 @@ class PortraitAsset:
         out = []
         for t in range(self.T) if frames is None else [int(t) for t in frames]:
             image, _ = render_frame(
-                body, g, decoder, tr.pose[t], tr.expression[t], tr.shape, tr.viewmat[t], tr.K,
-                tr.width, tr.height, self.background[t] if background is None else background,
+                body, g, decoder, tr.pose[t], tr.expression[t], tr.shape, tr.camera(t),
+                self.background[t] if background is None else background,
             )  # fmt: skip
             out.append(image)
         return torch.stack(out)

@@ -28,8 +28,9 @@ from canon_edit.representation import Bake, Representation
 from canon_edit.run import RunFolder
 from canon_edit.video import Clip
 
-from .asset import PortraitAsset, body_spec
-from .body import BodyModel, load_body
+from .asset import PortraitAsset
+from .body import BodyModel, body_spec, load_body
+from .camera import Camera
 from .config import PortraitConfig
 from .gaussians import texel_binding, texel_sizes
 from .prepare import DETECTIONS, TRACKING, TRACKING_ERROR, prepare_portrait
@@ -158,9 +159,10 @@ class Portrait(Representation):
 
     def render(self, t: int, background: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Frame t composited over `background` (default: the source frame) and its alpha."""
+        camera = Camera(self.viewmat[t], self.K, self.W, self.H)
         return render_frame(
             self.body, self.gaussian_params(), self.decoder, self.pose[t], self.expression[t], self.shape,
-            self.viewmat[t], self.K, self.W, self.H, self.frames[t] if background is None else background,
+            camera, self.frames[t] if background is None else background,
         )  # fmt: skip
 
     def sample(self, step: int, generator: torch.Generator) -> dict[str, Tensor]:
@@ -184,7 +186,6 @@ class Portrait(Representation):
             mse = float(((pred - target) ** 2 * mask).sum() / (3 * mask.sum()).clamp(min=1))
         return terms, {"mse": mse}
 
-    @torch.no_grad()
     @torch.no_grad()
     def extra_metrics(self, clip: Clip, cv: Bake) -> dict[str, Any]:
         """PSNR/SSIM over the person mask, of the person rendered over BLACK, and the landmark error.

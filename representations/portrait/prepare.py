@@ -24,8 +24,7 @@ from canon_edit.errors import UserError
 from canon_edit.run import RunFolder
 from canon_edit.video import Clip
 
-from .asset import load_body_spec
-from .body import BodyModel
+from .body import BodyModel, load_body_spec
 from .config import PortraitConfig
 from .import_tracking import fit_coefficients, hands_mean, import_portraitgen
 from .tracking import Tracking, load_tracking, track_landmarks

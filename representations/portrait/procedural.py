@@ -17,6 +17,7 @@ from torch import Tensor
 from canon_edit.video import Clip
 
 from .body import BodyModel
+from .camera import Camera
 from .gaussians import texel_binding, texel_sizes
 from .raster import rasterize
 from .render import posed_gaussians
@@ -105,7 +106,9 @@ def make_portrait_clip(
             means, quats = posed_gaussians(
                 body, pose[t], expression[t], shape, tri_id, bary, offset, quats_local
             )
-            image, alpha = rasterize(means, quats, log_scales.exp(), opacity, rgb, viewmat[t], K, size, size)
+            image, alpha = rasterize(
+                means, quats, log_scales.exp(), opacity, rgb, Camera(viewmat[t], K, size, size)
+            )
             images.append((image + (1 - alpha) * background).permute(2, 0, 1))
             masks.append((alpha > 0.5).float().permute(2, 0, 1))
             vertices = body(pose[t : t + 1], expression[t : t + 1], shape).vertices

@@ -1,8 +1,5 @@
 """Rasterize 3D Gaussians: one API over gsplat on CUDA, the fast CPU path (raster_fast.py) and the
 plain reference (raster_reference.py), which the others are tested against.
-
-Camera: OpenCV convention (x right, y down, z forward); ``viewmat`` maps world to camera, ``K`` is
-the 3×3 intrinsic matrix in pixels with pixel centres at integer + 0.5.
 """
 
 from __future__ import annotations
@@ -12,6 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .camera import Camera
 from .raster_fast import rasterize_fast
 from .raster_reference import rasterize_torch
 
@@ -22,10 +20,7 @@ def _rasterize_gsplat(
     scales: Tensor,
     opacities: Tensor,
     colors: Tensor,
-    viewmat: Tensor,
-    K: Tensor,
-    width: int,
-    height: int,
+    camera: Camera,
     background: Tensor | None,
     near: float,
     eps2d: float,
@@ -33,7 +28,8 @@ def _rasterize_gsplat(
     from gsplat import rasterization
 
     image, alpha, _ = rasterization(
-        means, quats, scales, opacities, colors, viewmat[None], K[None], width, height,
+        means, quats, scales, opacities, colors, camera.viewmat[None], camera.K[None], camera.width,
+        camera.height,
         near_plane=near, eps2d=eps2d, backgrounds=None if background is None else background[None],
     )  # fmt: skip
     return image[0], alpha[0]
@@ -55,10 +51,7 @@ def rasterize(
     scales: Tensor,
     opacities: Tensor,
     colors: Tensor,
-    viewmat: Tensor,
-    K: Tensor,
-    width: int,
-    height: int,
+    camera: Camera,
     background: Tensor | None = None,
     near: float = 0.01,
     eps2d: float = 0.3,
@@ -67,7 +60,7 @@ def rasterize(
     """Render N Gaussians into an H×W×C image and H×W×1 alpha (gsplat's layout and semantics).
 
     means N×3 world, quats N×4 (w, x, y, z; any norm), scales N×3 (linear), opacities (N,) in [0, 1],
-    colors N×C (any C: RGB or neural features), viewmat 4×4 world→camera, K 3×3, background (C,).
+    colors N×C (any C: RGB or neural features), `camera` (camera.py), background (C,).
     ``backend="auto"`` uses gsplat for CUDA tensors when it is installed, the fast path (raster_fast.py)
     on the CPU and the reference elsewhere; ``"torch"`` is the reference, ``"fast"`` the fast path.
     """
@@ -75,13 +68,7 @@ def rasterize(
     if use_gsplat:
         if not means.is_cuda:
             raise ValueError("the gsplat backend needs CUDA tensors; use backend='torch' on the CPU")
-        return _rasterize_gsplat(
-            means, quats, scales, opacities, colors, viewmat, K, width, height, background, near, eps2d
-        )
+        return _rasterize_gsplat(means, quats, scales, opacities, colors, camera, background, near, eps2d)
     if backend == "fast" or (backend == "auto" and means.device.type == "cpu"):
-        return rasterize_fast(
-            means, quats, scales, opacities, colors, viewmat, K, width, height, background, near, eps2d
-        )
-    return rasterize_torch(
-        means, quats, scales, opacities, colors, viewmat, K, width, height, background, near, eps2d
-    )
+        return rasterize_fast(means, quats, scales, opacities, colors, camera, background, near, eps2d)
+    return rasterize_torch(means, quats, scales, opacities, colors, camera, background, near, eps2d)

@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .camera import Camera
 from .raster_reference import ALPHA_MAX, ALPHA_MIN, _footprint_radius, project
 
 TILE = 16
@@ -231,10 +232,7 @@ def rasterize_fast(
     scales: Tensor,
     opacities: Tensor,
     colors: Tensor,
-    viewmat: Tensor,
-    K: Tensor,
-    width: int,
-    height: int,
+    camera: Camera,
     background: Tensor | None = None,
     near: float = 0.01,
     eps2d: float = 0.3,
@@ -250,6 +248,7 @@ def rasterize_fast(
     kernels), ``few_float64`` (torch), ``t_min`` (tiles; 0 turns early termination off and makes the
     result the reference's up to rounding).
     """
+    viewmat, K, width, height = camera.viewmat, camera.K, camera.width, camera.height
     if kernel == "auto":
         kernel = "scatter" if numba_available() else "torch"
     if kernel != "torch" and not (viewmat.requires_grad or K.requires_grad):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .camera import Camera
 from .gaussians import quat_to_matrix
 
 ALPHA_MIN = 1.0 / 255.0
@@ -61,16 +62,14 @@ def rasterize_torch(
     scales: Tensor,
     opacities: Tensor,
     colors: Tensor,
-    viewmat: Tensor,
-    K: Tensor,
-    width: int,
-    height: int,
+    camera: Camera,
     background: Tensor | None = None,
     near: float = 0.01,
     eps2d: float = 0.3,
     max_radius: int = 64,
 ) -> tuple[Tensor, Tensor]:
     """The PyTorch reference: H×W×C colours and H×W×1 alpha (see `rasterize`)."""
+    viewmat, K, width, height = camera.viewmat, camera.K, camera.width, camera.height
     C = colors.shape[-1]
     dev, dtype = means.device, means.dtype
     means2d, conics, depths, cov2d = project(means, quats, scales, viewmat, K, eps2d)

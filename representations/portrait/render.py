@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .body import BodyModel
+from .camera import Camera
 from .gaussians import bind
 from .raster import rasterize
 
@@ -36,10 +37,7 @@ def render_frame(
     pose: Tensor,
     expression: Tensor,
     shape: Tensor,
-    viewmat: Tensor,
-    K: Tensor,
-    width: int,
-    height: int,
+    camera: Camera,
     background: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """One frame: posed Gaussians → feature image → decoded RGB over `background` (3×H×W), alpha 1×H×W.
@@ -53,7 +51,7 @@ def render_frame(
     )
     feats, alpha = rasterize(
         means, quats, g["log_scales"].exp(), torch.sigmoid(g["opacity_logits"]), g["features"],
-        viewmat, K, width, height,
+        camera,
     )  # fmt: skip
     feats = feats.permute(2, 0, 1)[None]
     alpha = alpha.permute(2, 0, 1)

@@ -36,6 +36,7 @@ from canon_edit.atomic import write_json
 from canon_edit.errors import UserError
 
 from .body import BodyModel, rotation_matrix
+from .camera import Camera
 
 FORMAT = "canon-edit-tracking"
 
@@ -54,6 +55,10 @@ class Tracking:
     @property
     def T(self) -> int:
         return int(self.pose.shape[0])
+
+    def camera(self, t: int) -> Camera:
+        """Frame t's camera."""
+        return Camera(self.viewmat[t], self.K, self.width, self.height)
 
     def to(self, device: torch.device | str) -> Tracking:
         return Tracking(
