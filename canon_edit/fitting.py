@@ -209,7 +209,7 @@ def _same_source(options: ClipOptions, recorded: dict[str, Any], run: Path) -> s
     """
     mine = options.record(run)
     for key in ("source", "masks", "max_frames", "stride", "size", "fps"):
-        if key in ("masks", "fps") and mine[key] is None:
+        if mine[key] is None:
             continue  # not given: the run's own
         theirs = recorded.get(key, 1 if key == "stride" else None)
         accepted = {theirs}
@@ -255,16 +255,17 @@ def resume_fit(
                 f"canon-edit: note: the run's option '{key}' is no longer read from run folders",
                 file=sys.stderr,
             )
-    new = deep_merge(config, overrides or {})
-    before, after = _flatten(config), _flatten(new)
-    changes = {k: after[k] for k in after if before.get(k, object()) != after[k]}
+    cfg = from_dict(cls.config_class, deep_merge(config, overrides or {}))
+    before, after = _flatten(config), _flatten(to_dict(cfg))
+    asked = _flatten(overrides or {})
+    # a key a run from an older version lacks takes its default silently; only what differs counts
+    changes = {k: after[k] for k in after if (k in before or k in asked) and before.get(k) != after[k]}
     unsafe = [k for k in changes if not safe_to_change(k)]
     if unsafe:
         raise UserError(
             f"option '{unsafe[0]}' cannot change in a resumed fit (only train.* and learning rates can); "
             "fit into a new folder to change it"
         )
-    cfg = from_dict(cls.config_class, new)
     dev = pick_device(device)
     with run_lock(run.path, "fit --resume"):
         clip = run.clip()

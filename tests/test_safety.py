@@ -132,23 +132,25 @@ def test_force_replaces_a_canon_edit_run(work, capsys):
     ],
 )
 def test_bad_options_fail_before_any_work(work, capsys, option, needle):
+    before = snapshot(work)
     out = work / "new"
     refused(*cli(capsys, "fit", work / "clip", "-o", out, *option), needle)
-    assert not out.exists()
+    assert not out.exists() and snapshot(work) == before
 
 
 def test_keyframe_checks_and_resampling(work, capsys):
     run = work / "run"
-    refused(*cli(capsys, "edit", run, "--keyframe", "99", "--image", work / "painted.png"), "out of range")
     painted = read_image(work / "painted.png")
-    wrong = torch.zeros(3, 40, 40)
-    write_image(work / "square.png", wrong)
+    write_image(work / "square.png", torch.zeros(3, 40, 40))
+    before = snapshot(work)
+    refused(*cli(capsys, "edit", run, "--keyframe", "99", "--image", work / "painted.png"), "out of range")
     refused(*cli(capsys, "edit", run, "--keyframe", "2", "--image", work / "square.png"), "aspect")
     refused(
         *cli(capsys, "edit", run, "--keyframe", "2", "--image", work / "painted.png",
              "--change-mask", work / "square.png"),
         "aspect",
     )  # fmt: skip
+    assert snapshot(work) == before
     # painted at twice the run's resolution (e.g. on the source video): resampled, lands the same
     big = torch.nn.functional.interpolate(painted[None], scale_factor=2, mode="nearest")[0]
     write_image(work / "big.png", big)
@@ -164,19 +166,23 @@ def test_keyframe_checks_and_resampling(work, capsys):
 def test_render_checks_its_output_before_rendering(work, capsys):
     blocker = work / "afile"
     blocker.write_text("x")
+    before = snapshot(work)
     refused(*cli(capsys, "render", work / "run", "-o", blocker / "x.mp4"), "is a file")
     refused(*cli(capsys, "render", work / "run", "--source", "-o", work / "s.mp4"), "--frame")
-    assert not (work / "s.mp4").exists() and blocker.read_text() == "x"
+    refused(*cli(capsys, "render", work / "run", "-o", work / "x.gif"), ".gif")
+    assert snapshot(work) == before
 
 
 def test_resume_keeps_the_run_and_records_safe_changes(work, capsys):
     run = work / "run"
+    before = snapshot(work)
     refused(*cli(capsys, "fit", "-o", run, "--resume", "--method", "atlas"), "codef")
     refused(*cli(capsys, "fit", "-o", run, "--resume", "--set", "patches=8"), "patches")
     refused(*cli(capsys, "fit", "-o", run, "--resume", "--set", "train.seed=3"), "train.seed")
     other = work / "other"
     shutil.copytree(work / "clip", other)
     refused(*cli(capsys, "fit", other, "-o", run, "--resume"), "source")
+    assert {k: v for k, v in snapshot(work).items() if not k.startswith("other/")} == before
     code, err = cli(
         capsys, "fit", work / "clip", "-o", run, "--resume", "--steps", "40", "--time-budget", "100",
         "--set", "lr_grid=0.005", "--quiet",

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .camera import Camera
-from .raster_reference import ALPHA_MAX, ALPHA_MIN, _footprint_radius, project
+from .raster_reference import _footprint_radius, project, sorted_pairs
 
 TILE = 16
 T_MIN = 1e-4  # early termination: transmittance below this ends a pixel
@@ -190,33 +190,19 @@ def _composite_torch(
         ww = torch.repeat_interleave(w, count)
         px = torch.repeat_interleave(x0, count) + local % ww
         py = torch.repeat_interleave(y0, count) + local // ww
-    d = torch.stack([px.to(dtype) + 0.5, py.to(dtype) + 0.5], -1) - means2d[owner]
-    a, b, c = conics[owner].unbind(-1)
-    power = -0.5 * (a * d[:, 0] ** 2 + c * d[:, 1] ** 2) - b * d[:, 0] * d[:, 1]
-    alpha = (opacities[owner] * torch.exp(power)).clamp(max=ALPHA_MAX)
-    with torch.no_grad():
-        keep = (alpha >= ALPHA_MIN) & (power <= 0)
-        pix = (py * width + px)[keep]
-        depth_rank = torch.empty_like(depths, dtype=torch.long)
-        depth_rank[torch.argsort(depths)] = torch.arange(len(depths), device=dev)
-        order = torch.argsort(pix * len(depths) + depth_rank[owner[keep]])
-        pix = pix[order]
-        counts = torch.bincount(pix, minlength=width * height)
-        start = torch.cumsum(counts, 0) - counts
-    alpha = alpha[keep][order]
-    owner = owner[keep][order]
+    alpha, owner, pix, start = sorted_pairs(means2d, conics, depths, opacities, owner, px, py, width)
     if few_float64:
         # only the running sum spans all pixels and needs float64; logs and exps stay in float32
         log_keep = torch.log1p(-alpha)
         running = torch.cumsum(log_keep.double(), 0)
-        before = (running - running[start[pix]]).to(dtype) - log_keep + log_keep[start[pix]]
+        before = (running - running[start]).to(dtype) - log_keep + log_keep[start]
         weight = torch.exp(before) * alpha
         total = torch.zeros(width * height, dtype=dtype, device=dev).index_add(0, pix, log_keep)
         transmittance = torch.exp(total)[:, None]
     else:
         log_keep = torch.log1p(-alpha.double())
         running = torch.cumsum(log_keep, 0) - log_keep
-        before = running - running[start[pix]]
+        before = running - running[start]
         weight = torch.exp(before).to(dtype) * alpha
         total = torch.zeros(width * height, dtype=torch.float64, device=dev).index_add(0, pix, log_keep)
         transmittance = torch.exp(total).to(dtype)[:, None]

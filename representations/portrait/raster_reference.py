@@ -56,6 +56,32 @@ def _footprint_radius(cov2d: Tensor) -> Tensor:
     return (3 * lam.sqrt()).ceil()
 
 
+def sorted_pairs(
+    means2d: Tensor, conics: Tensor, depths: Tensor, opacities: Tensor, owner: Tensor, px: Tensor,
+    py: Tensor, width: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """The candidate pairs (Gaussian `owner`, pixel `px`, `py`) that pass 3DGS's α ≥ 1/255 test, sorted
+    by pixel and then depth: their α (differentiable), owners, flat pixel indices, and each pair's
+    index of the first pair of its pixel."""
+    dev, dtype = means2d.device, means2d.dtype
+    d = torch.stack([px.to(dtype) + 0.5, py.to(dtype) + 0.5], -1) - means2d[owner]
+    a, b, c = conics[owner].unbind(-1)
+    power = -0.5 * (a * d[:, 0] ** 2 + c * d[:, 1] ** 2) - b * d[:, 0] * d[:, 1]
+    alpha = (opacities[owner] * torch.exp(power)).clamp(max=ALPHA_MAX)
+    with torch.no_grad():
+        keep = (alpha >= ALPHA_MIN) & (power <= 0)
+        pix = (py * width + px)[keep]
+        depth_rank = torch.empty_like(depths, dtype=torch.long)
+        depth_rank[torch.argsort(depths)] = torch.arange(len(depths), device=dev)
+        order = torch.argsort(pix * len(depths) + depth_rank[owner[keep]])
+        pix = pix[order]
+        counts = torch.bincount(pix)
+        start = torch.cumsum(counts, 0) - counts
+    alpha = alpha[keep][order]
+    owner = owner[keep][order]
+    return alpha, owner, pix, start[pix]
+
+
 def rasterize_torch(
     means: Tensor,
     quats: Tensor,
@@ -90,27 +116,13 @@ def rasterize_torch(
         ww = torch.repeat_interleave(w, count)
         px = x0[owner].long() + local % ww
         py = y0[owner].long() + local // ww
-    d = torch.stack([px.to(dtype) + 0.5, py.to(dtype) + 0.5], -1) - means2d[owner]
-    a, b, c = conics[owner].unbind(-1)
-    power = -0.5 * (a * d[:, 0] ** 2 + c * d[:, 1] ** 2) - b * d[:, 0] * d[:, 1]
-    alpha = (opacities[owner] * torch.exp(power)).clamp(max=ALPHA_MAX)
-    with torch.no_grad():
-        keep = (alpha >= ALPHA_MIN) & (power <= 0)
-        pix = (py * width + px)[keep]
-        depth_rank = torch.empty_like(depths, dtype=torch.long)
-        depth_rank[torch.argsort(depths)] = torch.arange(len(depths), device=dev)
-        order = torch.argsort(pix * len(depths) + depth_rank[owner[keep]])
-        pix = pix[order]
-        counts = torch.bincount(pix, minlength=width * height)
-        start = torch.cumsum(counts, 0) - counts
-    alpha = alpha[keep][order]
-    owner = owner[keep][order]
+    alpha, owner, pix, start = sorted_pairs(means2d, conics, depths, opacities, owner, px, py, width)
     # transmittance before each pair: exp of the running sum of log(1 - α) within its pixel's run.
     # One pass over the pairs (a dense pixels × max-depth table costs what the busiest pixel costs);
     # float64, because the running sum spans every pixel and the per-pixel parts are differences.
     log_keep = torch.log1p(-alpha.double())
     running = torch.cumsum(log_keep, 0) - log_keep  # exclusive prefix sum over all pairs
-    before = running - running[start[pix]]
+    before = running - running[start]
     weight = torch.exp(before).to(dtype) * alpha
     image = torch.zeros(width * height, C, dtype=dtype, device=dev).index_add(
         0, pix, weight[:, None] * colors[owner]
