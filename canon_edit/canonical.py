@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from .atomic import atomic_path, write_json
-from .errors import UserError
-from .files import CorruptFile, read_json, read_tensors
+from .errors import ResumeNeeded, UserError
+from .files import RESUME_FIX, CorruptFile, read_json, read_tensors
 
 
 @dataclass
@@ -102,10 +102,8 @@ class CanonicalVideo:
         folder = Path(folder)
         path = folder / "bake.safetensors"
         if not path.is_file() or not (folder / "canonical.json").is_file():
-            raise UserError(
-                f"no baked canonical video in {folder}; finish the run with 'canon-edit fit --resume -o RUN'"
-            )
-        fix = f"rebuild the bake with 'canon-edit fit --resume -o {folder.parent}'"
+            raise ResumeNeeded(f"no baked canonical video in {folder}", folder.parent)
+        fix = RESUME_FIX
         meta = read_json(folder / "canonical.json", fix)
         t = read_tensors(path, fix)
         try:

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from .errors import UserError
+from .errors import Interrupted, ReplaceRefused, ResumeNeeded, TrainingDiverged, UserError
+from .files import RESUME_FIX, CorruptFile
 
 
 class _Parser(argparse.ArgumentParser):
@@ -257,12 +258,40 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 COMMANDS = {"fit": _cmd_fit, "edit": _cmd_edit, "render": _cmd_render, "eval": _cmd_eval, "demo": _cmd_demo}
 
 
+# the CLI's words for what a library error asks the user to do
+REPLACE_WITH = {"output folder": "-o", "edit name": "--name"}
+
+
+def _resume(run: Path) -> str:
+    return f"'canon-edit fit --resume -o {run}'"
+
+
+def phrase(e: UserError) -> str:
+    """The error as one line, its fix worded as flags and commands (the library's words otherwise)."""
+    if isinstance(e, TrainingDiverged):
+        return (
+            f"{e.problem}; lower the learning rates (--set lr_...=VALUE) and continue with {_resume(e.run)}"
+        )
+    if isinstance(e, Interrupted):
+        return f"{e.problem}; continue with {_resume(e.run)}"
+    if isinstance(e, ResumeNeeded):
+        return f"{e.problem}; finish or rebuild it with {_resume(e.run)}"
+    if isinstance(e, ReplaceRefused):
+        return (
+            f"{e.problem}; pass --force to replace it, or choose another {REPLACE_WITH.get(e.what, e.what)}"
+        )
+    if isinstance(e, CorruptFile) and e.fix == RESUME_FIX:
+        run = next((p for p in e.path.parents if (p / "run.json").is_file()), e.path.parent)
+        return f"{e.path} is corrupt ({e.reason}); rebuild it with {_resume(run)}"
+    return str(e)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
     except UserError as e:
-        sys.stderr.write(f"canon-edit: error: {e}\n")
+        sys.stderr.write(f"canon-edit: error: {phrase(e)}\n")
         return 2
     except OSError as e:  # the system refused a read or write (disk full, permissions): say which
         where = f" ({e.filename})" if e.filename else ""

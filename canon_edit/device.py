@@ -12,7 +12,7 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device '{name}' requested but this torch has no CUDA; use --device cpu")
+        raise UserError(f"device '{name}' requested but this torch has no CUDA; use the CPU")
     try:
         dev = torch.device(name)
     except RuntimeError:

@@ -1,4 +1,14 @@
-"""User-facing errors: the CLI prints them as one line and exits with code 2."""
+"""User-facing errors: the CLI prints them as one line and exits with code 2.
+
+Library code raises them with the facts and a fix in the library's own terms. Where the fix is an
+action on the command line (a flag to pass, a command to run), the error is one of the subclasses
+below, which carry the facts as attributes; `canon_edit.cli` words that fix in flags and commands,
+so no library module needs to know the CLI's spelling.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -8,5 +18,29 @@ class UserError(Exception):
     """
 
 
-class TrainingDiverged(UserError):
-    """The loss became NaN/inf; the last good checkpoint is kept."""
+class ResumeNeeded(UserError):
+    """`run` must be (re)fitted by resuming it: it is unfinished, or a file it made needs rebuilding."""
+
+    def __init__(self, message: str, run: Path):
+        super().__init__(f"{message}; resume the fit of {run} to finish or rebuild it")
+        self.problem, self.run = message, run
+
+
+class TrainingDiverged(ResumeNeeded):
+    """The loss became NaN/inf; the last good checkpoint is kept, so lower learning rates can resume."""
+
+    def __init__(self, message: str, run: Path):
+        super().__init__(message, run)
+        self.args = (f"{message}; lower the learning rates and resume the fit of {run}",)
+
+
+class Interrupted(ResumeNeeded):
+    """The fit was stopped (Ctrl-C) after a checkpoint was saved."""
+
+
+class ReplaceRefused(UserError):
+    """`target` exists and is canon-edit's own; replacing it needs the caller's explicit consent."""
+
+    def __init__(self, message: str, target: Path, what: str):
+        super().__init__(f"{message}; replace it explicitly (force) or choose another {what}")
+        self.problem, self.target, self.what = message, target, what

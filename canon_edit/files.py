@@ -18,13 +18,16 @@ from torch import Tensor
 
 from .errors import UserError
 
+# the fix of a file that resuming the fit rebuilds (the CLI words it as a command)
+RESUME_FIX = "rebuild it by resuming the fit"
+
 
 class CorruptFile(UserError):
     """A file canon-edit wrote earlier cannot be read back; the message says how to rebuild it."""
 
     def __init__(self, path: Path, reason: str, fix: str):
         super().__init__(f"{path} is corrupt ({reason}); {fix}")
-        self.path = path
+        self.path, self.reason, self.fix = path, reason, fix
 
 
 def _reason(error: Exception) -> str:

@@ -9,6 +9,7 @@ the seed, and learning rates), records them in run.json, and refuses every other
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -170,7 +171,7 @@ def fps_origin(options: ClipOptions) -> str:
         return "the video's"
     if any((d / FPS_FILE).is_file() for d in (source, source / "frames")):
         return f"from {FPS_FILE}"
-    return f"the frame-folder default; set it with --fps or a {FPS_FILE}"
+    return f"the frame-folder default, as no {FPS_FILE} states one"
 
 
 def fit_video(
@@ -232,12 +233,12 @@ def resume_fit(
 ) -> RunFolder:
     """Continue the run in `out` from its newest readable checkpoint (or re-finish a done run)."""
     if not (Path(out) / "run.json").is_file():
-        raise UserError(f"{out} holds no run to resume; start a new fit without --resume")
+        raise UserError(f"{out} holds no run to resume; start a new fit instead")
     run = RunFolder.open(out, need_done=False)
     info = run.info()
     stored = str(info.get("method"))
     if method and method != stored:
-        raise UserError(f"{run.path} is a '{stored}' run; a resumed fit keeps its method (drop --method)")
+        raise UserError(f"{run.path} is a '{stored}' run; a resumed fit keeps its method")
     if preset and preset != info.get("preset"):
         raise UserError(f"{run.path} was fitted with preset '{info.get('preset')}'; a resumed fit keeps it")
     if source is not None and isinstance(info.get("clip"), dict) and "source" in info["clip"]:
@@ -256,7 +257,8 @@ def resume_fit(
                 file=sys.stderr,
             )
     cfg = from_dict(cls.config_class, deep_merge(config, overrides or {}))
-    before, after = _flatten(config), _flatten(to_dict(cfg))
+    before = _flatten(config)
+    after = _flatten(json.loads(json.dumps(to_dict(cfg))))  # as run.json holds it: tuples are lists
     asked = _flatten(overrides or {})
     # a key a run from an older version lacks takes its default silently; only what differs counts
     changes = {k: after[k] for k in after if (k in before or k in asked) and before.get(k) != after[k]}

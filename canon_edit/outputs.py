@@ -1,4 +1,4 @@
-"""The one policy for output folders: canon-edit replaces only what it made, and only with --force.
+"""The one policy for output folders: canon-edit replaces only what it made, and only when told to.
 
 Every folder canon-edit creates as an output (a run, a demo) gets a marker file naming its kind.
 An existing non-empty folder is reused only when its marker says it is canon-edit's folder of the
@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import UserError
+from .errors import ReplaceRefused, UserError
 from .lock import lock_holder
 
 MARKER = ".canon-edit.json"
@@ -69,7 +69,7 @@ def claim_folder(
                 "canon-edit never replaces them: choose another output folder"
             )
         if not force:
-            raise UserError(f"{folder} already holds a canon-edit {kind}; pass --force to replace it")
+            raise ReplaceRefused(f"{folder} already holds a canon-edit {kind}", folder, "output folder")
         holder = lock_holder(folder)
         if holder is not None:
             raise UserError(f"{folder} is being written by process {holder['pid']}; wait for it or stop it")

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from . import __version__
 from .atomic import atomic_path, write_json
-from .errors import UserError
+from .errors import ResumeNeeded, UserError
 from .files import CorruptFile, read_json, read_tensors
 from .outputs import claim_folder
 from .video import Clip
@@ -118,10 +118,7 @@ class RunFolder:
             )
         status = run.info().get("status")
         if need_done and status != "done":
-            raise UserError(
-                f"the run in {run.path} is not finished (status '{status}'); "
-                f"finish it with 'canon-edit fit --resume -o {run.path}'"
-            )
+            raise ResumeNeeded(f"the run in {run.path} is not finished (status '{status}')", run.path)
         return run
 
     def info(self) -> dict[str, Any]:
@@ -238,7 +235,7 @@ class RunFolder:
                 reason = e if isinstance(e, CorruptFile) else f"{path} does not fit this model"
                 print(
                     f"canon-edit: note: checkpoint {path.stem} is unusable ({str(reason).split(';')[0]}); "
-                    + (f"--resume uses {older}" if older else "--resume starts from step 0"),
+                    + (f"resuming from {older}" if older else "resuming from step 0"),
                     file=sys.stderr,
                 )
         return None

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .errors import TrainingDiverged, UserError
+from .errors import Interrupted, TrainingDiverged, UserError
 from .run import RunFolder
 
 
@@ -73,7 +73,7 @@ def optimise(
     """Optimise `model` for cfg.steps (or until the time budget); returns the last step done.
 
     On resume the learning rates come from the model's (possibly changed) config, not from the
-    checkpoint, so `--resume --set lr_...=` takes effect; unchanged, they are the same numbers.
+    checkpoint, so a resume with changed learning rates takes effect; unchanged, they are the same.
     """
     optimizer = make_optimizer(model)
     start = 0
@@ -116,8 +116,8 @@ def optimise(
                 bad = ", ".join(k for k, v in terms.items() if not torch.isfinite(v))
                 raise TrainingDiverged(
                     f"the loss became non-finite at step {step} ({bad}); the last good checkpoint "
-                    f"(step {last_good}) is kept in {run.checkpoints}; lower the learning rates "
-                    "(--set lr_...=) and continue with --resume"
+                    f"(step {last_good}) is kept in {run.checkpoints}",
+                    run.path,
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -141,9 +141,8 @@ def optimise(
                 bar.total = total
     except KeyboardInterrupt:
         run.save_checkpoint(done, model, optimizer)
-        raise UserError(
-            f"interrupted at step {done}; checkpoint saved in {run.checkpoints}; "
-            "continue with the same command and --resume"
+        raise Interrupted(
+            f"interrupted at step {done}; checkpoint saved in {run.checkpoints}", run.path
         ) from None
     finally:
         bar.close()

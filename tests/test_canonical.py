@@ -59,7 +59,7 @@ def test_save_load_round_trip(tmp_path, procedural):
 
 
 def test_load_of_a_missing_bake_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="canon-edit fit"):
+    with pytest.raises(UserError, match="no baked canonical video.*resume the fit"):
         CanonicalVideo.load(tmp_path)
 
 

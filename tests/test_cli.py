@@ -82,7 +82,7 @@ def test_existing_output_and_unwritable_output(tmp_path, clip_dir, capsys):
 
 def test_resume_without_a_run(tmp_path, clip_dir, capsys):
     code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(tmp_path / "run"), "--resume")
-    assert_one_line_error(code, err, "without --resume")
+    assert_one_line_error(code, err, "no run to resume")
 
 
 def test_portrait_without_its_body_model_files_leaves_no_run(tmp_path, clip_dir, capsys):

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from canon_edit.cli import phrase
 from canon_edit.errors import TrainingDiverged
 from canon_edit.run import RunFolder
 from canon_edit.train import TrainConfig, lr_factor, optimise
@@ -39,8 +40,12 @@ class Toy(nn.Module):
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
     run = RunFolder.create(tmp_path / "run")
     cfg = TrainConfig(steps=100, checkpoint_every=10)
-    with pytest.raises(TrainingDiverged, match=r"non-finite at step 25.*step 20.*--resume"):
+    with pytest.raises(TrainingDiverged, match=r"non-finite at step 25.*step 20.*resume the fit") as error:
         optimise(Toy(nan_at=25), run, cfg, show_progress=False)
+    # the CLI words the fix as flags and the command to run
+    assert phrase(error.value).endswith(
+        f"(--set lr_...=VALUE) and continue with 'canon-edit fit --resume -o {run.path}'"
+    )
     last = run.checkpoint_paths()[-1]
     assert json.loads(last.read_text())["step"] == 20
     resumed = Toy()

@@ -17,16 +17,12 @@ from torch import Tensor
 
 from ..atomic import atomic_dir, write_json
 from ..canonical import CanonicalVideo, texture_filename
-from ..errors import UserError
+from ..errors import ReplaceRefused, UserError
 from ..files import read_tensors
 from ..run import RunFolder
 from ..video import write_image, write_video
 
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
-
-
-class EditExists(UserError):
-    """An edit of that name exists; replacing it needs the caller's explicit consent."""
 
 
 def check_edit_name(run: RunFolder, name: str, replace: bool) -> str:
@@ -37,7 +33,7 @@ def check_edit_name(run: RunFolder, name: str, replace: bool) -> str:
             "(not first), at most 100 characters"
         )
     if (run.edits / name).exists() and not replace:
-        raise EditExists(f"edit '{name}' already exists in {run.edits}; choose another name or replace it")
+        raise ReplaceRefused(f"edit '{name}' already exists in {run.edits}", run.edits / name, "edit name")
     return name
 
 
@@ -74,7 +70,7 @@ def load_edit(run: RunFolder, name: str) -> list[Tensor]:
     if not NAME.fullmatch(name) or not path.is_file():
         have = sorted(p.name for p in run.edits.iterdir()) if run.edits.is_dir() else []
         raise UserError(f"no edit named '{name}' in {run.path}; available: {', '.join(have) or 'none'}")
-    t = read_tensors(path, f"make the edit again (canon-edit edit ... --name {name} --force)")
+    t = read_tensors(path, f"make edit '{name}' again, replacing it")
     try:
         return [t[str(k)] for k in range(len(t))]
     except KeyError:

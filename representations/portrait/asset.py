@@ -24,10 +24,11 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from canon_edit.atomic import atomic_path, write_json
-from canon_edit.errors import UserError
-from canon_edit.files import CorruptFile, read_json, read_tensors
+from canon_edit.errors import ResumeNeeded, UserError
+from canon_edit.files import RESUME_FIX, CorruptFile, read_json, read_tensors
 
 from .body import BodyModel, load_body_spec
+from .camera import Camera
 from .gaussians import read_ply, write_ply
 from .render import NeuralDecoder, posed_gaussians, render_frame
 from .tracking import Tracking, load_tracking
@@ -103,6 +104,25 @@ class PortraitAsset:
         )
         return {**g, "means": means, "quats": quats, "rgb": torch.sigmoid(g["features"][:, :3])}
 
+    def source_camera(self, frame: int) -> Camera:
+        """Frame `frame`'s tracked camera: where a viewer starts, and the frustum it shows."""
+        return self.tracking.camera(frame)
+
+    @torch.no_grad()
+    def render_view(self, frame: int, camera: Camera) -> Tensor:
+        """The avatar as posed in frame `frame`, seen from any `camera`, over black (3×H×W).
+
+        Novel views for the viewer: the source frame is not a backdrop here, since it only lines up
+        with the tracked camera.
+        """
+        tr = self.tracking
+        g = {k: v.to(tr.pose.device) for k, v in self.gaussians.items()}
+        black = torch.zeros(3, camera.height, camera.width)
+        image, _ = render_frame(
+            self.get_body(), g, self.decoder(), tr.pose[frame], tr.expression[frame], tr.shape, camera, black
+        )
+        return image
+
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -129,10 +149,8 @@ class PortraitAsset:
         folder = Path(folder)
         meta_path = folder / "asset.json"
         if not meta_path.is_file():
-            raise UserError(
-                f"{folder} holds no portrait bake (no asset.json); finish it with 'canon-edit fit --resume'"
-            )
-        fix = f"rebuild the bake with 'canon-edit fit --resume -o {folder.parent}'"
+            raise ResumeNeeded(f"{folder} holds no portrait bake (no asset.json)", folder.parent)
+        fix = RESUME_FIX
         meta = read_json(meta_path, fix)
         if meta.get("kind") != KIND:
             raise UserError(f"{folder} holds a '{meta.get('kind')}' bake, not a portrait")
