@@ -75,9 +75,9 @@ def read_mask(path: str, texture: Tensor, layer: int) -> Tensor:
     """Hc×Wc bool from a texture-space PNG: white (and opaque) texels may change."""
     image = read_image(path)
     value = image[:3].mean(0) * (image[3] if image.shape[0] == 4 else 1)
-    mask = fit_to_texture(value[None], texture, f"--mask {path}")[0] > 0.5
+    mask = fit_to_texture(value[None], texture, f"the mask {path}")[0] > 0.5
     if not mask.any():
-        raise UserError(f"--mask {path} selects no texel of layer {layer}; white marks what may change")
+        raise UserError(f"the mask {path} selects no texel of layer {layer}; white marks what may change")
     return mask
 
 
@@ -86,15 +86,11 @@ def edit_text(args: DiffusionRequest, mode: str) -> str:
     if mode == "ip2p":
         text = args.instruction or args.prompt
     elif args.instruction:
-        raise UserError(
-            f"--instruction is for --mode ip2p; describe the result with --prompt for --mode {mode}"
-        )
+        raise UserError(f"an instruction is for mode ip2p; describe the result with a prompt for mode {mode}")
     else:
         text = args.prompt
     if not text or not text.strip():
-        raise UserError(
-            f"--mode {mode} needs a non-empty {'--instruction' if mode == 'ip2p' else '--prompt'}"
-        )
+        raise UserError(f"mode {mode} needs a non-empty {'instruction' if mode == 'ip2p' else 'prompt'}")
     return text
 
 
@@ -129,12 +125,12 @@ def validate_request(args: DiffusionRequest, n_layers: int) -> tuple[str, str, A
     """(mode, text, config, layers): everything a request can get wrong, checked before a model loads."""
     mode = args.mode or ("ip2p" if args.instruction else "img2img")
     if mode not in MODES:
-        raise UserError(f"unknown --mode '{mode}'; use one of {', '.join(MODES)}")
+        raise UserError(f"unknown mode '{mode}'; use one of {', '.join(MODES)}")
     text = edit_text(args, mode)
     if args.source_prompt and mode != "dds":
-        raise UserError("--source-prompt is for --mode dds")
+        raise UserError("a source prompt is for mode dds")
     if args.controlnet and mode != "img2img":
-        raise UserError("--controlnet is for --mode img2img")
+        raise UserError("a ControlNet is for mode img2img")
     config_cls, check = MODES[mode]
     cfg = load_config(config_cls, args.preset or mode, args.overrides, group="edit")
     check(cfg)
@@ -159,11 +155,11 @@ def diffusion_edit(cv: CanonicalVideo, args: DiffusionRequest) -> tuple[list[Ten
             "an InstructPix2Pix model (8 UNet input channels)" if model.instruct else "a text-to-image model"
         )
         fix = (
-            "use --mode ip2p --instruction ..."
+            "use mode ip2p with an instruction"
             if model.instruct
-            else "pass an InstructPix2Pix --model (e.g. timbrooks/instruct-pix2pix)"
+            else "give an InstructPix2Pix model (e.g. timbrooks/instruct-pix2pix)"
         )
-        raise UserError(f"'{model_id}' is {kind}, which --mode {mode} cannot use; {fix}")
+        raise UserError(f"'{model_id}' is {kind}, which mode {mode} cannot use; {fix}")
     edited = _run_mode(cv, model, mode, text, cfg, args, layers, masks)
     textures = []
     for k, original in enumerate(cv.textures()):
