@@ -8,6 +8,7 @@ import torch
 from canon_edit.errors import UserError
 from canon_edit.fitting import fit_clip
 from canon_edit.metrics import psnr
+from canon_edit_representations.portrait import asset as asset_module
 from canon_edit_representations.portrait.asset import PortraitAsset
 from canon_edit_representations.portrait.body import SMPLXBody
 from canon_edit_representations.portrait.config import PortraitConfig
@@ -49,6 +50,25 @@ def test_bake_renders_what_the_model_renders(smplx_dir, portrait):
     expected, _ = model.render_all()
     asset = model.bake()
     torch.testing.assert_close(asset.render(), expected, atol=1e-5, rtol=0)
+
+
+def test_the_finish_renders_each_frame_once(smplx_dir, portrait, monkeypatch):
+    """Person-only metrics (over black) and the reconstruction (over the source) share one pass."""
+    body = SMPLXBody(smplx_dir)
+    cfg = PortraitConfig(body="smplx", body_model_dir=str(smplx_dir), texel_resolution=64)
+    model = Portrait(portrait.clip, None, cfg, body=body, tracking=portrait.tracking)
+    asset = model.bake()
+    calls = []
+    real = asset_module.render_frame
+    monkeypatch.setattr(asset_module, "render_frame", lambda *a: calls.append(1) or real(*a))
+    black = torch.zeros(3, portrait.clip.H, portrait.clip.W)
+    over_black = asset.render(background=black)
+    over_source = asset.render()
+    assert len(calls) == portrait.clip.T
+    person, alpha = asset.render_person(list(range(portrait.clip.T)))
+    torch.testing.assert_close(over_black, person, atol=1e-6, rtol=0)
+    expected = person + portrait.clip.frames * (1 - alpha)
+    torch.testing.assert_close(over_source, expected, atol=2e-3, rtol=0)  # the kept pass is float16
 
 
 def test_portrait_needs_masks_and_tracking(smplx_dir, portrait):

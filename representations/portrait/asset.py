@@ -47,6 +47,7 @@ class PortraitAsset:
     background: Tensor  # T×3×H×W in [0, 1]
     fps: float
     body: BodyModel | None = field(default=None, repr=False)
+    _person: tuple[Tensor, Tensor] | None = field(default=None, repr=False)  # every frame's (person, alpha)
 
     @property
     def T(self) -> int:
@@ -69,22 +70,35 @@ class PortraitAsset:
         """Re-render frames (default all) as T×3×H×W, the person composited over `background`.
 
         `background` is one 3×H×W image for every frame (a new backdrop; black for person-only
-        metrics); by default each frame's own source frame.
+        metrics); by default each frame's own source frame. The person and its alpha are rendered
+        once per frame: they are kept (float16) after a render of every frame, so the finish step's
+        person-only metrics and its reconstruction video share one render pass.
         """
         if textures is not None:
             raise UserError(
                 "portrait runs have no canonical textures to replace; portrait edits are not supported yet"
             )
+        ids = list(range(self.T)) if frames is None else [int(t) for t in frames]
+        if frames is None and self._person is not None:
+            person, alpha = (x.float() for x in self._person)
+        else:
+            person, alpha = self.render_person(ids)
+            if frames is None:
+                self._person = (person.half(), alpha.half())
+        backdrop = self.background[ids] if background is None else background[None]
+        return person + backdrop * (1 - alpha)
+
+    @torch.no_grad()
+    def render_person(self, frames: list[int]) -> tuple[Tensor, Tensor]:
+        """The person over black (F×3×H×W, premultiplied) and its alpha (F×1×H×W)."""
         body, decoder, tr = self.get_body(), self.decoder(), self.tracking
         g = {k: v.to(tr.pose.device) for k, v in self.gaussians.items()}
-        out = []
-        for t in range(self.T) if frames is None else [int(t) for t in frames]:
-            image, _ = render_frame(
-                body, g, decoder, tr.pose[t], tr.expression[t], tr.shape, tr.camera(t),
-                self.background[t] if background is None else background,
-            )  # fmt: skip
-            out.append(image)
-        return torch.stack(out)
+        black = torch.zeros(3, tr.height, tr.width)
+        out = [
+            render_frame(body, g, decoder, tr.pose[t], tr.expression[t], tr.shape, tr.camera(t), black)
+            for t in frames
+        ]
+        return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
 
     @torch.no_grad()
     def rest_gaussians(self) -> dict[str, Tensor]:
