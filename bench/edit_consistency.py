@@ -28,7 +28,7 @@ from torch import Tensor
 
 from canon_edit.canonical import CanonicalVideo, over
 from canon_edit.errors import UserError
-from canon_edit.fitting import ClipOptions, fit_video, load_clip
+from canon_edit.fitting import ClipOptions, fit_video
 from canon_edit.flow import load_or_compute_flow
 from canon_edit.metrics import warping_error
 from canon_edit.run import RunFolder, versions
@@ -116,7 +116,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     figures: dict[str, Any] = {"bench": "edit_consistency", "clip": Path(args.clip).name}
     for method in METHODS:
         run, fit = method_run(method, getattr(args, f"{method}_run"), args, work)
-        clip = load_clip(run)
+        clip = run.clip()
         if clip.masks is None:
             raise UserError(f"{args.clip} has no masks; this benchmark edits the foreground layer")
         flow = load_or_compute_flow(run.flow, clip.frames)

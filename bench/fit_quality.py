@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from canon_edit.evaluate import load_canonical
+from canon_edit.representation import load_bake
 from canon_edit.fitting import ClipOptions, fit_video
 from canon_edit.run import versions
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     seconds = time.monotonic() - t0
     info, metrics = run.info(), json.loads(run.metrics.read_text())
-    bake = load_canonical(run.canonical)
+    bake = load_bake(run)
     t1 = time.monotonic()
     bake.render()
     render_fps = bake.T / (time.monotonic() - t1)
