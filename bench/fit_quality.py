@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from canon_edit.representation import load_bake
 from canon_edit.fitting import ClipOptions, fit_video
+from canon_edit.representation import load_bake
 from canon_edit.run import versions
 
 

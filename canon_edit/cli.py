@@ -129,6 +129,15 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", action="store_true", help="with --frame: the source frame, not the render")
 
 
+def _add_view(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("view", help="open a run (finished or being fitted) in the browser viewer")
+    p.add_argument("run")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="canon-edit",
@@ -143,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit(sub)
     _add_edit(sub)
     _add_render(sub)
+    _add_view(sub)
     e = sub.add_parser("eval", help="print PSNR, SSIM and warping error of a run or an edit as JSON")
     e.add_argument("run")
     e.add_argument("--edit")
@@ -255,7 +265,20 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     run_demo(Path(args.out), force=args.force, quick=args.quick, show_progress=not args.quiet)
 
 
-COMMANDS = {"fit": _cmd_fit, "edit": _cmd_edit, "render": _cmd_render, "eval": _cmd_eval, "demo": _cmd_demo}
+def _cmd_view(args: argparse.Namespace) -> None:
+    from .viewer.app import serve
+
+    serve(args.run, host=args.host, port=args.port)
+
+
+COMMANDS = {
+    "fit": _cmd_fit,
+    "edit": _cmd_edit,
+    "render": _cmd_render,
+    "eval": _cmd_eval,
+    "demo": _cmd_demo,
+    "view": _cmd_view,
+}
 
 
 # the CLI's words for what a library error asks the user to do

@@ -137,6 +137,12 @@ class PortraitAsset:
         )
         return image
 
+    @torch.no_grad()
+    def body_mesh(self, frame: int) -> tuple[Tensor, Tensor]:
+        """The tracked body of frame `frame`: vertices V×3 (world) and faces F×3, for a viewer's overlay."""
+        tr, body = self.tracking, self.get_body()
+        return body(tr.pose[frame][None], tr.expression[frame][None], tr.shape).vertices[0], body.faces
+
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,63 @@
+"""A run's facts for the viewer's side panel, read without the run lock and tolerant of a fit in progress.
+
+run.json and metrics.json are written atomically, so reading them while a fit runs sees either the
+old or the new file; a missing metrics.json (no bake yet) just leaves those facts out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..files import CorruptFile, read_json
+from ..run import RunFolder
+
+
+def run_facts(run: RunFolder, clip_shape: tuple[int, int, int] | None = None) -> dict[str, Any]:
+    """method, status, frames, size, fps, steps, and PSNR / SSIM / warping error when measured.
+
+    `clip_shape` (frames, height, width) of the stored clip fills in what run.json does not record.
+    """
+    info = run.info()
+    if clip_shape is not None:
+        info = {"frames": clip_shape[0], "height": clip_shape[1], "width": clip_shape[2]} | info
+    facts: dict[str, Any] = {
+        "method": info.get("method"),
+        "status": info.get("status"),
+        "frames": info.get("frames"),
+        "size": f"{info['width']}×{info['height']}" if "width" in info and "height" in info else None,
+        "fps": info.get("fps"),
+        "steps": info.get("steps"),
+    }
+    if run.metrics.is_file():
+        try:
+            metrics = read_json(run.metrics, "")
+        except CorruptFile:
+            metrics = {}
+        for key in ("psnr", "ssim", "warp_error", "source_warp_error"):
+            facts[key] = metrics.get(key)
+    return facts
+
+
+def list_edits(run: RunFolder) -> list[str]:
+    """Names of the run's finished edits (those with their textures written), sorted."""
+    if not run.edits.is_dir():
+        return []
+    return sorted(p.name for p in run.edits.iterdir() if (p / "textures.safetensors").is_file())
+
+
+def facts_markdown(facts: dict[str, Any], edits: list[str]) -> str:
+    """The facts as a markdown table; missing figures are left out."""
+    labels = {
+        "method": "method", "status": "status", "frames": "frames", "size": "size", "fps": "fps",
+        "steps": "steps", "psnr": "PSNR (dB)", "ssim": "SSIM", "warp_error": "warping error",
+        "source_warp_error": "source warping error",
+    }  # fmt: skip
+    lines = ["| | |", "|---|---|"]
+    for key, label in labels.items():
+        value = facts.get(key)
+        if value is None:
+            continue
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        lines.append(f"| {label} | {text} |")
+    lines.append(f"| edits | {', '.join(edits) if edits else 'none'} |")
+    return "\n".join(lines)

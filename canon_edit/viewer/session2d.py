@@ -1,0 +1,165 @@
+"""A client of a 2D run (CanonicalVideo): the page of view2d.py as the background image, the
+canonical toggles, the probe (a click on the page), and the live edit preview.
+
+A preview re-renders the uploaded canonical or keyframe without refitting; "save" hands the same
+file to `canon_edit.edit.commands` (the code path of `canon-edit edit`), which takes the run's lock.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..canonical import CanonicalVideo, apply_canonical_edit
+from ..edit.commands import (
+    EditTarget,
+    edit_canonical,
+    edit_keyframe,
+    edit_textures,
+    fit_image,
+    keyframe_textures,
+)
+from ..errors import UserError
+from ..run import RunFolder
+from ..video import read_image
+from .session import NO_EDIT, ClientSession
+from .view2d import Page, Scene2D, State2D
+
+
+@dataclass(frozen=True)
+class Upload:
+    """The previewed file: a canonical layer (`layer`) or a keyframe (`frame`)."""
+
+    path: Path
+    layer: int | None = None
+    frame: int | None = None
+
+
+class Session2D(ClientSession):
+    def __init__(self, client: Any, run: RunFolder, cv: CanonicalVideo, scene: Scene2D):
+        super().__init__(client, run, scene.source, cv.fps)
+        self.cv, self.scene = cv, scene
+        self.state = State2D()
+        self.page: Page | None = None
+        self.upload: Upload | None = None
+        self.tmp = Path(tempfile.mkdtemp(prefix="canon-edit-view-"))
+        gui = client.gui
+        with gui.add_folder("canonical"):
+            self.alpha = gui.add_checkbox("alpha", initial_value=False)
+            self.coverage = gui.add_checkbox("coverage", initial_value=False)
+            self.grid = gui.add_checkbox("uv grid", initial_value=False)
+        self.probe = gui.add_markdown(
+            "Top: source, reconstruction, edit. Bottom: each layer's canonical. "
+            "Click a frame pixel or a canonical texel to probe it."
+        )
+        with gui.add_folder("edit preview"):
+            names = [scene.layer_name(k) for k in range(len(cv.layers))]
+            self.layer = gui.add_dropdown("layer", options=names, initial_value=names[0])
+            self.upload_canonical = gui.add_upload_button("upload canonical", mime_type="image/*")
+            self.upload_keyframe = gui.add_upload_button("upload keyframe", mime_type="image/*")
+            self.name = gui.add_text("edit name", initial_value="")
+            self.save = gui.add_button("save edit")
+        for box in (self.alpha, self.coverage, self.grid):
+            box.on_update(lambda _: self.refresh())
+        self.upload_canonical.on_upload(lambda _: self._preview(self.upload_canonical.value, layer=True))
+        self.upload_keyframe.on_upload(lambda _: self._preview(self.upload_keyframe.value, layer=False))
+        self.save.on_click(lambda _: self._save())
+        client.scene.on_click()(self._click)
+        client.camera.on_update(lambda _: self._resize())
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.state = replace(
+            self.state,
+            frame=self.current_frame(),
+            alpha=bool(self.alpha.value),
+            coverage=bool(self.coverage.value),
+            grid=bool(self.grid.value),
+        )
+        self.worker.submit(self.state)
+
+    def render(self, request: State2D) -> None:
+        page = self.scene.draw(request)
+        self.push(page.image)
+        self.page = page
+        if request.probe is not None:
+            self.probe.content = page.probe_text
+
+    def select_edit(self, name: str) -> None:
+        try:
+            textures = None if name == NO_EDIT else edit_textures(self.cv, self.run, name)
+        except UserError as e:
+            self.report(str(e))
+            return
+        self.upload = None
+        self.state = replace(self.state, edit=textures, edit_label=name)
+        self.refresh()
+
+    def close(self) -> None:
+        super().close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _resize(self) -> None:
+        cam = self.client.camera
+        size = (int(cam.image_width), int(cam.image_height))
+        if size[0] > 0 and size[1] > 0 and size != (self.state.width, self.state.height):
+            self.state = replace(self.state, width=size[0], height=size[1])
+            self.refresh()
+
+    def _click(self, event: Any) -> None:
+        if self.page is None:
+            return
+        sx, sy = event.screen_pos
+        probe = self.scene.probe_at(self.page, sx * self.page.image.shape[1], sy * self.page.image.shape[0])
+        if probe is not None:
+            self.state = replace(self.state, probe=probe)
+            self.refresh()
+
+    def _base(self) -> list:
+        """Textures an upload applies to: the selected edit's, else the reconstruction's."""
+        name = self.edit.value
+        return self.cv.textures() if name == NO_EDIT else edit_textures(self.cv, self.run, name)
+
+    def _preview(self, file: Any, layer: bool) -> None:
+        path = self.tmp / Path(file.name).name
+        path.write_bytes(file.content)
+        try:
+            image = read_image(path)
+            base = self._base()
+            if layer:
+                k = [self.scene.layer_name(i) for i in range(len(self.cv.layers))].index(self.layer.value)
+                textures = list(base)
+                textures[k] = apply_canonical_edit(textures[k], image)
+                self.upload = Upload(path, layer=k)
+            else:
+                t = self.current_frame()
+                edited = fit_image(image[:3], self.cv.H, self.cv.W, f"the edited frame {file.name}")
+                textures = keyframe_textures(self.cv.with_textures(base), self.scene.source, t, edited)
+                self.upload = Upload(path, frame=t)
+        except UserError as e:
+            self.report(str(e))
+            return
+        self.state = replace(self.state, edit=textures, edit_label=f"preview of {file.name}")
+        self.report(f"previewing {file.name}; name it and press 'save edit' to keep it")
+        self.refresh()
+
+    def _save(self) -> None:
+        if self.upload is None:
+            self.report("upload an edited canonical or keyframe first")
+            return
+        base = None if self.edit.value == NO_EDIT else self.edit.value
+        target = EditTarget(run=self.run.path, name=self.name.value.strip() or None, from_edit=base)
+        try:
+            if self.upload.layer is not None:
+                folder = edit_canonical(target, self.upload.path, self.upload.layer)
+            else:
+                folder = edit_keyframe(target, int(self.upload.frame or 0), self.upload.path)
+        except UserError as e:
+            self.report(str(e))
+            return
+        self.reload_facts()
+        self.edit.value = folder.name  # show what was saved, read back from the run
+        self.report(f"saved edit '{folder.name}' in {folder}")

@@ -1,0 +1,281 @@
+"""`canon-edit view` in a real browser: the system Chromium driven by Playwright (nothing downloaded).
+
+Each test starts the viewer on a free port of 127.0.0.1 and stops it at the end. Screenshots a
+failing check took are kept in the test's tmp_path and named in the assertion message. With
+$CANON_EDIT_SCREENSHOT_DIR set, the 2D page is also saved there as viewer.png (docs/viewer.png).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from canon_edit.fitting import finish_run
+from canon_edit.run import RunFolder
+from canon_edit.video import write_image
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+playwright_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+)
+pytest.importorskip("viser", reason="viser is not installed (pip install -e '.[viewer]')")
+if not Path(CHROMIUM).is_file():
+    pytest.skip(
+        "no system Chromium at /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True
+    )
+
+from canon_edit.viewer.app import Viewer  # noqa: E402
+
+VIEWPORT = {"width": 1200, "height": 700}
+EMPTY = np.ones((1, 1, 3), np.float32)  # viser's view before the first image: white
+# viser's "software WebGL" notice would cover the top-left of the page in every screenshot
+HIDE_NOTICES = ".mantine-Notifications-root { display: none !important; }"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def open_viewer(browser, tmp_path) -> Iterator[Callable]:
+    """open_viewer(run) → (viewer, page): the viewer served on a free port and a page showing it."""
+    started: list[Viewer] = []
+    pages = []
+
+    def start(run: RunFolder):
+        viewer = Viewer(run.path, host="127.0.0.1", port=free_port())
+        started.append(viewer)
+        page = browser.new_page(viewport=VIEWPORT, device_scale_factor=1)
+        pages.append(page)
+        page.goto(viewer.url)
+        page.add_style_tag(content=HIDE_NOTICES)
+        return viewer, page
+
+    yield start
+    for page in pages:
+        page.close()
+    for viewer in started:
+        viewer.stop()
+
+
+class Shots:
+    """Screenshots of the 3D canvas as float arrays, each also saved under tmp_path."""
+
+    def __init__(self, page, folder: Path):
+        self.page, self.folder, self.n = page, folder, 0
+        self.canvas = page.locator("canvas[data-engine]")
+
+    def take(self, name: str) -> tuple[np.ndarray, Path]:
+        self.n += 1
+        path = self.folder / f"{self.n:02d}_{name}.png"
+        return self._grab(path), path
+
+    def changed(self, before: np.ndarray, name: str, timeout: float = 15.0) -> tuple[np.ndarray, Path]:
+        """The first screenshot that differs from `before`, once it has stopped changing."""
+        shot, path = self.take(name)
+        end = time.monotonic() + timeout
+        while np.abs(shot - before).max() < 0.05 and time.monotonic() < end:
+            time.sleep(0.2)
+            shot = self._grab(path)
+        time.sleep(0.3)
+        return self._grab(path), path
+
+    def _grab(self, path: Path) -> np.ndarray:
+        from PIL import Image
+
+        path.write_bytes(self.canvas.screenshot())
+        return np.asarray(Image.open(path).convert("RGB")).astype(np.float32) / 255
+
+
+def session(viewer: Viewer, timeout: float = 15.0):
+    """The one client session, once it has pushed its first image."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for s in viewer.sessions.values():
+            if s.pushed:
+                return s
+        time.sleep(0.1)
+    raise AssertionError("no client connected to the viewer")
+
+
+def panel(shot: np.ndarray, rect, shape: tuple[int, int]) -> torch.Tensor:
+    """The screenshot's pixels of a panel, resampled to the panel's own size (3×h×w)."""
+    region = torch.from_numpy(shot[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w]).permute(2, 0, 1)
+    return torch.nn.functional.interpolate(region[None], size=shape, mode="area")[0]
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.flatten() - a.mean(), b.flatten() - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-9))
+
+
+def test_2d_page_shows_facts_and_follows_the_frame_slider(truth_run, procedural, open_viewer, tmp_path):
+    viewer, page = open_viewer(truth_run)
+    page.wait_for_selector("text=PSNR", timeout=20_000)
+    psnr = json.loads(truth_run.metrics.read_text())["psnr"]
+    for text in ("codef", f"{psnr:.4g}", "80×48", "warping error"):
+        assert page.get_by_text(text, exact=False).count() > 0, f"the page does not show {text!r}"
+    s = session(viewer)
+    shots = Shots(page, tmp_path)
+    first, first_path = shots.changed(EMPTY, "frame0")
+    rects = s.page.rects
+    slider = page.get_by_role("slider").first
+    slider.focus()
+    slider.press("End")
+    last, last_path = shots.changed(first, "frame_last")
+    assert int(s.frame.value) == procedural.clip.T - 1, f"slider did not move the frame; see {last_path}"
+    assert np.abs(last - first).mean() > 0.02, f"the page did not change: {first_path} vs {last_path}"
+    # the source panel changed where the video changed: |frame T-1 − frame 0| matches the screenshots'
+    h, w = procedural.clip.H, procedural.clip.W
+    seen = (panel(last, rects[0], (h, w)) - panel(first, rects[0], (h, w))).abs().mean(0)
+    truth = (procedural.clip.frames[-1] - procedural.clip.frames[0]).abs().mean(0)
+    r = correlation(seen, truth)
+    assert r > 0.8, (
+        f"screenshot difference does not follow the video's (r={r:.2f}); see {first_path}, {last_path}"
+    )
+
+
+def test_2d_probe_marks_the_texel_the_pixel_samples(truth_run, open_viewer, tmp_path):
+    viewer, page = open_viewer(truth_run)
+    s = session(viewer)
+    shots = Shots(page, tmp_path)
+    before, _ = shots.changed(EMPTY, "before")
+    cv, rects = s.cv, s.page.rects
+    x, y = 50, 20  # a pixel of frame 0, on the sprite (layer 1) and over the background (layer 0)
+    cx, cy = rects[1].to_canvas(x + 0.5, y + 0.5)  # the reconstruction panel
+    box = shots.canvas.bounding_box()
+    page.mouse.click(box["x"] + cx, box["y"] + cy)
+    page.wait_for_selector("text=texel (", timeout=10_000)
+    after, path = shots.changed(before, "probed")
+    text = page.locator("body").inner_text()
+    assert "pixel (50, 20)" in text, f"the probe did not report pixel (50, 20); see {path}"
+    for k, la in enumerate(cv.layers):
+        hc, wc = la.texture.shape[1:]
+        u, v = la.uv[0, y, x].float().tolist()
+        col, row = (u + 1) * wc / 2 - 0.5, (v + 1) * hc / 2 - 0.5
+        assert f"texel ({col:.1f}, {row:.1f})" in text, (
+            f"layer {k}: the page does not report texel ({col:.1f}, {row:.1f}); see {path}"
+        )
+        # the marker (magenta) is drawn on the layer's canonical at that texel
+        mx, my = rects[2 + k].to_canvas(col + 0.5, row + 0.5)
+        patch = after[int(my) - 3 : int(my) + 4, int(mx) - 3 : int(mx) + 4]
+        magenta = (patch[..., 0] > 0.75) & (patch[..., 1] < 0.35) & (patch[..., 2] > 0.75)
+        assert magenta.any(), f"no probe marker on layer {k} at ({mx:.0f}, {my:.0f}); see {path}"
+    if os.environ.get("CANON_EDIT_SCREENSHOT_DIR"):  # the README's screenshot: a probed 2D run
+        out = Path(os.environ["CANON_EDIT_SCREENSHOT_DIR"])
+        out.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out / "viewer.png"))
+
+
+def test_2d_uploaded_canonical_rerenders_the_frames(truth_run, open_viewer, tmp_path):
+    viewer, page = open_viewer(truth_run)
+    s = session(viewer)
+    shots = Shots(page, tmp_path)
+    before, _ = shots.changed(EMPTY, "before")
+    cv = s.cv
+    hc, wc = cv.layers[0].texture.shape[1:]
+    yy = torch.linspace(0, 1, hc)[:, None].expand(hc, wc)
+    edited = torch.stack([torch.ones(hc, wc), yy, torch.zeros(hc, wc)])  # red to yellow, top to bottom
+    png = tmp_path / "background_edit.png"
+    write_image(png, edited)
+    page.locator("input[type=file]").first.set_input_files(str(png))
+    after, path = shots.changed(before, "preview")
+    rects = s.page.rects
+    assert len(rects) == 5, f"no edit panel appeared; see {path}"
+    expected = cv.render([0], [edited, cv.layers[1].texture])[0]
+    shown = panel(after, rects[2], (cv.H, cv.W))
+    assert (shown - expected).abs().mean() < 0.06, f"edit panel does not show the edited render; see {path}"
+    slider = page.get_by_role("slider").first
+    slider.focus()
+    slider.press("End")
+    later, later_path = shots.changed(after, "preview_last")
+    expected = cv.render([cv.T - 1], [edited, cv.layers[1].texture])[0]
+    shown = panel(later, s.page.rects[2], (cv.H, cv.W))
+    assert (shown - expected).abs().mean() < 0.06, f"last frame of the edit is wrong; see {later_path}"
+    # saved through the same code path as `canon-edit edit --canonical`
+    name = page.locator("input.mantine-TextInput-input").last  # the "edit name" field
+    name.fill("red")
+    name.press("Enter")
+    pushed = s.pushed
+    page.get_by_role("button", name="save edit").click()
+    page.wait_for_selector("text=saved edit 'red'", timeout=20_000)
+    saved = truth_run.edits / "red" / "layer_0.png"
+    assert saved.is_file(), f"the edit was not saved; see {later_path}"
+    # an edited keyframe (the last frame with a blue box painted on it) is lifted into the canonical
+    end = time.monotonic() + 10
+    while s.pushed == pushed and time.monotonic() < end:  # the saved edit, read back and shown
+        time.sleep(0.05)
+    time.sleep(0.3)
+    saved_shot, _ = shots.take("saved")
+    t = cv.T - 1
+    painted = s.scene.source[t].clone()
+    painted[:, 14:34, 20:44] = torch.tensor([0.1, 0.2, 0.9])[:, None, None]
+    key = tmp_path / "keyframe.png"
+    write_image(key, painted)
+    page.locator("input[type=file]").nth(1).set_input_files(str(key))
+    lifted, lifted_path = shots.changed(saved_shot, "keyframe_preview")
+    shown = panel(lifted, s.page.rects[2], (cv.H, cv.W))
+    box = shown[:, 16:32, 22:42].mean((1, 2))
+    assert box[2] > 0.7 and box[0] < 0.3, f"the painted box is not in the edit panel; see {lifted_path}"
+
+
+@pytest.fixture
+def portrait_run(tmp_path, smplx_dir, body, portrait) -> RunFolder:
+    """A finished portrait run without fitting: the model's initial Gaussians, baked."""
+    from canon_edit_representations.portrait.config import PortraitConfig
+    from canon_edit_representations.portrait.model import Portrait
+
+    cfg = PortraitConfig(body="smplx", body_model_dir=str(smplx_dir), texel_resolution=48)
+    model = Portrait(portrait.clip, None, cfg, body=body, tracking=portrait.tracking)
+    clip = portrait.clip
+    run = RunFolder.create(tmp_path / "portrait_run")
+    run.save_clip(clip)
+    run.write_info(
+        method="portrait", status="fitting", frames=clip.T, height=clip.H, width=clip.W, fps=clip.fps
+    )
+    finish_run(run, model.bake(), clip)
+    run.write_info(status="done", steps=0)
+    return run
+
+
+def test_portrait_view_renders_the_person_and_orbits(portrait_run, open_viewer, tmp_path):
+    viewer, page = open_viewer(portrait_run)
+    page.wait_for_selector("text=portrait", timeout=20_000)
+    session(viewer)
+    shots = Shots(page, tmp_path)
+    front, front_path = shots.changed(EMPTY, "front")
+    person = front.max(-1) > 0.1  # rendered over black
+    share = float(person.mean())
+    assert 0.01 < share < 0.8, f"the person covers {share:.1%} of the view; see {front_path}"
+    box = shots.canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 150, cy, steps=8)
+    page.mouse.up()
+    side, side_path = shots.changed(front, "orbited")
+    changed = float((np.abs(side - front).max(-1) > 0.1).mean())
+    assert changed > 0.005, f"orbiting did not change the view; see {front_path}, {side_path}"
+    assert (side.max(-1) > 0.1).mean() > 0.005, f"the person vanished after orbiting; see {side_path}"
