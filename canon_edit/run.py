@@ -72,6 +72,9 @@ def _unpack(x: Tensor) -> Tensor:
 class RunFolder:
     path: Path
 
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
     @property
     def run_json(self) -> Path:
         return self.path / "run.json"
