@@ -188,6 +188,19 @@ def _cmd_fit(args: argparse.Namespace) -> None:
             fps=args.fps,
         )
     common = {"overrides": overrides or None, "device": args.device, "show_progress": not args.quiet}
+    clip_flags = {
+        "--masks": args.masks,
+        "--max-frames": args.max_frames,
+        "--size": args.size,
+        "--fps": args.fps,
+    }
+    given = [flag for flag, value in clip_flags.items() if value is not None] + (
+        ["--stride"] * (args.stride != 1)
+    )
+    if args.resume and options is None and given:
+        raise UserError(
+            f"{given[0]} shapes the clip, which a resumed fit keeps; drop it (or fit a new folder)"
+        )
     if args.resume:
         run = resume_fit(args.out, method=args.method, preset=args.preset, source=options, **common)
     elif options is None:

@@ -182,6 +182,7 @@ def test_resume_keeps_the_run_and_records_safe_changes(work, capsys):
     other = work / "other"
     shutil.copytree(work / "clip", other)
     refused(*cli(capsys, "fit", other, "-o", run, "--resume"), "source")
+    refused(*cli(capsys, "fit", "-o", run, "--resume", "--fps", "24"), "--fps")
     assert {k: v for k, v in snapshot(work).items() if not k.startswith("other/")} == before
     code, err = cli(
         capsys, "fit", work / "clip", "-o", run, "--resume", "--steps", "40", "--time-budget", "100",
