@@ -9,6 +9,7 @@ the seed, and learning rates), records them in run.json, and refuses every other
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ from .evaluate import evaluate_video
 from .flow import load_or_compute_flow
 from .lock import run_lock
 from .outputs import MARKER, claim_folder
-from .representation import Bake, Representation, get_representation, registry
+from .representation import Bake, Representation, get_representation
 from .run import RUN_ENTRIES, RunFolder, versions
 from .train import optimise
 from .video import FPS_FILE, Clip, read_clip, write_video
@@ -66,14 +67,15 @@ class ClipOptions:
         return out
 
 
-def _owned(cls: type[Representation]) -> frozenset[str]:
-    """Everything any registered method writes in a run folder, so --force can replace any run."""
+def _owned(cls: type[Representation], out: str | Path) -> frozenset[str]:
+    """What `--force` may remove at `out`: the core's entries, this method's, and those of the method
+    of the run being replaced (from its run.json; when that is unreadable, none of its own)."""
     names = set(RUN_ENTRIES | cls.run_files)
-    for name in registry():
-        try:
-            names |= get_representation(name).run_files
-        except UserError:
-            continue
+    try:
+        replaced = json.loads((Path(out) / "run.json").read_text()).get("method")
+        names |= get_representation(str(replaced)).run_files
+    except (OSError, ValueError, AttributeError, UserError):
+        pass  # no run there, or one whose files are not known: they count as the user's
     return frozenset(names)
 
 
@@ -98,40 +100,48 @@ def fit_clip(
     cls = get_representation(method)
     cfg = _config(cls, preset, overrides)
     dev = pick_device(device)
-    owned = _owned(cls)
+    owned = _owned(cls, out)
+    created = not Path(out).exists()
     run = RunFolder.create(out, force=force, owned=owned)
-    with run_lock(run.path, "fit"):
-        run.save_clip(clip)
-        run.write_info(
-            method=method,
-            preset=preset or (method if cls.presets else None),
-            config=to_dict(cfg),
-            status="fitting",
-            clip=clip_options.record(run.path) if clip_options else {"source": clip.source or "in memory"},
-            frames=clip.T,
-            height=clip.H,
-            width=clip.W,
-            fps=clip.fps,
-            versions=versions(),
-            device=str(dev),
-        )
-        try:
-            return _fit(run, cls, cfg, clip, dev, resume=False, show_progress=show_progress)
-        except UserError:
-            if run.info().get("status") == "fitting" and not run.checkpoint_paths():
-                _remove_run(run, owned)  # failed before any work worth keeping: leave nothing behind
-            raise
+    try:
+        with run_lock(run.path, "fit"):
+            run.save_clip(clip)
+            run.write_info(
+                method=method,
+                preset=preset or (method if cls.presets else None),
+                config=to_dict(cfg),
+                status="fitting",
+                clip=clip_options.record(run.path)
+                if clip_options
+                else {"source": clip.source or "in memory"},
+                frames=clip.T,
+                height=clip.H,
+                width=clip.W,
+                fps=clip.fps,
+                versions=versions(),
+                device=str(dev),
+            )
+            try:
+                return _fit(run, cls, cfg, clip, dev, resume=False, show_progress=show_progress)
+            except UserError:
+                if run.info().get("status") == "fitting" and not run.checkpoint_paths():
+                    _remove_entries(run, owned)  # failed before any work worth keeping
+                raise
+    except UserError:
+        if created:
+            with contextlib.suppress(OSError):
+                run.path.rmdir()  # the folder this fit made, if nothing is left in it
+        raise
 
 
-def _remove_run(run: RunFolder, owned: frozenset[str]) -> None:
+def _remove_entries(run: RunFolder, owned: frozenset[str]) -> None:
+    """Remove what this fit wrote (it claimed the folder, so every owned entry in it is its own)."""
     for name in (*owned, MARKER):
         target = run.path / name
         if target.is_dir():
             shutil.rmtree(target, ignore_errors=True)
         else:
             target.unlink(missing_ok=True)
-    if run.path.is_dir() and not any(p.name != ".lock" for p in run.path.iterdir()):
-        shutil.rmtree(run.path, ignore_errors=True)
 
 
 def _fit(
@@ -181,7 +191,7 @@ def fit_video(
     cls = get_representation(method)
     _config(cls, kwargs.get("preset"), kwargs.get("overrides"))  # bad options fail before any reading
     pick_device(kwargs.get("device", "auto"))
-    claim_folder(out, "run", _owned(cls), force=force, legacy="run.json", dry_run=True)
+    claim_folder(out, "run", _owned(cls, out), force=force, legacy="run.json", dry_run=True)
     clip = options.read()
     return fit_clip(clip, out, method, clip_options=options, force=force, **kwargs)
 

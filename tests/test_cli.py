@@ -96,6 +96,13 @@ def test_portrait_without_its_body_model_files_leaves_no_run(tmp_path, clip_dir,
     code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(out), "--tracking", "t.json")
     assert_one_line_error(code, err, "--method portrait")
     assert not out.exists()
+    out.mkdir()  # a folder the user made is left as it was, not removed with the failed run
+    code, err = run_cli(
+        capsys, "fit", str(clip_dir), "-o", str(out), "--method", "portrait",
+        "--body", "smplx", "--body-model-dir", "/nonexistent",
+    )  # fmt: skip
+    assert_one_line_error(code, err, "SMPL-X")
+    assert out.is_dir() and list(out.iterdir()) == []
 
 
 def test_edit_and_render_errors(truth_run, tmp_path, capsys):
