@@ -7,6 +7,7 @@ over. Readers (render, eval, the viewer) never take the lock and never block.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -80,4 +81,6 @@ def run_lock(folder: str | Path, what: str) -> Iterator[None]:
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()) == mine:  # never remove a lock another process took
+                path.unlink()

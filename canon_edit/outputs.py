@@ -30,6 +30,11 @@ def _kind_of(folder: Path, legacy: str | None) -> str | None:
     return "legacy" if legacy and (folder / legacy).is_file() else None
 
 
+def _leftover_temp(name: str, owned: frozenset[str]) -> bool:
+    """A temp file or folder that atomic.py left for one of `owned` when a writer was killed."""
+    return any(name.startswith(f".{entry.split('.')[0]}.") and ".tmp" in name for entry in owned)
+
+
 def check_writable(folder: Path, what: str) -> None:
     """Refuse a path whose parent is a file or not writable, before any work is done."""
     parent = folder
@@ -82,7 +87,7 @@ def claim_folder(
         if dry_run:
             return folder
         for name in entries:
-            if name in owned or name == MARKER or name.startswith(".") and name.endswith(".tmp"):
+            if name in owned or name == MARKER or _leftover_temp(name, owned):
                 target = folder / name
                 shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
     if dry_run:

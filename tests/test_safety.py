@@ -113,8 +113,12 @@ def test_force_never_replaces_a_folder_canon_edit_did_not_make(work, capsys):
 
 
 def test_force_replaces_a_canon_edit_run(work, capsys):
+    (work / "run" / ".notes.tmp").write_text("mine")  # hidden, not one of canon-edit's temp names
+    (work / "run" / ".canonical.k2j4.tmp").mkdir()  # what a killed atomic write leaves
     code, err = cli(capsys, "fit", work / "clip", "-o", work / "run", "--force", *TINY)
     assert code == 0, err
+    assert (work / "run" / ".notes.tmp").read_text() == "mine"
+    assert not (work / "run" / ".canonical.k2j4.tmp").exists()
     assert not (work / "run" / "edits").exists()  # the old run, edits included, was replaced as asked
     assert (work / "clip" / "frames" / "00000.png").is_file()
 
@@ -259,6 +263,15 @@ def test_two_writers_the_second_refuses_and_a_killed_lock_is_taken_over(work, ca
     code, err = cli(capsys, "fit", "-o", run, "--resume", "--quiet")
     assert code == 0, err
     assert not (run / ".lock").exists()
+
+
+def test_a_lock_another_process_took_over_is_left_to_it(tmp_path):
+    from canon_edit.lock import LOCK_NAME, run_lock
+
+    other = json.dumps({"pid": 1, "host": "elsewhere", "command": "fit"})
+    with run_lock(tmp_path, "edit"):
+        (tmp_path / LOCK_NAME).write_text(other)
+    assert (tmp_path / LOCK_NAME).read_text() == other
 
 
 def test_a_killed_fit_is_refused_while_alive_and_resumes_after(work, capsys):
