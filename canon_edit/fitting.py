@@ -33,7 +33,7 @@ from .outputs import MARKER, claim_folder
 from .representation import Bake, Representation, get_representation
 from .run import RUN_ENTRIES, RunFolder, versions
 from .train import optimise
-from .video import FPS_FILE, Clip, read_clip, write_video
+from .video import FPS_FILE, Clip, read_clip, stated_fps, write_video
 
 
 @dataclass
@@ -179,7 +179,7 @@ def fps_origin(options: ClipOptions) -> str:
         return "as given"
     if source.is_file():
         return "the video's"
-    if any((d / FPS_FILE).is_file() for d in (source, source / "frames")):
+    if stated_fps(source) is not None:
         return f"from {FPS_FILE}"
     return f"the frame-folder default, as no {FPS_FILE} states one"
 

@@ -279,9 +279,13 @@ def _read_masks(
     return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).clamp_(0.0, 1.0).contiguous()
 
 
-def _folder_fps(*folders: Path) -> float | None:
-    """The frame rate a frame folder states in an `fps.txt` (e.g. "24"), if it has one."""
-    for folder in folders:
+def stated_fps(path: str | Path) -> float | None:
+    """The frame rate a clip or frame folder states in an `fps.txt` (e.g. "24"), if it has one.
+
+    It may sit in the clip folder or in its frames/ folder.
+    """
+    path = Path(path)
+    for folder in (path, path / "frames"):
         note = folder / FPS_FILE
         if note.is_file():
             try:
@@ -323,7 +327,7 @@ def read_clip(
         if masks is None and frames_dir != path and (path / "masks").is_dir():
             masks = path / "masks"
         frames, n_source, source_hw = _read_folder(frames_dir, stride, max_frames, size)
-        rate = fps or _folder_fps(path, frames_dir) or DEFAULT_FPS
+        rate = fps or stated_fps(path) or DEFAULT_FPS
     elif path.suffix.lower() in VIDEO_SUFFIXES:
         frames, n_source, source_hw, video_rate = _read_video(
             path, stride, max_frames, size, count_all=masks is not None

@@ -146,10 +146,9 @@ def edit_keyframe(
 
 def edit_diffusion(target: EditTarget, request: Any) -> Path:
     """Edit the textures with a diffusion prior (`guidance.edit.DiffusionRequest`)."""
-    from ..guidance.edit import diffusion_edit, validate_request
+    from ..guidance.edit import diffusion_edit
 
     run, cv = _open_for_edit(target)
-    validate_request(request, len(cv.layers))
     with run_lock(run.path, "edit"):
         textures, meta = diffusion_edit(cv, request)
         return _save(run, target, meta["mode"], cv, textures, meta)
