@@ -90,6 +90,10 @@ def _add_edit(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--keyframe", type=int, help="index of the frame you edited (use with --image)")
     src.add_argument("--prompt", help="text prompt for a diffusion edit (img2img, sds, dds)")
     src.add_argument("--instruction", help="instruction for an InstructPix2Pix edit (mode ip2p)")
+    src.add_argument(
+        "--appearance",
+        help="portrait: a reference image whose colours (mean and covariance) the person takes",
+    )
     p.add_argument("--image", help="the edited frame, with --keyframe")
     p.add_argument(
         "--change-mask", help="with --keyframe: PNG of the pixels to lift (default: those that differ)"
@@ -98,7 +102,7 @@ def _add_edit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from-edit", help="start from the textures of an earlier edit")
     p.add_argument("--name", help="edit folder name under RUN/edits/ (default: derived from the kind)")
     p.add_argument("--force", action="store_true", help="replace the existing edit called --name")
-    p.add_argument("--mode", help="diffusion edit mode: img2img, ip2p, sds, dds")
+    p.add_argument("--mode", help="diffusion edit mode: img2img, ip2p, sds, dds (a portrait: ip2p, sds, dds)")
     p.add_argument("--model", help="local folder or hub id of the diffusion model")
     p.add_argument(
         "--allow-download",
@@ -127,6 +131,15 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", action="store_true", help="source and result side by side")
     p.add_argument("--frame", type=int, help="write only this frame as a PNG (e.g. to edit it)")
     p.add_argument("--source", action="store_true", help="with --frame: the source frame, not the render")
+    p.add_argument(
+        "--orbit",
+        type=float,
+        metavar="DEG",
+        help="portrait: swing the camera around the head by ±DEG (yaw, and pitch half as far) over the clip",
+    )
+    p.add_argument(
+        "--view", metavar="YAW,PITCH", help="portrait: render from the camera turned by YAW,PITCH degrees"
+    )
 
 
 def _add_view(sub: argparse._SubParsersAction) -> None:
@@ -222,17 +235,20 @@ def _cmd_fit(args: argparse.Namespace) -> None:
 
 def _cmd_edit(args: argparse.Namespace) -> None:
     from .config import parse_overrides
-    from .edit.commands import EditTarget, edit_canonical, edit_diffusion, edit_keyframe
+    from .edit.commands import EditTarget, edit_appearance, edit_canonical, edit_diffusion, edit_keyframe
 
     target = EditTarget(run=args.run, name=args.name, replace=args.force, from_edit=args.from_edit)
     if args.force and not args.name:
         raise UserError("--force replaces the edit named by --name; give --name")
     if args.canonical:
         folder = edit_canonical(target, args.canonical, args.layer)
+    elif args.appearance:
+        folder = edit_appearance(target, args.appearance)
     elif args.keyframe is not None:
         if not args.image:
             raise UserError("--keyframe needs --image EDITED_FRAME.png (the frame you edited)")
-        folder = edit_keyframe(target, args.keyframe, args.image, args.change_mask)
+        overrides = parse_overrides(args.overrides)
+        folder = edit_keyframe(target, args.keyframe, args.image, args.change_mask, overrides or None)
     else:
         from .guidance.edit import DiffusionRequest, parse_layers
 
@@ -260,8 +276,22 @@ def _cmd_render(args: argparse.Namespace) -> None:
 
     if args.source and args.frame is None:
         raise UserError("--source writes one source frame: add --frame N")
+    view = None
+    if args.view is not None:
+        try:
+            yaw, pitch = (float(v) for v in args.view.split(","))
+        except ValueError:
+            raise UserError(f"--view expects YAW,PITCH in degrees (e.g. 30,0), got '{args.view}'") from None
+        view = (yaw, pitch)
     out = render_run(
-        args.run, args.out, edit=args.edit, compare=args.compare, frame=args.frame, source=args.source
+        args.run,
+        args.out,
+        edit=args.edit,
+        compare=args.compare,
+        frame=args.frame,
+        source=args.source,
+        orbit=args.orbit,
+        view=view,
     )
     print(f"wrote {out}")
 

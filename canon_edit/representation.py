@@ -49,6 +49,33 @@ class Bake(Protocol):
     def load(cls, folder: str | Path) -> Bake: ...
 
 
+class EditableBake(Bake, Protocol):
+    """A bake that edits itself (a portrait's Gaussians), where the core edits a `CanonicalVideo`'s textures.
+
+    The edit commands validate their inputs and hold the run's lock; these methods do the editing and
+    return the edited bake and what edit.json should record. `save_edit` writes the edited state into
+    an edit folder, `load_edit` reads it back onto this (unedited) bake.
+    """
+
+    def lift_keyframe(
+        self,
+        frame: int,
+        edited: Tensor,
+        source: Tensor,
+        mask: Tensor | None,
+        overrides: dict[str, Any] | None,
+        progress: bool,
+    ) -> tuple[Bake, dict[str, Any]]: ...
+
+    def diffusion_edit(self, request: Any, progress: bool) -> tuple[Bake, dict[str, Any]]: ...
+
+    def transfer_appearance(self, reference: Tensor) -> tuple[Bake, dict[str, Any]]: ...
+
+    def save_edit(self, folder: Path) -> None: ...
+
+    def load_edit(self, folder: Path) -> Bake: ...
+
+
 class Representation(nn.Module):
     name: ClassVar[str]
     config_class: ClassVar[type]

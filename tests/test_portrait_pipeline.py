@@ -14,7 +14,7 @@ from canon_edit import fitting
 from canon_edit.cli import main
 from canon_edit.errors import UserError
 from canon_edit.run import RunFolder
-from canon_edit.video import write_pngs
+from canon_edit.video import read_image, write_image, write_pngs
 from canon_edit_representations.portrait import detect, prepare
 from canon_edit_representations.portrait.body import (
     SMPLXBody,
@@ -83,9 +83,7 @@ def test_fit_eval_render_resume_from_detections(tmp_path, smplx_dir, body, portr
     assert main(["render", str(out), "--frame", "2", "-o", str(tmp_path / "f.png")]) == 0
     assert main(["render", str(out), "--compare", "-o", str(tmp_path / "c.mp4")]) == 0
     assert (tmp_path / "c.mp4").stat().st_size > 0
-    code = main(["edit", str(out), "--keyframe", "2", "--image", str(tmp_path / "f.png")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "no canonical textures to edit" in err[0]
+    edit_through_the_cli(out, tmp_path, capsys)
 
     def no_tracking(*args, **kwargs):
         raise AssertionError("a resumed fit must reuse tracking.json")
@@ -93,6 +91,48 @@ def test_fit_eval_render_resume_from_detections(tmp_path, smplx_dir, body, portr
     monkeypatch.setattr(prepare, "track_landmarks", no_tracking)
     assert main([*fit, "--resume"]) == 0
     assert json.loads(run.metrics.read_text())["extra"] == extra
+
+
+def edit_through_the_cli(out, tmp_path, capsys) -> None:
+    """Every portrait entry point of the CLI on a fitted run: edit, render --edit/--orbit/--view, eval."""
+    frame = read_image(tmp_path / "f.png")
+    painted = frame.clone()
+    painted[:, 28:34, 26:38] = torch.tensor([1.0, 0.0, 1.0])[:, None, None]
+    write_image(tmp_path / "painted.png", painted)
+    edit = ["edit", str(out), "--keyframe", "2", "--image", str(tmp_path / "painted.png")]
+    assert main([*edit, "--name", "mark", "--set", "steps=40", "--set", "lr=0.3"]) == 0
+    folder = out / "edits" / "mark"
+    assert {"gaussians.ply", "decoder.safetensors", "edit.json", "video.mp4", "compare.mp4"} <= {
+        p.name for p in folder.iterdir()
+    }
+    meta = json.loads((folder / "edit.json").read_text())
+    assert meta["kind"] == "keyframe" and meta["frame"] == 2 and meta["config"]["steps"] == 40
+    assert main(["render", str(out), "--edit", "mark", "--frame", "2", "-o", str(tmp_path / "e.png")]) == 0
+    edited = read_image(tmp_path / "e.png")
+    assert (edited[:, 28:34, 26:38] - painted[:, 28:34, 26:38]).abs().mean() < (
+        frame[:, 28:34, 26:38] - painted[:, 28:34, 26:38]
+    ).abs().mean() / 2, "the mark is not where it was painted"
+    capsys.readouterr()
+    assert main(["eval", str(out), "--edit", "mark"]) == 0
+    assert json.loads(capsys.readouterr().out)["edit"] == "mark"
+    assert main(["render", str(out), "--edit", "mark", "--orbit", "30", "-o", str(tmp_path / "o.mp4")]) == 0
+    assert main(["render", str(out), "--view", "25,-10", "--frame", "1", "-o", str(tmp_path / "v.png")]) == 0
+    assert read_image(tmp_path / "v.png").amax() > 0.2  # the person is in view
+    reference = torch.zeros(3, 16, 16)
+    reference[0], reference[2] = torch.linspace(0.2, 0.9, 16)[:, None], 0.3
+    write_image(tmp_path / "ref.png", reference)
+    assert main(["edit", str(out), "--appearance", str(tmp_path / "ref.png"), "--from-edit", "mark"]) == 0
+    assert json.loads((out / "edits" / "appearance" / "edit.json").read_text())["from_edit"] == "mark"
+    for argv, words in [
+        (["edit", str(out), "--canonical", str(tmp_path / "ref.png")], "no canonical image"),
+        (["edit", str(out), "--prompt", "a cat", "--mode", "img2img"], "does not apply to a portrait"),
+        (["render", str(out), "--view", "30", "-o", str(tmp_path / "x.mp4")], "YAW,PITCH"),
+        (["render", str(out), "--orbit", "120", "-o", str(tmp_path / "x.mp4")], "[-90, 90]"),
+        (["render", str(out), "--edit", "nope", "-o", str(tmp_path / "x.mp4")], "appearance, mark"),
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], (argv, err)
 
 
 def to_portraitgen(tracking: Tracking, hand_mean: torch.Tensor) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ import torch
 
 from canon_edit.canonical import CanonicalVideo, Layer
 from canon_edit.cli import main
+from canon_edit.edit.store import list_edits
 from canon_edit.viewer.camera import (
     fov_y,
     intrinsics,
@@ -20,7 +21,7 @@ from canon_edit.viewer.camera import (
     viewmat_from_pose,
 )
 from canon_edit.viewer.canvas import layout
-from canon_edit.viewer.facts import facts_markdown, list_edits, run_facts
+from canon_edit.viewer.facts import facts_markdown, run_facts
 from canon_edit.viewer.overlays import coverage_count
 from canon_edit.viewer.policy import ResolutionPolicy, moving_scale, scaled_size, settled, update_cost
 from canon_edit.viewer.probe import frame_to_texel, texel_footprint, texel_to_frame, uv_to_texel

@@ -1,7 +1,9 @@
 """What `canon-edit edit`, `render` and `eval` do, as library functions with typed arguments.
 
 Each validates everything it was given before loading a model or writing a file. Editing takes
-the run's write lock (lock.py); rendering and evaluation only read the run and never block.
+the run's write lock (lock.py); rendering and evaluation only read the run and never block. A
+`CanonicalVideo` is edited here, texture by texture; any other bake edits itself through the
+`EditableBake` methods (representation.py), so the core never names a representation.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ..errors import UserError
 from ..evaluate import evaluate_video
 from ..lock import run_lock
 from ..outputs import check_writable
-from ..representation import Bake, load_bake
+from ..representation import Bake, EditableBake, load_bake
 from ..run import RunFolder
 from ..video import (
     ASPECT_TOLERANCE,
@@ -29,7 +31,7 @@ from ..video import (
     write_pngs,
     write_video,
 )
-from .store import check_edit_name, free_edit_name, load_edit, save_edit
+from .store import check_edit_name, edit_folder, free_edit_name, load_edit, save_bake_edit, save_edit
 
 
 @dataclass
@@ -47,9 +49,23 @@ def editable(bake: Bake) -> CanonicalVideo:
     if isinstance(bake, CanonicalVideo):
         return bake
     raise UserError(
-        f"this run's bake ({type(bake).__name__}) has no canonical textures to edit; "
-        "render and eval work on it"
+        f"this run's bake ({type(bake).__name__}) has no canonical image; edit it with --keyframe, "
+        "--appearance or a diffusion mode"
     )
+
+
+def self_editing(bake: Bake, how: str, what: str) -> EditableBake:
+    """`bake` if it can edit itself `how` (an `EditableBake` method), else one line saying so."""
+    if callable(getattr(bake, how, None)):
+        return bake  # type: ignore[return-value]
+    raise UserError(f"this run's bake ({type(bake).__name__}) does not support {what}")
+
+
+def edited_bake(run: RunFolder, bake: Bake, name: str) -> Bake:
+    """The bake with edit `name` applied: textures for a `CanonicalVideo`, else the bake's own load_edit."""
+    if isinstance(bake, CanonicalVideo):
+        return bake.with_textures(edit_textures(bake, run, name))
+    return self_editing(bake, "load_edit", "edits").load_edit(edit_folder(run, name))
 
 
 def edit_textures(cv: CanonicalVideo, run: RunFolder, name: str) -> list[Tensor]:
@@ -101,25 +117,30 @@ def keyframe_textures(
     return lift_keyframe(cv, t, edited, source[t], mask=mask)
 
 
-def _open_for_edit(target: EditTarget) -> tuple[RunFolder, CanonicalVideo]:
+def _open_for_edit(target: EditTarget) -> tuple[RunFolder, Bake]:
     run = RunFolder.open(target.run)
     if target.name is not None:
         check_edit_name(run, target.name, target.replace)
-    cv = editable(load_bake(run))
+    bake = load_bake(run)
     if target.from_edit:
-        cv = cv.with_textures(edit_textures(cv, run, target.from_edit))
-    return run, cv
+        bake = edited_bake(run, bake, target.from_edit)
+    return run, bake
 
 
-def _save(run: RunFolder, target: EditTarget, kind: str, cv: CanonicalVideo, textures, meta) -> Path:
+def _save(run: RunFolder, target: EditTarget, kind: str, bake: Bake, textures, meta) -> Path:
+    """Write the edit: `textures` of a CanonicalVideo, or the edited bake itself (textures None)."""
     name = target.name or free_edit_name(run, kind)
     check_edit_name(run, name, target.replace)  # again: another edit may have taken it meanwhile
-    return save_edit(run, name, cv, textures, {"kind": kind, "from_edit": target.from_edit, **meta})
+    meta = {"kind": kind, "from_edit": target.from_edit, **meta}
+    if textures is None:
+        return save_bake_edit(run, name, bake, meta, run.clip().frames)
+    return save_edit(run, name, editable(bake), textures, meta, run.clip().frames)
 
 
 def edit_canonical(target: EditTarget, image: str | Path, layer: int = 0) -> Path:
     """Replace (RGB) or paint over (RGBA) canonical layer `layer` with `image`; re-render every frame."""
-    run, cv = _open_for_edit(target)
+    run, bake = _open_for_edit(target)
+    cv = editable(bake)
     k = _layer(cv, layer)
     painted = read_image(image)
     with run_lock(run.path, "edit"):
@@ -129,29 +150,75 @@ def edit_canonical(target: EditTarget, image: str | Path, layer: int = 0) -> Pat
 
 
 def edit_keyframe(
-    target: EditTarget, frame: int, image: str | Path, change_mask: str | Path | None = None
+    target: EditTarget,
+    frame: int,
+    image: str | Path,
+    change_mask: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> Path:
-    """Lift frame `frame` as edited in `image` into the canonical; re-render every frame."""
-    run, cv = _open_for_edit(target)
-    t = _frame(cv, frame)
-    edited = fit_image(read_image(image)[:3], cv.H, cv.W, f"the edited frame {image}")
+    """Lift frame `frame` as edited in `image` into the canonical asset; re-render every frame.
+
+    `overrides` are options of a bake's own lift (a portrait's `--set steps=...`); a 2D lift has none.
+    """
+    run, bake = _open_for_edit(target)
+    t = _frame(bake, frame)
+    height, width = run.clip().frames.shape[-2:]
+    edited = fit_image(read_image(image)[:3], height, width, f"the edited frame {image}")
     mask = None
     if change_mask is not None:
-        mask = fit_image(read_image(change_mask)[:1], cv.H, cv.W, f"the change mask {change_mask}")[0] > 0.5
-        mask = mask.float()
+        painted = fit_image(read_image(change_mask)[:1], height, width, f"the change mask {change_mask}")
+        mask = (painted[0] > 0.5).float()
+    meta = {"frame": t, "image": str(image)}
+    if isinstance(bake, CanonicalVideo):
+        if overrides:
+            raise UserError("a 2D keyframe lift has no options to --set; drop --set")
+        with run_lock(run.path, "edit"):
+            textures = keyframe_textures(bake, run.clip().frames, t, edited, mask)
+            return _save(run, target, "keyframe", bake, textures, meta)
+    lifter = self_editing(bake, "lift_keyframe", "keyframe edits")
     with run_lock(run.path, "edit"):
-        textures = keyframe_textures(cv, run.clip().frames, t, edited, mask)
-        return _save(run, target, "keyframe", cv, textures, {"frame": t, "image": str(image)})
+        result, extra = lifter.lift_keyframe(t, edited, run.clip().frames[t], mask, overrides, True)
+        return _save(run, target, "keyframe", result, None, {**meta, **extra})
 
 
 def edit_diffusion(target: EditTarget, request: Any) -> Path:
-    """Edit the textures with a diffusion prior (`guidance.edit.DiffusionRequest`)."""
+    """Edit with a diffusion prior (`guidance.edit.DiffusionRequest`): textures, or the bake itself."""
     from ..guidance.edit import diffusion_edit
 
-    run, cv = _open_for_edit(target)
+    run, bake = _open_for_edit(target)
+    if isinstance(bake, CanonicalVideo):
+        with run_lock(run.path, "edit"):
+            textures, meta = diffusion_edit(bake, request)
+            return _save(run, target, meta["mode"], bake, textures, meta)
+    editor = self_editing(bake, "diffusion_edit", "diffusion edits")
     with run_lock(run.path, "edit"):
-        textures, meta = diffusion_edit(cv, request)
-        return _save(run, target, meta["mode"], cv, textures, meta)
+        result, meta = editor.diffusion_edit(request, True)
+        return _save(run, target, meta["mode"], result, None, meta)
+
+
+def edit_appearance(target: EditTarget, image: str | Path) -> Path:
+    """Give the subject a reference image's colours (mean and covariance inside the person mask)."""
+    run, bake = _open_for_edit(target)
+    editor = self_editing(
+        bake, "transfer_appearance", "--appearance (it is for portrait runs; edit a 2D run's --canonical)"
+    )
+    reference = read_image(image)
+    with run_lock(run.path, "edit"):
+        result, meta = editor.transfer_appearance(reference)
+        return _save(run, target, "appearance", result, None, {"image": str(image), **meta})
+
+
+def _turned(bake: Bake, orbit: float | None, view: tuple[float, float] | None) -> Any:
+    """The bake's novel-view renderer (3D bakes), after checking the angles."""
+    if orbit is not None and view is not None:
+        raise UserError("--orbit swings the camera over the clip and --view fixes it; give one of them")
+    angles = [orbit] if orbit is not None else list(view or ())
+    if any(not -90 <= a <= 90 for a in angles):
+        raise UserError(f"view angles are degrees in [-90, 90], got {', '.join(f'{a:g}' for a in angles)}")
+    renderer = getattr(bake, "render_turned", None)
+    if not callable(renderer):
+        raise UserError("--orbit and --view render new viewpoints of a 3D asset; this run's bake is 2D")
+    return renderer
 
 
 def render_run(
@@ -162,8 +229,14 @@ def render_run(
     compare: bool = False,
     frame: int | None = None,
     source: bool = False,
+    orbit: float | None = None,
+    view: tuple[float, float] | None = None,
 ) -> Path:
-    """Write the reconstruction (or an edit) as a video, a PNG folder, or one frame's PNG."""
+    """Write the reconstruction (or an edit) as a video, a PNG folder, or one frame's PNG.
+
+    `orbit` (degrees) swings the camera around a 3D asset's head over the clip, in yaw and pitch;
+    `view` (yaw, pitch) holds it at one offset. Novel views are rendered over black.
+    """
     out = Path(out)
     if source and frame is None:
         raise UserError("the source frame is written for one frame only: give a frame number")
@@ -171,18 +244,24 @@ def render_run(
         raise UserError(f"one frame is written as PNG; give an output path ending in .png, not '{out}'")
     if frame is None and out.suffix and (out.suffix.lower() not in VIDEO_SUFFIXES or out.suffix == ".gif"):
         raise UserError(f"cannot write '{out}'; give an .mp4/.mov/.mkv path, or a folder for PNG frames")
+    if source and (orbit is not None or view is not None):
+        raise UserError("the source frame has only its own viewpoint; drop --orbit/--view or --source")
     check_writable(out.parent if out.suffix else out, "output")
     run = RunFolder.open(run_path)
     bake = load_bake(run)
-    textures = None
     if edit:
-        textures = edit_textures(editable(bake), run, edit)
+        bake = edited_bake(run, bake, edit)
+    turned = _turned(bake, orbit, view) if orbit is not None or view is not None else None
+    frames = None
     if frame is not None:
-        t = _frame(bake, frame)
-        image = run.clip().frames[t] if source else bake.render([t], textures)[0]
-        write_image(out, image.clamp(0, 1))
+        frames = [_frame(bake, frame)]
+        if source:
+            write_image(out, run.clip().frames[frame].clamp(0, 1))
+            return out
+    video = (bake.render(frames) if turned is None else turned(frames, orbit=orbit, view=view)).clamp(0, 1)
+    if frame is not None:
+        write_image(out, video[0])
         return out
-    video = bake.render(textures=textures).clamp(0, 1)
     if compare:
         video = torch.cat([run.clip().frames, video], dim=3)
     if out.suffix:
@@ -196,6 +275,7 @@ def evaluate_run(run_path: str | Path, edit: str | None = None) -> dict[str, Any
     """Figures of the reconstruction (or of edit `edit`) against the run's clip; stored and returned."""
     run = RunFolder.open(run_path)
     bake = load_bake(run)
-    textures = edit_textures(editable(bake), run, edit) if edit else None
-    video = bake.render(textures=textures).clamp(0, 1)
+    if edit:
+        bake = edited_bake(run, bake, edit)
+    video = bake.render().clamp(0, 1)
     return evaluate_video(run, run.clip(), video, edit=edit)

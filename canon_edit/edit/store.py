@@ -1,8 +1,10 @@
-"""The edit folder: RUN/edits/NAME/{layer_K.png, textures.safetensors, edit.json, video.mp4}.
+"""The edit folder: RUN/edits/NAME/ with edit.json, video.mp4, compare.mp4 and the edited state.
 
-Textures are kept twice: PNG for the user's image editor, safetensors for exact re-rendering. An edit
-name is a plain folder name (no separators, no leading dot), and an existing edit is replaced only
-when the caller says so: earlier edits are the user's work.
+A 2D edit's state is its textures, kept twice: layer_K.png for the user's image editor,
+textures.safetensors for exact re-rendering. Any other bake writes its own (a portrait: the edited
+gaussians.ply and decoder). The folder appears at once (atomic_dir), so one holding edit.json is
+finished. An edit name is a plain folder name (no separators, no leading dot), and an existing edit
+is replaced only when the caller says so: earlier edits are the user's work.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
@@ -19,6 +22,7 @@ from ..atomic import atomic_dir, write_json
 from ..canonical import CanonicalVideo, texture_filename
 from ..errors import ReplaceRefused, UserError
 from ..files import read_tensors
+from ..representation import EditableBake
 from ..run import RunFolder
 from ..video import write_image, write_video
 
@@ -46,8 +50,19 @@ def free_edit_name(run: RunFolder, kind: str) -> str:
     return name
 
 
+def _videos(folder: Path, video: Tensor, source: Tensor, fps: float) -> None:
+    """The edit's video and, for a look at what changed, the source beside it."""
+    write_video(folder / "video.mp4", video, fps)
+    write_video(folder / "compare.mp4", torch.cat([source, video], dim=3), fps)
+
+
 def save_edit(
-    run: RunFolder, name: str, cv: CanonicalVideo, textures: list[Tensor], meta: dict[str, Any]
+    run: RunFolder,
+    name: str,
+    cv: CanonicalVideo,
+    textures: list[Tensor],
+    meta: dict[str, Any],
+    source: Tensor,
 ) -> Path:
     """Write the edited textures, their metadata and the re-rendered video; returns the folder."""
     folder = run.edits / name
@@ -61,15 +76,45 @@ def save_edit(
         write_json(
             tmp / "edit.json", {**meta, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         )
-        write_video(tmp / "video.mp4", cv.render(textures=textures).clamp(0, 1), cv.fps)
+        _videos(tmp, cv.render(textures=textures).clamp(0, 1), source, cv.fps)
     return folder
 
 
+def save_bake_edit(
+    run: RunFolder, name: str, bake: EditableBake, meta: dict[str, Any], source: Tensor
+) -> Path:
+    """Write an edited bake's own state, its metadata and the re-rendered video; returns the folder."""
+    folder = run.edits / name
+    with atomic_dir(folder) as tmp:
+        bake.save_edit(tmp)
+        write_json(
+            tmp / "edit.json", {**meta, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        )
+        _videos(tmp, bake.render().clamp(0, 1), source, bake.fps)
+    return folder
+
+
+def edit_folder(run: RunFolder, name: str) -> Path:
+    """The folder of finished edit `name`; one line listing the run's edits when there is none."""
+    folder = run.edits / name
+    if not NAME.fullmatch(name) or not (folder / "edit.json").is_file():
+        raise UserError(
+            f"no edit named '{name}' in {run.path}; available: {', '.join(list_edits(run)) or 'none'}"
+        )
+    return folder
+
+
+def list_edits(run: RunFolder) -> list[str]:
+    """Names of the run's finished edits, sorted."""
+    if not run.edits.is_dir():
+        return []
+    return sorted(p.name for p in run.edits.iterdir() if (p / "edit.json").is_file())
+
+
 def load_edit(run: RunFolder, name: str) -> list[Tensor]:
-    path = run.edits / name / "textures.safetensors"
-    if not NAME.fullmatch(name) or not path.is_file():
-        have = sorted(p.name for p in run.edits.iterdir()) if run.edits.is_dir() else []
-        raise UserError(f"no edit named '{name}' in {run.path}; available: {', '.join(have) or 'none'}")
+    path = edit_folder(run, name) / "textures.safetensors"
+    if not path.is_file():
+        raise UserError(f"edit '{name}' holds no textures (it was made on another kind of run)")
     t = read_tensors(path, f"make edit '{name}' again, replacing it")
     try:
         return [t[str(k)] for k in range(len(t))]

@@ -15,6 +15,7 @@ texel by texel. The price is the VAE encoder's backward each step; the tiny auto
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -138,6 +139,59 @@ def make_guidance(
     return SDS(**common)
 
 
+Views = Callable[[int, torch.Generator], tuple[Tensor, Tensor | None]]
+
+
+def distill_steps(
+    model: DiffusionModel,
+    method: str,
+    prompt: str,
+    cfg: DistillConfig,
+    optimiser: torch.optim.Optimizer,
+    views: Views,
+    *,
+    source_prompt: str = "",
+    seed: int = 0,
+    progress: bool = True,
+    after_backward: Callable[[], None] | None = None,
+    after_step: Callable[[], None] | None = None,
+) -> None:
+    """The SDS/DDS loop over any differentiable renderer: textures here, Gaussians in a plugin.
+
+    `views(step, generator)` returns B×3×R×R renders at the model's resolution that carry gradients
+    to the optimised parameters, and (for DDS) the same views from the unedited asset; it draws its
+    frames and crops from `generator` before the timesteps are drawn from it.
+    """
+    check_config(cfg)
+    device = model.device
+    guidance = make_guidance(model, method, prompt, source_prompt, cfg)
+    picks = torch.Generator().manual_seed(seed)
+    noise_gen = torch.Generator(device).manual_seed(seed)
+    num_train = model.alphas_cumprod.shape[0]
+    for step in tqdm(range(cfg.steps), desc=method, disable=not progress):
+        images, sources = views(step, picks)
+        bounds = timestep_bounds(
+            step / max(cfg.steps - 1, 1), cfg.t_min, cfg.t_max, cfg.t_max_end, cfg.anneal
+        )
+        t = sample_timesteps(picks, images.shape[0], bounds, num_train).to(device)
+        latents = encode_images(model, images)
+        noise = torch.randn(latents.shape, generator=noise_gen, device=device)
+        source = None
+        if method == "dds":
+            if sources is None:
+                raise ValueError("dds needs the unedited views")
+            with torch.no_grad():
+                source = encode_images(model, sources)
+        loss = guidance.loss(latents, t, noise, source)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        if after_backward is not None:
+            after_backward()
+        optimiser.step()
+        if after_step is not None:
+            after_step()
+
+
 def distill(
     cv: CanonicalVideo,
     model: DiffusionModel,
@@ -162,34 +216,32 @@ def distill(
     original = [t.to(device, torch.float32) for t in cv.textures()]
     params = {k: original[k].clone().requires_grad_(True) for k in layers}
     keep = {k: m.to(device, torch.float32) for k, m in (masks or {}).items() if k in params}
-    opt = torch.optim.Adam(list(params.values()), lr=cfg.lr)
-    guidance = make_guidance(model, method, prompt, source_prompt, cfg)
-    picks = torch.Generator().manual_seed(seed)
-    noise_gen = torch.Generator(device).manual_seed(seed)
-    num_train = model.alphas_cumprod.shape[0]
     res = model.resolution
-    for step in tqdm(range(cfg.steps), desc=method, disable=not progress):
+
+    def views(step: int, picks: torch.Generator) -> tuple[Tensor, Tensor | None]:
         frames = torch.randint(cv.T, (cfg.batch,), generator=picks)
         box = random_square(cv.H, cv.W, picks)
-        bounds = timestep_bounds(
-            step / max(cfg.steps - 1, 1), cfg.t_min, cfg.t_max, cfg.t_max_end, cfg.anneal
-        )
-        t = sample_timesteps(picks, cfg.batch, bounds, num_train).to(device)
         textures = [params.get(k, tex) for k, tex in enumerate(original)]
-        latents = encode_images(model, crop_resize(view.render(frames, textures), box, res))
-        noise = torch.randn(latents.shape, generator=noise_gen, device=device)
-        source = None
-        if method == "dds":
-            with torch.no_grad():
-                source = encode_images(model, crop_resize(view.render(frames, original), box, res))
-        loss = guidance.loss(latents, t, noise, source)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        images = crop_resize(view.render(frames, textures), box, res)
+        if method != "dds":
+            return images, None
+        with torch.no_grad():
+            return images, crop_resize(view.render(frames, original), box, res)
+
+    def mask_grads() -> None:
         for k, m in keep.items():
             if params[k].grad is not None:
                 params[k].grad.mul_(m)
-        opt.step()
+
+    def clamp() -> None:
         with torch.no_grad():
             for p in params.values():
                 p.clamp_(0, 1)
+
+    opt = torch.optim.Adam(list(params.values()), lr=cfg.lr)
+    distill_steps(
+        model, method, prompt, cfg, opt, views,
+        source_prompt=source_prompt, seed=seed, progress=progress,
+        after_backward=mask_grads, after_step=clamp,
+    )  # fmt: skip
     return {k: p.detach().cpu() for k, p in params.items()}

@@ -241,12 +241,22 @@ def ip2p(
     cfg: IP2PConfig,
     generator: torch.Generator,
     progress: bool = True,
+    condition: Tensor | None = None,
 ) -> Tensor:
-    """InstructPix2Pix on a 3×Hc×Wc texture: text and image guidance as in the paper."""
+    """InstructPix2Pix on a 3×Hc×Wc texture: text and image guidance as in the paper.
+
+    The UNet is conditioned on `condition` (same size; default the texture itself). Iterative
+    dataset updates start from the current render and condition on the original frame, so an edit
+    refines what the asset already shows instead of drifting from the source.
+    """
     check_config(cfg)
     c = canvas(model, texture, cfg.tile_overlap)
     latents = encode_tiled(model, c)
-    image_latents = latents / model.latent_scale  # the UNet is conditioned on unscaled latents
+    if condition is not None:
+        cond_canvas = canvas(model, condition, cfg.tile_overlap)
+        image_latents = encode_tiled(model, cond_canvas) / model.latent_scale
+    else:
+        image_latents = latents / model.latent_scale  # the UNet is conditioned on unscaled latents
     cond, uncond = encode_prompts(model, [instruction, cfg.negative_prompt]).chunk(2)
 
     def predict(z: Tensor, t: Tensor, boxes: list[Box]) -> Tensor:

@@ -38,13 +38,6 @@ def run_facts(run: RunFolder, clip_shape: tuple[int, int, int] | None = None) ->
     return facts
 
 
-def list_edits(run: RunFolder) -> list[str]:
-    """Names of the run's finished edits (those with their textures written), sorted."""
-    if not run.edits.is_dir():
-        return []
-    return sorted(p.name for p in run.edits.iterdir() if (p / "textures.safetensors").is_file())
-
-
 def facts_markdown(facts: dict[str, Any], edits: list[str]) -> str:
     """The facts as a markdown table; missing figures are left out."""
     labels = {

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from ..edit.store import list_edits
 from ..run import RunFolder
-from .facts import facts_markdown, list_edits, run_facts
+from .facts import facts_markdown, run_facts
 from .render_worker import RenderWorker
 
 NO_EDIT = "(reconstruction)"

@@ -28,10 +28,10 @@ from canon_edit.representation import Bake, Representation
 from canon_edit.run import RunFolder
 from canon_edit.video import Clip
 
-from .asset import PortraitAsset
 from .body import BodyModel, body_spec, load_body
 from .camera import Camera
 from .config import PortraitConfig
+from .editing import EditablePortrait
 from .gaussians import texel_binding, texel_sizes
 from .prepare import DETECTIONS, TRACKING, TRACKING_ERROR, prepare_portrait
 from .render import NeuralDecoder, render_frame
@@ -66,7 +66,7 @@ def visible_faces(body: BodyModel, tracking: Tracking, max_frames: int = 16) -> 
 class Portrait(Representation):
     name = "portrait"
     config_class = PortraitConfig
-    bake_class = PortraitAsset
+    bake_class = EditablePortrait
     presets = "canon_edit_representations.presets"
     needs_flow = False
     run_files = frozenset({DETECTIONS, TRACKING, TRACKING_ERROR})
@@ -205,12 +205,12 @@ class Portrait(Representation):
         return figures
 
     @torch.no_grad()
-    def bake(self) -> PortraitAsset:
+    def bake(self) -> EditablePortrait:
 
         tracking = Tracking(
             self.pose, self.expression, self.shape, self.viewmat, self.K, self.W, self.H, self.body_name
         )
-        return PortraitAsset(
+        return EditablePortrait(
             gaussians={k: v.detach().cpu().clone() for k, v in self.gaussian_params().items()},
             decoder_state={k: v.detach().cpu().clone() for k, v in self.decoder.state_dict().items()},
             feature_dim=self.cfg.feature_dim,

@@ -16,11 +16,12 @@ from torch import Tensor
 
 from canon_edit.video import Clip
 
-from .body import BodyModel
+from .body import BodyModel, body_spec
 from .camera import Camera
+from .editing import EditablePortrait
 from .gaussians import texel_binding, texel_sizes
 from .raster import rasterize
-from .render import posed_gaussians
+from .render import NeuralDecoder, posed_gaussians
 from .tracking import Tracking, look_at_viewmat, project_points
 
 
@@ -118,3 +119,36 @@ def make_portrait_clip(
     )
     truth = {"tri_id": tri_id, "bary": bary, "rgb": rgb, "log_scales": log_scales, "opacity": opacity}
     return ProceduralPortrait(clip=clip, tracking=tracking, landmarks=torch.stack(landmarks), gaussians=truth)
+
+
+def truth_asset(
+    portrait: ProceduralPortrait, body: BodyModel, model_dir: str | None = None, feature_dim: int = 8
+) -> EditablePortrait:
+    """The procedural truth as a baked asset: its Gaussians, features = logit(colour), a pass-through decoder.
+
+    Edits tested on it are measured against a known answer without the fit's own error in the way.
+    """
+    g = portrait.gaussians
+    n = len(g["tri_id"])
+    features = torch.zeros(n, feature_dim)
+    features[:, :3] = torch.logit(g["rgb"].clamp(1e-3, 1 - 1e-3))
+    decoder = NeuralDecoder(feature_dim, 8)  # its residual starts at zero: colour = sigmoid(features[:3])
+    return EditablePortrait(
+        gaussians={
+            "tri_id": g["tri_id"],
+            "bary": g["bary"],
+            "offset": torch.zeros(n, 3),
+            "quats_local": torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(n, 1),
+            "log_scales": g["log_scales"],
+            "opacity_logits": torch.logit(g["opacity"]),
+            "features": features,
+        },
+        decoder_state=decoder.state_dict(),
+        feature_dim=feature_dim,
+        decoder_hidden=8,
+        tracking=portrait.tracking,
+        body_spec=body_spec(body, model_dir, "head"),
+        background=portrait.clip.frames,
+        fps=portrait.clip.fps,
+        body=body,
+    )

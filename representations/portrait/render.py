@@ -30,6 +30,32 @@ def posed_gaussians(
     return bind(vertices, body.faces, tri_id, bary, offset, quats_local)
 
 
+def render_features(
+    body: BodyModel,
+    gaussians: dict[str, Tensor],
+    pose: Tensor,
+    expression: Tensor,
+    shape: Tensor,
+    camera: Camera,
+) -> tuple[Tensor, Tensor]:
+    """One frame's rasterised neural features C×H×W (premultiplied) and alpha 1×H×W."""
+    g = gaussians
+    means, quats = posed_gaussians(
+        body, pose, expression, shape, g["tri_id"], g["bary"], g["offset"], g["quats_local"]
+    )
+    feats, alpha = rasterize(
+        means, quats, g["log_scales"].exp(), torch.sigmoid(g["opacity_logits"]), g["features"],
+        camera,
+    )  # fmt: skip
+    return feats.permute(2, 0, 1), alpha.permute(2, 0, 1)
+
+
+def decode(decoder: NeuralDecoder, feats: Tensor, alpha: Tensor, background: Tensor) -> Tensor:
+    """Features (premultiplied) → RGB composited over `background` (3×H×W)."""
+    rgb = decoder(feats[None] / alpha[None].clamp(min=1e-3))[0]  # un-premultiplied: edges keep their colour
+    return rgb * alpha + background * (1 - alpha)
+
+
 def render_frame(
     body: BodyModel,
     gaussians: dict[str, Tensor],
@@ -45,22 +71,17 @@ def render_frame(
     ``gaussians`` holds tri_id, bary, offset, quats_local, log_scales, opacity_logits, features;
     the model (while fitting) and the baked asset (when re-rendering an edit) both render through here.
     """
-    g = gaussians
-    means, quats = posed_gaussians(
-        body, pose, expression, shape, g["tri_id"], g["bary"], g["offset"], g["quats_local"]
-    )
-    feats, alpha = rasterize(
-        means, quats, g["log_scales"].exp(), torch.sigmoid(g["opacity_logits"]), g["features"],
-        camera,
-    )  # fmt: skip
-    feats = feats.permute(2, 0, 1)[None]
-    alpha = alpha.permute(2, 0, 1)
-    rgb = decoder(feats / alpha[None].clamp(min=1e-3))[0]  # un-premultiplied, so edges keep their colour
-    return rgb * alpha + background * (1 - alpha), alpha
+    feats, alpha = render_features(body, gaussians, pose, expression, shape, camera)
+    return decode(decoder, feats, alpha, background), alpha
 
 
 class NeuralDecoder(nn.Module):
-    """Feature image B×C×H×W → RGB: base colour (first 3 channels) plus a small conv residual."""
+    """Feature image B×C×H×W → RGB: base colour (first 3 channels) plus a small conv residual.
+
+    `colour` (3×4, a buffer) is an affine colour map applied last, identity after a fit: an
+    appearance edit sets it, so a reference's colour statistics land exactly and weight-free. State
+    dicts written before it existed load as identity.
+    """
 
     def __init__(self, channels: int, hidden: int):
         super().__init__()
@@ -73,6 +94,18 @@ class NeuralDecoder(nn.Module):
         )
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
+        self.register_buffer("colour", IDENTITY_COLOUR.clone())
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
+        state_dict.setdefault(prefix + "colour", IDENTITY_COLOUR.clone())
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, features: Tensor) -> Tensor:
-        return torch.sigmoid(features[:, :3] + self.net(features))
+        rgb = torch.sigmoid(features[:, :3] + self.net(features))
+        if torch.equal(self.colour, IDENTITY_COLOUR.to(self.colour)):
+            return rgb
+        a, b = self.colour[:, :3], self.colour[:, 3]
+        return (torch.einsum("ij,bjhw->bihw", a, rgb) + b[:, None, None]).clamp(0, 1)
+
+
+IDENTITY_COLOUR = torch.cat([torch.eye(3), torch.zeros(3, 1)], dim=1)

@@ -1,0 +1,173 @@
+"""EditablePortrait: the baked portrait as the core's `EditableBake`, and its novel-view renders.
+
+The core's `canon-edit edit`, `render --edit/--orbit/--view` and `eval --edit` reach the portrait's
+edits only through these methods. An edit folder holds the edited `gaussians.ply` (rest pose, the
+asset's layout) and `decoder.safetensors`; everything else (tracking, body, background) is the run's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import Tensor
+
+from canon_edit.atomic import atomic_path
+from canon_edit.config import load_config, to_dict
+from canon_edit.errors import UserError
+from canon_edit.files import read_tensors
+
+from .appearance import transfer_appearance
+from .asset import PortraitAsset
+from .avatar import EditableAvatar
+from .edit_config import IDUConfig, LiftConfig, PortraitDistillConfig
+from .gaussians import read_ply, write_ply
+from .orbit import head_centre, orbit_angles, turned_camera
+from .render import render_frame
+
+PRESETS = "canon_edit_representations.presets"
+MODES: dict[str, type] = {"ip2p": IDUConfig, "sds": PortraitDistillConfig, "dds": PortraitDistillConfig}
+GAUSSIAN_KEYS = ("tri_id", "bary", "offset", "quats_local", "log_scales", "opacity_logits", "features")
+
+
+def edit_config(cls: type, preset: str | None, default: str, overrides: dict[str, Any] | None) -> Any:
+    return load_config(cls, preset or default, overrides, group="edit", package=PRESETS)
+
+
+class EditablePortrait(PortraitAsset):
+    def _edited(self, gaussians: dict[str, Tensor], decoder_state: dict[str, Tensor]) -> EditablePortrait:
+        return dataclasses.replace(self, gaussians=gaussians, decoder_state=decoder_state, _person=None)
+
+    def _from(self, avatar: EditableAvatar) -> EditablePortrait:
+        edited = avatar.to_asset()
+        return self._edited(edited.gaussians, edited.decoder_state)
+
+    def lift_keyframe(
+        self,
+        frame: int,
+        edited: Tensor,
+        source: Tensor,
+        mask: Tensor | None,
+        overrides: dict[str, Any] | None,
+        progress: bool,
+    ) -> tuple[EditablePortrait, dict[str, Any]]:
+        """Paint on frame `frame` lifted into the features of the Gaussians it sees (lift.py).
+
+        `source` is the frame as fitted (the asset's background holds the same pixels).
+        """
+        from .lift import lift_keyframe
+
+        cfg = edit_config(LiftConfig, None, "portrait_keyframe", overrides)
+        avatar = EditableAvatar(self)
+        stats = lift_keyframe(avatar, frame, edited, mask, cfg, progress)
+        return self._from(avatar), {**stats, "config": to_dict(cfg)}
+
+    def diffusion_edit(self, request: Any, progress: bool) -> tuple[EditablePortrait, dict[str, Any]]:
+        """IDU with InstructPix2Pix (mode ip2p) or SDS/DDS through renders (modes sds, dds)."""
+        from canon_edit.guidance.edit import edit_text
+        from canon_edit.guidance.models import load_model
+
+        mode = request.mode or ("ip2p" if request.instruction else "sds")
+        if mode not in MODES:
+            raise UserError(f"mode {mode} does not apply to a portrait; use one of {', '.join(MODES)}")
+        if request.layers or request.mask or request.controlnet:
+            raise UserError("--layers, --mask and --controlnet apply to 2D runs; a portrait edits its person")
+        if request.source_prompt and mode != "dds":
+            raise UserError("a source prompt is for mode dds")
+        text = edit_text(request, mode)
+        cfg = edit_config(MODES[mode], request.preset, f"portrait_{mode}", request.overrides)
+        model_id = request.model or cfg.model
+        model = load_model(
+            model_id, device=request.device, options=cfg.load, allow_download=request.allow_download
+        )
+        if model.instruct != (mode == "ip2p"):
+            need = "an InstructPix2Pix model" if mode == "ip2p" else "a text-to-image model"
+            raise UserError(f"'{model_id}' is not {need}, which mode {mode} needs; give one with --model")
+        avatar = EditableAvatar(self)
+        if mode == "ip2p":
+            from .idu import face_boxes, ip2p_editor, iterative_dataset_update
+
+            boxes = face_boxes(avatar, cfg.face_scale) if cfg.face_crop else None
+            editor = ip2p_editor(model, text, cfg, boxes, request.seed)
+            stats = iterative_dataset_update(avatar, editor, cfg, request.seed, progress)
+        else:
+            from .distill import distill_portrait
+
+            stats = distill_portrait(
+                avatar, EditableAvatar(self), model, mode, text, cfg,
+                source_prompt=request.source_prompt, seed=request.seed, progress=progress,
+            )  # fmt: skip
+        meta = {
+            "mode": mode,
+            "prompt": text,
+            "model": model_id,
+            "source_prompt": request.source_prompt if mode == "dds" else None,
+            "seed": request.seed,
+            "device": str(model.device),
+            "config": to_dict(cfg),
+            **stats,
+        }
+        return self._from(avatar), meta
+
+    def transfer_appearance(self, reference: Tensor) -> tuple[EditablePortrait, dict[str, Any]]:
+        """A reference image's colour mean and covariance inside the person (appearance.py)."""
+        decoder_state, meta = transfer_appearance(self, reference)
+        return self._edited(self.gaussians, decoder_state), meta
+
+    def save_edit(self, folder: Path) -> None:
+        write_ply(folder / "gaussians.ply", self.rest_gaussians())
+        with atomic_path(folder / "decoder.safetensors") as tmp:
+            save_file({k: v.contiguous() for k, v in self.decoder_state.items()}, str(tmp))
+
+    def load_edit(self, folder: Path) -> EditablePortrait:
+        fix = f"make the edit '{folder.name}' again, replacing it"
+        path = folder / "gaussians.ply"
+        if not path.is_file():
+            raise UserError(
+                f"edit '{folder.name}' holds no gaussians.ply (it was made on another kind of run)"
+            )
+        ply = read_ply(path)
+        gaussians = {k: ply[k] for k in GAUSSIAN_KEYS if k in ply}
+        same = all(k in gaussians for k in GAUSSIAN_KEYS) and all(
+            torch.equal(gaussians[k], self.gaussians[k]) for k in ("tri_id",)
+        )
+        if not same or gaussians["features"].shape != self.gaussians["features"].shape:
+            raise UserError(f"edit '{folder.name}' does not match this run's Gaussians; {fix}")
+        return self._edited(gaussians, read_tensors(folder / "decoder.safetensors", fix))
+
+    @torch.no_grad()
+    def turned_person(self, frames: list[int], angles: list[tuple[float, float]]) -> tuple[Tensor, Tensor]:
+        """Frames seen from cameras swung by (yaw, pitch) degrees around the head: the person, alpha."""
+        body, decoder, tr = self.get_body(), self.decoder(), self.tracking
+        black = torch.zeros(3, tr.height, tr.width)
+        images, alphas = [], []
+        for t, (yaw, pitch) in zip(frames, angles, strict=True):
+            camera = turned_camera(tr.camera(t), head_centre(body, tr, t), yaw, pitch)
+            image, alpha = render_frame(
+                body, self.gaussians, decoder, tr.pose[t], tr.expression[t], tr.shape, camera, black
+            )
+            images.append(image)
+            alphas.append(alpha)
+        return torch.stack(images), torch.stack(alphas)
+
+    def render_turned(
+        self,
+        frames: list[int] | None = None,
+        orbit: float | None = None,
+        view: tuple[float, float] | None = None,
+    ) -> Tensor:
+        """Frames (default all) from cameras swung around the head, over black.
+
+        `orbit` swings yaw to ±orbit and pitch to ±orbit/2 over the clip (orbit.py); `view` holds one
+        (yaw, pitch) offset in degrees.
+        """
+        ids = list(range(self.T)) if frames is None else [int(t) for t in frames]
+        if orbit is not None:
+            every = orbit_angles(self.T, orbit)
+            angles = [every[t] for t in ids]
+        else:
+            angles = [view or (0.0, 0.0)] * len(ids)
+        return self.turned_person(ids, angles)[0]

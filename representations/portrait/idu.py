@@ -1,0 +1,182 @@
+"""Iterative dataset update on a portrait (PortraitGen, Instruct-NeRF2NeRF): an image editor drives it.
+
+Every `keyframe_every`-th frame is a keyframe; the others are never edited or trained on, so they
+measure how the edit generalises. The dataset starts as the source keyframes. Every `reedit_every`
+steps one keyframe is edited again *from the current render* (conditioned on its original frame),
+so the edits converge on one look the avatar can hold instead of fighting each other. Each step
+trains the features and the decoder on one keyframe: L1 and SSIM to its edited image, the first three
+feature channels to the original frame (the base colour stays the source's; the decoder carries the
+edit), and the offsets, when free at all, under a regulariser.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from kornia.losses import ssim_loss
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from canon_edit.guidance.models import DiffusionModel
+from canon_edit.guidance.regenerate import IP2PConfig, ip2p
+
+from .avatar import EditableAvatar
+from .edit_config import IDUConfig
+
+# (frame, current render 3×H×W, original frame 3×H×W, alpha 1×H×W) → the edited frame 3×H×W
+Editor = Callable[[int, Tensor, Tensor, Tensor], Tensor]
+
+
+def keyframes(T: int, every: int) -> list[int]:
+    """Every `every`-th frame, at least two when the clip has two (one frame cannot show a trend)."""
+    picks = list(range(0, T, every))
+    if len(picks) < 2 and T > 1:
+        picks = [0, T - 1]
+    return picks
+
+
+def iterative_dataset_update(
+    avatar: EditableAvatar, editor: Editor, cfg: IDUConfig, seed: int = 0, progress: bool = True
+) -> dict[str, Any]:
+    """Train `avatar` towards `editor`'s view of its keyframes; returns what edit.json records."""
+    frames = keyframes(avatar.T, cfg.keyframe_every)
+    original = avatar.asset.background
+    dataset = {k: original[k] for k in frames}
+    picks = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    groups = [
+        {"params": [avatar.features], "lr": cfg.lr_features},
+        {"params": list(avatar.decoder.parameters()), "lr": cfg.lr_decoder},
+    ]
+    if cfg.lr_offset > 0:
+        groups.append({"params": [avatar.offset], "lr": cfg.lr_offset})
+    else:
+        avatar.offset.requires_grad_(False)
+    opt = torch.optim.Adam(groups)
+    edits = 0
+    for step in tqdm(range(cfg.steps), desc="iterative dataset update", disable=not progress):
+        if step % cfg.reedit_every == 0:
+            if not order:
+                order = [frames[i] for i in torch.randperm(len(frames), generator=picks).tolist()]
+            k = order.pop()
+            with torch.no_grad():
+                render, alpha, _ = avatar.render(k)
+                edited = editor(k, render.clamp(0, 1), original[k], alpha)
+                dataset[k] = (alpha * edited + (1 - alpha) * original[k]).clamp(0, 1)
+            edits += 1
+        k = frames[int(torch.randint(len(frames), (1,), generator=picks))]
+        pred, alpha, feats = avatar.render(k)
+        target = dataset[k]
+        loss = cfg.l1_weight * (pred - target).abs().mean()
+        loss = loss + cfg.ssim_weight * ssim_loss(pred[None], target[None], 11)
+        base = torch.sigmoid(feats[:3])
+        loss = loss + cfg.feature_weight * ((base - original[k]).abs() * alpha).mean()
+        if cfg.lr_offset > 0:
+            loss = loss + cfg.offset_weight * avatar.offset_penalty()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return {"keyframes": frames, "held_out": avatar.T - len(frames), "editor_calls": edits, **avatar.shift()}
+
+
+def face_boxes(avatar: EditableAvatar, scale: float) -> list[tuple[int, int, int]]:
+    """Per frame, the square (y, x, side) around the head: `scale` × the projected face landmarks' extent.
+
+    The square may reach past the frame; `crop` pads it with the frame's edge pixels.
+    """
+    body, tr = avatar.body, avatar.tracking
+    boxes = []
+    with torch.no_grad():
+        for t in range(avatar.T):
+            vertices = body(tr.pose[t : t + 1], tr.expression[t : t + 1], tr.shape).vertices
+            points = body.landmarks(vertices)[0]
+            cam = points @ tr.viewmat[t, :3, :3].T + tr.viewmat[t, :3, 3]
+            uv = cam[:, :2] / cam[:, 2:].clamp(min=1e-6) * tr.K[[0, 1], [0, 1]] + tr.K[[0, 1], [2, 2]]
+            lo, hi = uv.amin(0), uv.amax(0)
+            side = max(8, round(float((hi - lo).max()) * scale))
+            cx, cy = (lo + hi) / 2
+            boxes.append((round(float(cy) - side / 2), round(float(cx) - side / 2), side))
+    return boxes
+
+
+def crop(image: Tensor, box: tuple[int, int, int], size: int) -> Tensor:
+    """The square `box` of a C×H×W image (edge-padded where it leaves the frame), resized to size²."""
+    y, x, s = box
+    h, w = image.shape[-2:]
+    pad = (max(0, -x), max(0, x + s - w), max(0, -y), max(0, y + s - h))
+    padded = F.pad(image[None], pad, mode="replicate")
+    y0, x0 = y + pad[2], x + pad[0]
+    square = padded[..., y0 : y0 + s, x0 : x0 + s]
+    return F.interpolate(square, size=(size, size), mode="bilinear", align_corners=False, antialias=s > size)[
+        0
+    ]
+
+
+def paste(image: Tensor, patch: Tensor, box: tuple[int, int, int], weight: Tensor) -> Tensor:
+    """`patch` (C×R×R) resized into `box` of `image`, blended by `weight` (1×H×W in [0, 1])."""
+    y, x, s = box
+    h, w = image.shape[-2:]
+    patch = F.interpolate(patch[None], size=(s, s), mode="bilinear", align_corners=False)[0]
+    canvas = image.clone()
+    ys, xs = slice(max(0, y), min(h, y + s)), slice(max(0, x), min(w, x + s))
+    canvas[:, ys, xs] = patch[:, ys.start - y : ys.stop - y, xs.start - x : xs.stop - x]
+    return weight * canvas + (1 - weight) * image
+
+
+def head_weight(alpha: Tensor, box: tuple[int, int, int], feather: float = 0.15) -> Tensor:
+    """1×H×W: the person, dilated by a few pixels, inside the box with feathered edges (the paste mask)."""
+    y, x, s = box
+    h, w = alpha.shape[-2:]
+    radius = max(1, round(0.02 * s))
+    person = F.max_pool2d((alpha > 0.5).float()[None], 2 * radius + 1, stride=1, padding=radius)[0]
+    ramp = max(1.0, feather * s)
+    ys = torch.arange(h, dtype=torch.float32)[:, None] + 0.5
+    xs = torch.arange(w, dtype=torch.float32)[None, :] + 0.5
+    inside_y = ((ys - y).clamp(0, ramp).minimum((y + s - ys).clamp(0, ramp))) / ramp
+    inside_x = ((xs - x).clamp(0, ramp).minimum((x + s - xs).clamp(0, ramp))) / ramp
+    return person * (inside_y * inside_x)[None]
+
+
+def ip2p_editor(
+    model: DiffusionModel,
+    instruction: str,
+    cfg: IDUConfig,
+    boxes: list[tuple[int, int, int]] | None,
+    seed: int = 0,
+) -> Editor:
+    """InstructPix2Pix from the noised render, conditioned on the original frame; the head edited again
+    in a square crop at `face_resolution` with the same noise seed and pasted back."""
+    draws = torch.Generator().manual_seed(seed)
+    base = IP2PConfig(
+        model=cfg.model,
+        guidance_scale=cfg.guidance_scale,
+        image_guidance_scale=cfg.image_guidance_scale,
+        negative_prompt=cfg.negative_prompt,
+        scheduler="ddim",
+        tile_overlap=cfg.tile_overlap,
+        tile_batch=cfg.tile_batch,
+        load=cfg.load,
+    )
+
+    def edit(t: int, render: Tensor, original: Tensor, alpha: Tensor) -> Tensor:
+        strength = cfg.t_min + (cfg.t_max - cfg.t_min) * float(torch.rand((), generator=draws))
+        rcfg = replace(base, strength=strength, steps=math.ceil(cfg.denoise_steps / strength))
+        noise_seed = int(torch.randint(2**31, (), generator=draws))
+
+        def run(image: Tensor, condition: Tensor) -> Tensor:
+            generator = torch.Generator(model.device).manual_seed(noise_seed)
+            return ip2p(model, image, instruction, rcfg, generator, progress=False, condition=condition)
+
+        out = run(render, original).to(render)
+        if boxes is not None:
+            box, size = boxes[t], cfg.face_resolution
+            face = run(crop(render, box, size), crop(original, box, size)).to(render)
+            out = paste(out, face, box, head_weight(alpha, box))
+        return out
+
+    return edit
