@@ -142,6 +142,76 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_edit_target(p: argparse.ArgumentParser, kind: str) -> None:
+    p.add_argument("run", help="a finished portrait run")
+    p.add_argument("--name", help=f"edit folder name under RUN/edits/ (default: {kind}, {kind}_2, ...)")
+    p.add_argument("--force", action="store_true", help="replace the existing edit called --name")
+    p.add_argument("--from-edit", help="start from an earlier edit of the run")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
+def _add_relight(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "relight",
+        help="portrait: relight the avatar (weight-free SH shading: the clip's light is fitted and replaced)",
+    )
+    _add_edit_target(p, "relight")
+    light = p.add_mutually_exclusive_group(required=True)
+    light.add_argument("--preset", help="key-left, key-right, top, rim, sunset or overcast")
+    light.add_argument(
+        "--azimuth",
+        type=float,
+        help="a directional light: degrees, 0 = from the camera, 90 = from the image's right",
+    )
+    light.add_argument(
+        "--envmap", help="an equirectangular environment map (PNG, JPG, HDR, EXR), as the subject sees it"
+    )
+    light.add_argument(
+        "--iclight",
+        help="IC-Light's offsets (.safetensors): relight by diffusion with --prompt (needs --model)",
+    )
+    p.add_argument("--elevation", type=float, help="with --azimuth: degrees above the horizon")
+    p.add_argument("--color", help="with --azimuth: the light's colour as R,G,B (e.g. 1,0.8,0.6)")
+    p.add_argument("--ambient", type=float, help="with --azimuth: ambient share (default 0.3)")
+    p.add_argument("--intensity", type=float, help="brightness of a face-on surface (default 1: the fit's)")
+    p.add_argument(
+        "--rotate-light",
+        type=float,
+        metavar="DEG",
+        help="turn the light around the head by DEG over the clip",
+    )
+    p.add_argument("--prompt", help="with --iclight: the light in words, e.g. 'warm sunset light'")
+    p.add_argument(
+        "--direction", help="with --iclight: where the light comes from: left, right, top, bottom, none"
+    )
+    p.add_argument("--model", help="with --iclight: the SD-1.5 base, a local folder or cached hub id")
+    p.add_argument(
+        "--allow-download", action="store_true", help="with --iclight: fetch an uncached hub model"
+    )
+    p.add_argument("--device", help="with --iclight: auto, cpu, cuda:N")
+
+
+def _add_stylize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stylize",
+        help="portrait: give the avatar a style image's colours and texture, or an instruction's look",
+    )
+    _add_edit_target(p, "stylize")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--style", help="the style image (its colours, then its texture)")
+    src.add_argument(
+        "--instruction", help="an InstructPix2Pix instruction (iterative dataset update; needs --model)"
+    )
+    p.add_argument("--mode", help="with --style: colour, texture (default; weight-free) or vgg (needs --vgg)")
+    p.add_argument(
+        "--vgg", help="a local torchvision VGG-16/19 state dict (.pth/.safetensors): ARF's feature matching"
+    )
+    p.add_argument("--model", help="with --instruction: a local folder or cached hub id of InstructPix2Pix")
+    p.add_argument("--allow-download", action="store_true", help="fetch a hub model that is not cached")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+
+
 def _add_view(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("view", help="open a run (finished or being fitted) in the browser viewer")
     p.add_argument("run")
@@ -165,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit(sub)
     _add_edit(sub)
     _add_render(sub)
+    _add_relight(sub)
+    _add_stylize(sub)
     _add_view(sub)
     e = sub.add_parser("eval", help="print PSNR, SSIM and warping error of a run or an edit as JSON")
     e.add_argument("run")
@@ -271,6 +343,77 @@ def _cmd_edit(args: argparse.Namespace) -> None:
     print(f"edit: {folder}\nvideo: {folder / 'video.mp4'}")
 
 
+def _cmd_relight(args: argparse.Namespace) -> None:
+    from .config import deep_merge, parse_overrides
+    from .edit.commands import EditTarget, edit_relight
+
+    if args.force and not args.name:
+        raise UserError("--force replaces the edit named by --name; give --name")
+    if args.azimuth is None and any(v is not None for v in (args.elevation, args.color, args.ambient)):
+        raise UserError("--elevation, --color and --ambient shape a directional light; add --azimuth DEG")
+    diffusion = (args.prompt, args.direction, args.model, args.device, args.allow_download or None)
+    if not args.iclight and any(v is not None for v in diffusion):
+        raise UserError("--prompt, --direction, --model, --device and --allow-download are for --iclight")
+    options = parse_overrides(args.overrides)
+    given = {
+        "preset": args.preset,
+        "azimuth": args.azimuth,
+        "elevation": args.elevation,
+        "ambient": args.ambient,
+        "intensity": args.intensity,
+        "envmap": args.envmap,
+        "rotate": args.rotate_light,
+        "iclight": args.iclight,
+        "prompt": args.prompt,
+        "model": args.model,
+        "device": args.device,
+        "allow_download": args.allow_download or None,
+    }
+    options |= {k: v for k, v in given.items() if v is not None}
+    if args.direction is not None:
+        options = deep_merge(options, {"ic": {"direction": args.direction}})
+    if args.color is not None:
+        try:
+            options["colour"] = [float(v) for v in args.color.split(",")]
+        except ValueError:
+            raise UserError(f"--color expects R,G,B numbers (e.g. 1,0.8,0.6), got '{args.color}'") from None
+    target = EditTarget(run=args.run, name=args.name, replace=args.force, from_edit=args.from_edit)
+    folder = edit_relight(target, options)
+    print(f"edit: {folder}\nvideo: {folder / 'video.mp4'}")
+
+
+def _cmd_stylize(args: argparse.Namespace) -> None:
+    from .config import parse_overrides
+    from .edit.commands import EditTarget, edit_diffusion, edit_stylize
+
+    if args.force and not args.name:
+        raise UserError("--force replaces the edit named by --name; give --name")
+    options = parse_overrides(args.overrides)
+    target = EditTarget(run=args.run, name=args.name, replace=args.force, from_edit=args.from_edit)
+    if args.instruction:
+        if args.mode or args.vgg:
+            raise UserError("--mode and --vgg apply to --style; an instruction edits through InstructPix2Pix")
+        from .guidance.edit import DiffusionRequest
+
+        request = DiffusionRequest(
+            mode="ip2p",
+            instruction=args.instruction,
+            model=args.model,
+            overrides=options,
+            seed=args.seed,
+            device=args.device,
+            allow_download=args.allow_download,
+        )
+        folder = edit_diffusion(target, request)
+    else:
+        if args.model:
+            raise UserError("--model applies to --instruction; a style image needs no model")
+        if args.mode:
+            options["mode"] = args.mode
+        folder = edit_stylize(target, args.style, options or None, args.vgg)
+    print(f"edit: {folder}\nvideo: {folder / 'video.mp4'}")
+
+
 def _cmd_render(args: argparse.Namespace) -> None:
     from .edit.commands import render_run
 
@@ -321,6 +464,8 @@ COMMANDS = {
     "eval": _cmd_eval,
     "demo": _cmd_demo,
     "view": _cmd_view,
+    "relight": _cmd_relight,
+    "stylize": _cmd_stylize,
 }
 
 

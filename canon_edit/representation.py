@@ -54,7 +54,9 @@ class EditableBake(Bake, Protocol):
 
     The edit commands validate their inputs and hold the run's lock; these methods do the editing and
     return the edited bake and what edit.json should record. `save_edit` writes the edited state into
-    an edit folder, `load_edit` reads it back onto this (unedited) bake.
+    an edit folder, `load_edit` reads it back onto this (unedited) bake. Two more are looked up by name
+    when a command needs them: `relight(options, progress)` and `stylize(style, options, vgg,
+    progress)`, with the same return shape.
     """
 
     def lift_keyframe(

@@ -287,3 +287,23 @@ def test_portrait_view_renders_the_person_and_orbits(portrait_run, open_viewer, 
     changed = float((np.abs(side - front).max(-1) > 0.1).mean())
     assert changed > 0.005, f"orbiting did not change the view; see {front_path}, {side_path}"
     assert (side.max(-1) > 0.1).mean() > 0.005, f"the person vanished after orbiting; see {side_path}"
+
+
+def test_portrait_view_shows_the_edit_picked_in_the_dropdown(portrait_run, open_viewer, tmp_path):
+    from canon_edit.edit.commands import EditTarget, edit_appearance
+
+    green = torch.zeros(3, 16, 16)
+    green[1] = torch.linspace(0.6, 0.9, 16)[:, None]
+    write_image(tmp_path / "green.png", green)
+    edit_appearance(EditTarget(run=portrait_run.path, name="green"), tmp_path / "green.png")
+    viewer, page = open_viewer(portrait_run)
+    page.wait_for_selector("text=portrait", timeout=20_000)
+    s = session(viewer)
+    s.show_frustum.value = False  # only the avatar on screen
+    shots = Shots(page, tmp_path)
+    before, before_path = shots.changed(EMPTY, "reconstruction")
+    s.edit.value = "green"  # what picking it in the dropdown does
+    after, after_path = shots.changed(before, "edit")
+    person = after.max(-1) > 0.1
+    g_share = after[person][:, 1] / after[person].sum(-1).clip(1e-3)
+    assert float(np.median(g_share)) > 0.6, f"the edited avatar is not green; see {before_path}, {after_path}"

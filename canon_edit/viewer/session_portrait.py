@@ -3,7 +3,9 @@ as the background image (the browser cannot draw neural-texture Gaussians itself
 resolution while the camera moves and at full resolution once it stops.
 
 The bake is used by duck typing (`render_view`, `source_camera`), so the core never imports the
-portrait plugin; a Camera for any view is the source camera with its fields replaced.
+portrait plugin; a Camera for any view is the source camera with its fields replaced. Picking an edit
+in the dropdown swaps in the edited bake (`edit.commands.edited_bake`), so an edited avatar is
+orbited like the reconstruction.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..edit.commands import edited_bake
+from ..errors import UserError
 from ..run import RunFolder
 from .camera import fov_y, intrinsics, look_from_viewmat, matrix_quaternion, viewmat_from_pose
 from .policy import ResolutionPolicy, moving_scale, scaled_size, update_cost
-from .session import ClientSession
+from .session import NO_EDIT, ClientSession
 
 MAX_SIDE = 960  # longest side of a full-resolution view
 
@@ -45,6 +49,7 @@ class SessionPortrait(ClientSession):
     def __init__(self, client: Any, run: RunFolder, bake: Any, source: Tensor, policy: ResolutionPolicy):
         super().__init__(client, run, source, bake.fps)
         self.bake, self.source, self.policy = bake, source, policy
+        self.shown = bake  # the reconstruction, or the edit picked in the dropdown
         self.full_ms: float | None = None
         self.mesh: Any = None  # the body mesh's scene handle while it is shown
         self.overlay_frame: int | None = None  # the frame the panel and the overlays show (None: redraw)
@@ -73,6 +78,14 @@ class SessionPortrait(ClientSession):
             self.client.camera.position = position.numpy().astype(np.float64)
             self.client.camera.look_at = look_at.numpy().astype(np.float64)
             self.client.camera.up_direction = up.numpy().astype(np.float64)
+
+    def select_edit(self, name: str) -> None:
+        try:
+            self.shown = self.bake if name == NO_EDIT else edited_bake(self.run, self.bake, name)
+        except UserError as e:
+            self.report(str(e))
+            return
+        self.redraw_overlays()
 
     def redraw_overlays(self) -> None:
         self.overlay_frame = None
@@ -108,13 +121,14 @@ class SessionPortrait(ClientSession):
             height=height,
         )
         start = time.perf_counter()
-        image = self.bake.render_view(request.frame, camera)
+        shown = self.shown
+        image = shown.render_view(request.frame, camera)
         ms = (time.perf_counter() - start) * 1000
         self.full_ms = update_cost(self.full_ms, ms, request.scale, self.policy)
         self.push(to_uint8(image))
         if request.frame != self.overlay_frame:
             self.overlay_frame = request.frame
-            recon = self.bake.render([request.frame])[0]
+            recon = shown.render([request.frame])[0]
             self.panel.image = to_uint8(torch.cat([self.source[request.frame], recon], 2))
             self.draw_overlays(request.frame)
 

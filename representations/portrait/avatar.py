@@ -63,12 +63,13 @@ class EditableAvatar(nn.Module):
             background = self.asset.background[t]
         return decode(self.decoder, feats, alpha, background), alpha, feats / alpha.clamp(min=1e-3)
 
-    def visibility(self, t: int, weights: Tensor) -> Tensor:
-        """Per Gaussian, Σ_pixels weights(p)·w_i(p): how much of the weighted pixels of frame t it makes.
+    def splat_sums(self, t: int, images: Tensor) -> Tensor:
+        """N×C: per Gaussian, Σ_pixels w_i(p)·images_c(p) over frame t (`images` C×H×W).
 
         w_i(p) is its blending weight (opacity × transmittance), so a Gaussian hidden behind others
-        scores ~0: this is what "the Gaussians a frame sees" means. One backward pass of a 1-channel
-        render gives all N sums at once.
+        sums to ~0. One backward pass of a C-channel render of constant features gives all N×C sums:
+        with ones, how much of the frame a Gaussian makes (what "the Gaussians a frame sees" means);
+        with the source frame, the colour it was seen with.
         """
         tr, g = self.tracking, self.gaussians()
         with torch.no_grad():
@@ -76,13 +77,17 @@ class EditableAvatar(nn.Module):
                 self.body, tr.pose[t], tr.expression[t], tr.shape, g["tri_id"], g["bary"], g["offset"],
                 g["quats_local"],
             )  # fmt: skip
-        probe = torch.ones(len(means), 1, requires_grad=True)
+        probe = torch.ones(len(means), images.shape[0], requires_grad=True)
         with torch.enable_grad():
             image, _ = rasterize(
                 means, quats, g["log_scales"].exp(), torch.sigmoid(g["opacity_logits"]), probe, self.camera(t)
             )
-            (image[..., 0] * weights).sum().backward()
-        return probe.grad[:, 0].detach()
+            (image * images.permute(1, 2, 0)).sum().backward()
+        return probe.grad.detach()
+
+    def visibility(self, t: int, weights: Tensor) -> Tensor:
+        """(N,): how much of the `weights`-weighted pixels (H×W) of frame t each Gaussian makes."""
+        return self.splat_sums(t, weights[None])[:, 0]
 
     def offset_penalty(self) -> Tensor:
         """Mean squared offset change in units of each Gaussian's own largest scale."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from canon_edit.errors import UserError
 from canon_edit.guidance.distill import DistillConfig
+from canon_edit.guidance.iclight import ICLightConfig
 from canon_edit.guidance.models import LoadOptions
 
 
@@ -32,6 +33,7 @@ class IDUConfig:
     steps: int = 600  # optimisation steps in all
     keyframe_every: int = 12  # every N-th frame is edited and trained on; the others are held out
     reedit_every: int = 4  # one keyframe is re-edited from the current render every this many steps
+    max_edits: int = 0  # edits per keyframe at most (IC-Light: 2, as PortraitGen); 0 = no limit
     t_min: float = 0.5  # the render is noised to t ~ U[t_min, t_max]·T ...
     t_max: float = 0.8
     denoise_steps: int = 10  # ... and denoised in this many DDIM steps
@@ -55,6 +57,8 @@ class IDUConfig:
     def validate(self, prefix: str = "") -> None:
         if self.steps < 1 or self.keyframe_every < 1 or self.reedit_every < 1 or self.denoise_steps < 1:
             raise UserError(f"{prefix}steps, keyframe_every, reedit_every and denoise_steps must be ≥ 1")
+        if self.max_edits < 0:
+            raise UserError(f"{prefix}max_edits must be ≥ 0 (0: no limit)")
         if not 0 < self.t_min <= self.t_max <= 1:
             raise UserError(f"{prefix}t_min and t_max must satisfy 0 < t_min ≤ t_max ≤ 1")
         if self.face_scale <= 0 or self.face_resolution < 8:
@@ -75,3 +79,75 @@ class PortraitDistillConfig(DistillConfig):
     def validate(self, prefix: str = "") -> None:
         if not 0 <= self.view_chance <= 1 or not 0 <= self.view_degrees <= 90 or self.crop_margin < 1:
             raise UserError(f"{prefix}view_chance in [0, 1], view_degrees in [0, 90], crop_margin ≥ 1")
+
+
+@dataclass
+class RelightConfig:
+    """`canon-edit relight RUN` / scripts/relight_portrait.py (presets/edit/portrait_relight.yaml)."""
+
+    preset: str = ""  # a light preset (lighting.PRESETS): key-left, key-right, top, rim, sunset, overcast
+    azimuth: float | None = None  # a directional light: degrees, 0 = from the camera, 90 = from image right
+    elevation: float = 0.0  # degrees above the horizon (from above: positive)
+    colour: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    ambient: float = 0.3  # share of the directional light's brightness that comes from everywhere
+    intensity: float = 1.0  # mean shading of a face-on surface; 1 keeps the fit's brightness
+    envmap: str = ""  # an equirectangular environment map (PNG, JPG, HDR, EXR) projected to SH
+    iclight: str = ""  # IC-Light's offsets (.safetensors): relight by diffusion (IDU) instead of SH
+    model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # IC-Light's SD-1.5 base (folder or hub id)
+    prompt: str = ""  # IC-Light: the light in words, e.g. "warm sunset light, soft shadows"
+    ic: ICLightConfig = field(default_factory=ICLightConfig)
+    idu: IDUConfig = field(default_factory=lambda: IDUConfig(steps=400, max_edits=2, face_crop=False))
+    device: str = "auto"  # IC-Light's device
+    ic_seed: int = 0
+    allow_download: bool = False  # IC-Light: fetch an uncached hub model
+    rotate: float = 0.0  # degrees the light turns around the head over the clip (a light orbit)
+    albedo: str = "refit"  # refit: the decoder is refitted to albedo under the fitted light | ratio
+    light_frames: int = 24  # frames (evenly spread) whose pixels fit the clip's light
+    refit_steps: int = 300
+    lr_features: float = 1e-2
+    lr_decoder: float = 1e-3
+    lr_light: float = 1e-2  # the light's directional bands, refined with the albedo
+
+    def validate(self, prefix: str = "") -> None:
+        given = [bool(self.preset), self.azimuth is not None, bool(self.envmap), bool(self.iclight)]
+        if sum(given) != 1:
+            raise UserError(
+                "relighting needs exactly one light: --preset NAME, --azimuth DEG [--elevation DEG], "
+                "--envmap FILE or --iclight OFFSETS.safetensors"
+            )
+        if bool(self.iclight) != bool(self.prompt.strip()):
+            raise UserError(
+                'IC-Light relighting needs both --iclight OFFSETS and --prompt "the light in words"'
+            )
+        if len(self.colour) != 3 or min(self.colour) < 0:
+            raise UserError(f"{prefix}colour must be three non-negative numbers (R,G,B), got {self.colour}")
+        if self.intensity <= 0 or not self.ambient >= 0:
+            raise UserError(f"{prefix}intensity must be > 0 and ambient ≥ 0")
+        if self.albedo not in ("refit", "ratio"):
+            raise UserError(f"{prefix}albedo must be refit or ratio, got '{self.albedo}'")
+        if self.light_frames < 2 or self.refit_steps < 0:
+            raise UserError(f"{prefix}light_frames must be ≥ 2 and refit_steps ≥ 0")
+
+
+@dataclass
+class StylizeConfig:
+    """`canon-edit stylize RUN --style IMG`, scripts/stylize_portrait.py (preset portrait_stylize)."""
+
+    mode: str = "texture"  # colour (statistics only) | texture (random-filter Grams) | vgg (needs --vgg)
+    loss: str = "nnfm"  # with --vgg: nnfm (ARF, VGG-16 block 3) | gatys (Grams of relu1_1..relu5_1)
+    steps: int = 300
+    lr_features: float = 1e-2
+    lr_decoder: float = 1e-3
+    style_weight: float = 1.0
+    content_weight: float = 1.0  # L1 of the stylised render's luminance structure to the original's
+    tv_weight: float = 0.0  # ARF uses 1 on the render
+    crop: int = 128  # the person's square, resized to this for the feature losses
+    seed: int = 0
+
+    def validate(self, prefix: str = "") -> None:
+        if self.mode not in ("colour", "texture", "vgg"):
+            raise UserError(f"{prefix}mode must be colour, texture or vgg, got '{self.mode}'")
+        if self.loss not in ("nnfm", "gatys"):
+            raise UserError(f"{prefix}loss must be nnfm or gatys, got '{self.loss}'")
+        if self.steps < 0 or self.crop < 32:
+            raise UserError(f"{prefix}steps must be ≥ 0 and crop ≥ 32")

@@ -1,13 +1,16 @@
 """EditablePortrait: the baked portrait as the core's `EditableBake`, and its novel-view renders.
 
-The core's `canon-edit edit`, `render --edit/--orbit/--view` and `eval --edit` reach the portrait's
-edits only through these methods. An edit folder holds the edited `gaussians.ply` (rest pose, the
-asset's layout) and `decoder.safetensors`; everything else (tracking, body, background) is the run's.
+The core's `canon-edit edit`, `relight`, `render --edit/--orbit/--view` and `eval --edit` reach the
+portrait's edits only through these methods. An edit folder holds the edited `gaussians.ply` (rest
+pose, the asset's layout), `decoder.safetensors` and, when relit, `lighting.json`; everything else
+(tracking, body, background) is the run's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +21,17 @@ from torch import Tensor
 from canon_edit.atomic import atomic_path
 from canon_edit.config import load_config, to_dict
 from canon_edit.errors import UserError
-from canon_edit.files import read_tensors
+from canon_edit.files import read_json, read_tensors
 
 from .appearance import transfer_appearance
 from .asset import PortraitAsset
 from .avatar import EditableAvatar
-from .edit_config import IDUConfig, LiftConfig, PortraitDistillConfig
+from .camera import Camera
+from .edit_config import IDUConfig, LiftConfig, PortraitDistillConfig, RelightConfig, StylizeConfig
 from .gaussians import read_ply, write_ply
 from .orbit import head_centre, orbit_angles, turned_camera
 from .render import render_frame
+from .shading import Relighting, render_relit
 
 PRESETS = "canon_edit_representations.presets"
 MODES: dict[str, type] = {"ip2p": IDUConfig, "sds": PortraitDistillConfig, "dds": PortraitDistillConfig}
@@ -37,7 +42,40 @@ def edit_config(cls: type, preset: str | None, default: str, overrides: dict[str
     return load_config(cls, preset or default, overrides, group="edit", package=PRESETS)
 
 
+@dataclass
 class EditablePortrait(PortraitAsset):
+    relighting: Relighting | None = field(default=None, repr=False)  # a relit edit's lights
+
+    def frame(self, t: int, camera: Camera, background: Tensor) -> tuple[Tensor, Tensor]:
+        """Frame t (as posed then) seen from `camera` over `background`, relit when the edit says so."""
+        tr, decoder = self.tracking, self.decoder()
+        if self.relighting is not None:
+            return render_relit(
+                self.get_body(), self.gaussians, decoder, tr, t, camera, background, self.relighting
+            )
+        return render_frame(
+            self.get_body(),
+            self.gaussians,
+            decoder,
+            tr.pose[t],
+            tr.expression[t],
+            tr.shape,
+            camera,
+            background,
+        )
+
+    @torch.no_grad()
+    def render_person(self, frames: list[int]) -> tuple[Tensor, Tensor]:
+        if self.relighting is None:
+            return super().render_person(frames)
+        black = torch.zeros(3, self.tracking.height, self.tracking.width)
+        out = [self.frame(t, self.tracking.camera(t), black) for t in frames]
+        return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
+
+    @torch.no_grad()
+    def render_view(self, frame: int, camera: Camera) -> Tensor:
+        return self.frame(frame, camera, torch.zeros(3, camera.height, camera.width))[0]
+
     def _edited(self, gaussians: dict[str, Tensor], decoder_state: dict[str, Tensor]) -> EditablePortrait:
         return dataclasses.replace(self, gaussians=gaussians, decoder_state=decoder_state, _person=None)
 
@@ -117,10 +155,56 @@ class EditablePortrait(PortraitAsset):
         decoder_state, meta = transfer_appearance(self, reference)
         return self._edited(self.gaussians, decoder_state), meta
 
+    def relight(self, options: dict[str, Any], progress: bool) -> tuple[EditablePortrait, dict[str, Any]]:
+        """A new light (a preset, a directional light or an environment map), fitted light replaced."""
+        from .relight import relight
+
+        cfg = edit_config(RelightConfig, None, "portrait_relight", options)
+        avatar = EditableAvatar(self)
+        if cfg.iclight:
+            return self._relight_iclight(avatar, cfg, progress)
+        lit, meta = relight(avatar, cfg, progress)
+        return dataclasses.replace(self._from(avatar), relighting=lit), {**meta, "config": to_dict(cfg)}
+
+    def _relight_iclight(
+        self, avatar: EditableAvatar, cfg: RelightConfig, progress: bool
+    ) -> tuple[EditablePortrait, dict[str, Any]]:
+        """IC-Light edits keyframes (each at most `idu.max_edits` times) and IDU trains the avatar on them."""
+        from canon_edit.guidance.iclight import load_iclight
+
+        from .idu import iclight_editor, iterative_dataset_update
+
+        model = load_iclight(cfg.model, cfg.iclight, cfg.device, cfg.ic.load, cfg.allow_download)
+        editor = iclight_editor(model, cfg.prompt, cfg.ic, cfg.ic_seed)
+        stats = iterative_dataset_update(avatar, editor, cfg.idu, cfg.ic_seed, progress)
+        meta = {"light": "iclight", "prompt": cfg.prompt, "device": str(model.device), **stats}
+        return self._from(avatar), {**meta, "config": to_dict(cfg)}
+
+    def stylize(
+        self, style: Tensor, options: dict[str, Any] | None, vgg: str | None, progress: bool
+    ) -> tuple[EditablePortrait, dict[str, Any]]:
+        """The style image's colours, then (modes texture, vgg) its texture (stylize.py)."""
+        cfg = edit_config(StylizeConfig, None, "portrait_stylize", options)
+        if vgg and cfg.mode != "vgg":
+            cfg = dataclasses.replace(cfg, mode="vgg")
+        if cfg.mode == "vgg" and not vgg:
+            raise UserError("mode vgg needs VGG weights: --vgg FILE (a torchvision VGG-16/19 state dict)")
+        decoder_state, meta = transfer_appearance(self, style)
+        coloured = self._edited(self.gaussians, decoder_state)
+        if cfg.mode != "colour":
+            from .stylize import stylize_texture
+
+            avatar = EditableAvatar(coloured)
+            meta |= stylize_texture(avatar, style, cfg, vgg, progress)
+            coloured = coloured._from(avatar)
+        return coloured, {**meta, "config": to_dict(cfg)}
+
     def save_edit(self, folder: Path) -> None:
         write_ply(folder / "gaussians.ply", self.rest_gaussians())
         with atomic_path(folder / "decoder.safetensors") as tmp:
             save_file({k: v.contiguous() for k, v in self.decoder_state.items()}, str(tmp))
+        if self.relighting is not None:
+            (folder / "lighting.json").write_text(json.dumps(self.relighting.to_json()))
 
     def load_edit(self, folder: Path) -> EditablePortrait:
         fix = f"make the edit '{folder.name}' again, replacing it"
@@ -136,22 +220,23 @@ class EditablePortrait(PortraitAsset):
         )
         if not same or gaussians["features"].shape != self.gaussians["features"].shape:
             raise UserError(f"edit '{folder.name}' does not match this run's Gaussians; {fix}")
-        return self._edited(gaussians, read_tensors(folder / "decoder.safetensors", fix))
+        edited = self._edited(gaussians, read_tensors(folder / "decoder.safetensors", fix))
+        lighting = folder / "lighting.json"
+        if lighting.is_file():
+            data = read_json(lighting, fix)
+            edited = dataclasses.replace(edited, relighting=Relighting.from_json(data, str(lighting)))
+        return edited
 
     @torch.no_grad()
     def turned_person(self, frames: list[int], angles: list[tuple[float, float]]) -> tuple[Tensor, Tensor]:
         """Frames seen from cameras swung by (yaw, pitch) degrees around the head: the person, alpha."""
-        body, decoder, tr = self.get_body(), self.decoder(), self.tracking
+        body, tr = self.get_body(), self.tracking
         black = torch.zeros(3, tr.height, tr.width)
-        images, alphas = [], []
-        for t, (yaw, pitch) in zip(frames, angles, strict=True):
-            camera = turned_camera(tr.camera(t), head_centre(body, tr, t), yaw, pitch)
-            image, alpha = render_frame(
-                body, self.gaussians, decoder, tr.pose[t], tr.expression[t], tr.shape, camera, black
-            )
-            images.append(image)
-            alphas.append(alpha)
-        return torch.stack(images), torch.stack(alphas)
+        out = [
+            self.frame(t, turned_camera(tr.camera(t), head_centre(body, tr, t), yaw, pitch), black)
+            for t, (yaw, pitch) in zip(frames, angles, strict=True)
+        ]
+        return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
 
     def render_turned(
         self,

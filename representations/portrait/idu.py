@@ -22,6 +22,7 @@ from kornia.losses import ssim_loss
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from canon_edit.guidance.iclight import GREY, ICLightConfig, relight_image
 from canon_edit.guidance.models import DiffusionModel
 from canon_edit.guidance.regenerate import IP2PConfig, ip2p
 
@@ -58,17 +59,19 @@ def iterative_dataset_update(
     else:
         avatar.offset.requires_grad_(False)
     opt = torch.optim.Adam(groups)
-    edits = 0
+    edits = dict.fromkeys(frames, 0)
     for step in tqdm(range(cfg.steps), desc="iterative dataset update", disable=not progress):
-        if step % cfg.reedit_every == 0:
+        open_ = [k for k in frames if not cfg.max_edits or edits[k] < cfg.max_edits]
+        if step % cfg.reedit_every == 0 and open_:
+            order = [k for k in order if k in open_]
             if not order:
-                order = [frames[i] for i in torch.randperm(len(frames), generator=picks).tolist()]
+                order = [open_[i] for i in torch.randperm(len(open_), generator=picks).tolist()]
             k = order.pop()
             with torch.no_grad():
                 render, alpha, _ = avatar.render(k)
                 edited = editor(k, render.clamp(0, 1), original[k], alpha)
                 dataset[k] = (alpha * edited + (1 - alpha) * original[k]).clamp(0, 1)
-            edits += 1
+            edits[k] += 1
         k = frames[int(torch.randint(len(frames), (1,), generator=picks))]
         pred, alpha, feats = avatar.render(k)
         target = dataset[k]
@@ -81,7 +84,8 @@ def iterative_dataset_update(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return {"keyframes": frames, "held_out": avatar.T - len(frames), "editor_calls": edits, **avatar.shift()}
+    calls = sum(edits.values())
+    return {"keyframes": frames, "held_out": avatar.T - len(frames), "editor_calls": calls, **avatar.shift()}
 
 
 def face_boxes(avatar: EditableAvatar, scale: float) -> list[tuple[int, int, int]]:
@@ -178,5 +182,16 @@ def ip2p_editor(
             face = run(crop(render, box, size), crop(original, box, size)).to(render)
             out = paste(out, face, box, head_weight(alpha, box))
         return out
+
+    return edit
+
+
+def iclight_editor(model: DiffusionModel, prompt: str, cfg: ICLightConfig, seed: int = 0) -> Editor:
+    """IC-Light on the person over grey 127 (IC-Light's convention for what is not the subject)."""
+
+    def edit(t: int, render: Tensor, original: Tensor, alpha: Tensor) -> Tensor:
+        foreground = render + (GREY - original) * (1 - alpha)  # the person over grey, not the source
+        generator = torch.Generator(model.device).manual_seed(seed + t)
+        return relight_image(model, foreground, prompt, cfg, generator).to(render)
 
     return edit

@@ -20,8 +20,10 @@ from .body import BodyModel, body_spec
 from .camera import Camera
 from .editing import EditablePortrait
 from .gaussians import texel_binding, texel_sizes
+from .lighting import shading
 from .raster import rasterize
 from .render import NeuralDecoder, posed_gaussians
+from .shading import gaussian_normals
 from .tracking import Tracking, look_at_viewmat, project_points
 
 
@@ -54,11 +56,11 @@ def paint(rest_points: Tensor) -> Tensor:
     return colour
 
 
-def portrait_motion(body: BodyModel, frames: int) -> tuple[Tensor, Tensor]:
-    """Poses and expressions: the head turns and nods, the jaw opens, the mouth smiles."""
+def portrait_motion(body: BodyModel, frames: int, turn: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Poses and expressions: the head turns (±0.3·turn rad) and nods, the jaw opens, the mouth smiles."""
     t = torch.arange(frames, dtype=torch.float32) / max(1, frames)
     pose = torch.zeros(frames, body.n_joints, 3)
-    yaw, pitch = 0.3 * torch.sin(2 * math.pi * t), 0.12 * torch.sin(4 * math.pi * t)
+    yaw, pitch = 0.3 * turn * torch.sin(2 * math.pi * t), 0.12 * turn * torch.sin(4 * math.pi * t)
     pose[:, body.joint_index("neck")] = torch.stack([0.5 * pitch, 0.5 * yaw, torch.zeros_like(t)], -1)
     pose[:, body.joint_index("head")] = torch.stack(
         [0.5 * pitch, 0.5 * yaw, 0.05 * torch.sin(2 * math.pi * t)], -1
@@ -72,10 +74,21 @@ def portrait_motion(body: BodyModel, frames: int) -> tuple[Tensor, Tensor]:
 
 
 def make_portrait_clip(
-    body: BodyModel, frames: int = 6, size: int = 64, texel_resolution: int = 128
+    body: BodyModel,
+    frames: int = 6,
+    size: int = 64,
+    texel_resolution: int = 128,
+    light: Tensor | None = None,
+    turn: float = 1.0,
 ) -> ProceduralPortrait:
-    """Render the procedural portrait: `frames` frames of `size`², head and shoulders in view."""
-    pose, expression = portrait_motion(body, frames)
+    """Render the procedural portrait: `frames` frames of `size`², head and shoulders in view.
+
+    With `light` (9×3 SH, lighting.py) the surface is Lambertian: each Gaussian shows its painted
+    colour (the albedo) × shading(its mesh normal in the camera's frame), so the shading changes as
+    the head turns under the fixed light; the truth then holds the light too. `turn` scales the
+    head's turns (what makes a light recoverable from a clip).
+    """
+    pose, expression = portrait_motion(body, frames, turn)
     shape = torch.zeros(1, body.n_shape)
     eye, target = torch.tensor([0.0, 0.12, 0.75]), torch.tensor([0.0, 0.12, 0.0])
     viewmat = look_at_viewmat(eye, target).expand(frames, 4, 4).clone()
@@ -107,8 +120,12 @@ def make_portrait_clip(
             means, quats = posed_gaussians(
                 body, pose[t], expression[t], shape, tri_id, bary, offset, quats_local
             )
+            colour = rgb
+            if light is not None:
+                normals = gaussian_normals(body, tracking, t, tri_id, bary)
+                colour = rgb * shading(normals, light).clamp(min=0)
             image, alpha = rasterize(
-                means, quats, log_scales.exp(), opacity, rgb, Camera(viewmat[t], K, size, size)
+                means, quats, log_scales.exp(), opacity, colour, Camera(viewmat[t], K, size, size)
             )
             images.append((image + (1 - alpha) * background).permute(2, 0, 1))
             masks.append((alpha > 0.5).float().permute(2, 0, 1))
@@ -118,6 +135,8 @@ def make_portrait_clip(
         frames=torch.stack(images).clamp(0, 1), fps=25.0, masks=torch.stack(masks), source="procedural"
     )
     truth = {"tri_id": tri_id, "bary": bary, "rgb": rgb, "log_scales": log_scales, "opacity": opacity}
+    if light is not None:
+        truth["light"] = light
     return ProceduralPortrait(clip=clip, tracking=tracking, landmarks=torch.stack(landmarks), gaussians=truth)
 
 

@@ -70,12 +70,12 @@ def synthetic_smplx_arrays(seed: int = 0) -> dict[str, np.ndarray]:
     shrink = np.where(v < 0.8, 1.0, 0.3 + 0.7 * np.cos((v - 0.8) / 0.2 * math.pi / 2))
     ang = 2 * math.pi * u
     torso = np.stack([0.17 * shrink * np.sin(ang), -0.60 + 0.63 * v, 0.10 * shrink * np.cos(ang)], -1)
-    parts.append(("torso", torso, f, uv, u))
+    parts.append(("torso", torso, f[:, [0, 2, 1]], uv, u))  # v runs up here: wind outward like the head
 
     u, v, f, uv = _grid(64, 16, (0.0, 1.0), (0.0, 0.6, 0.6, 0.8))
     ang = 2 * math.pi * u
     neck = np.stack([0.05 * np.sin(ang), -0.02 + 0.14 * v, 0.05 * np.cos(ang)], -1)
-    parts.append(("neck", neck, f, uv, u))
+    parts.append(("neck", neck, f[:, [0, 2, 1]], uv, u))
 
     u, v, f, uv = _grid(96, 40, (0.05, 0.95), (0.0, 0.0, 0.6, 0.6))
     head = _head_point(2 * math.pi * u - math.pi, math.pi * v)

@@ -1,0 +1,277 @@
+"""Relighting and stylization of portraits against known answers: a Lambertian procedural portrait (known
+albedo, light and normals) is fitted, relit and compared with its true render under another light; the
+style losses move the avatar's texture statistics towards a style image; the scripts' errors are one line."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_diffusion import save_tiny_pipeline
+
+from canon_edit.cli import main
+from canon_edit.fitting import finish_run, fit_clip
+from canon_edit.metrics import psnr, ssim
+from canon_edit.run import RunFolder
+from canon_edit.style.vgg import VGGFeatures
+from canon_edit.video import write_image
+from canon_edit_representations.portrait.avatar import EditableAvatar
+from canon_edit_representations.portrait.editing import EditablePortrait
+from canon_edit_representations.portrait.lighting import preset_light, shading
+from canon_edit_representations.portrait.procedural import make_portrait_clip, truth_asset
+from canon_edit_representations.portrait.stylize import gram_distance, person_crops
+
+ROOT = Path(__file__).resolve().parent.parent
+FRAMES, SIZE, FIT_STEPS = 12, 64, 300
+
+
+@pytest.fixture(scope="module")
+def lit(body, smplx_dir, tmp_path_factory):
+    """The Lambertian portrait under key-left (A) and key-right (B), and a fit of A with the true tracking."""
+    a, b = preset_light("key-left"), preset_light("key-right")
+    clip_a = make_portrait_clip(body, frames=FRAMES, size=SIZE, light=a)
+    clip_b = make_portrait_clip(body, frames=FRAMES, size=SIZE, light=b)
+    folder = tmp_path_factory.mktemp("lambertian")
+    clip_a.tracking.save(folder / "tracking.json")
+    overrides = {
+        "body": "smplx",
+        "body_model_dir": str(smplx_dir),
+        "tracking": str(folder / "tracking.json"),
+        "texel_resolution": 96,
+        "train": {"steps": FIT_STEPS, "warmup_steps": 10},
+    }
+    run = fit_clip(clip_a.clip, folder / "run", "portrait", overrides=overrides, show_progress=False)
+    return clip_a, clip_b, run
+
+
+def test_relighting_moves_the_fit_towards_the_true_render_under_a_new_light(lit):
+    """Measured (bench/RESULTS.md): the unrelit fit is 8.6 dB from the truth under B, the relit one
+    19.4 dB; the issue's goal is 28 dB (the renderer's own ceiling here, with the true albedo and
+    light, is 29.5 dB). The gap is the light estimate: its directional part is 15% off, biased by
+    per-Gaussian colours that each pixel's several Gaussians blur together."""
+    clip_a, clip_b, run = lit
+    asset = EditablePortrait.load(run.canonical)
+    mask, black = clip_a.clip.masks[:, :1], torch.zeros(3, SIZE, SIZE)
+    fitted = asset.render(background=black)
+    fit_psnr = psnr(fitted, clip_a.clip.frames, mask)
+    relit, meta = asset.relight({"preset": "key-right"}, progress=False)
+    unrelit_b, relit_b = (
+        psnr(fitted, clip_b.clip.frames, mask),
+        psnr(relit.render(background=black), clip_b.clip.frames, mask),
+    )
+    assert relit_b >= 17.0 and relit_b >= unrelit_b + 8, (unrelit_b, relit_b)
+    # identity: the estimated light itself reproduces the fit (the refitted albedo models the
+    # shading the head's turns bring, so it may do better)
+    lights = relit.relighting
+    same = dataclasses.replace(
+        relit, relighting=dataclasses.replace(lights, target=lights.fitted), _person=None
+    )
+    assert psnr(same.render(background=black), clip_a.clip.frames, mask) >= fit_psnr - 0.3
+    # the recovered light, up to the albedo–light scale (fixed per channel: mean shading over the
+    # observed normals is 1), against the true one over camera-facing normals
+    generator = torch.Generator().manual_seed(0)
+    normals = torch.nn.functional.normalize(torch.randn(4000, 3, generator=generator), dim=-1)
+    normals = normals[normals[:, 2] < -0.2]
+    true, found = shading(normals, preset_light("key-left")), shading(normals, lights.fitted)
+    scale = (true * found).sum(0) / (found * found).sum(0)
+    assert ((found * scale - true).abs().mean() / true.mean()) < 0.2
+    assert meta["sightings"] > 1000
+
+
+@pytest.fixture
+def portrait_run(tmp_path, body, smplx_dir) -> RunFolder:
+    """A finished portrait run whose bake is the procedural truth (no fit)."""
+    clip = make_portrait_clip(body, frames=8, size=48)
+    run = RunFolder.create(tmp_path / "portrait")
+    run.save_clip(clip.clip)
+    run.write_info(method="portrait", clip={"source": "procedural"}, status="fitting", fps=clip.clip.fps)
+    finish_run(run, truth_asset(clip, body, str(smplx_dir)), clip.clip)
+    run.write_info(status="done")
+    return run
+
+
+def test_relight_through_the_cli_writes_only_its_edit(portrait_run, tmp_path, capsys):
+    run = portrait_run
+    before = {p.relative_to(run.path) for p in run.path.rglob("*")}
+    argv = ["relight", str(run.path), "--azimuth", "60", "--elevation", "20", "--color", "1,0.8,0.6"]
+    assert main([*argv, "--rotate-light", "90", "--set", "refit_steps=5", "--name", "warm"]) == 0
+    meta = json.loads((run.edits / "warm" / "edit.json").read_text())
+    assert meta["kind"] == "relight" and meta["config"]["rotate"] == 90 and len(meta["light"]) == 9
+    after = {p.relative_to(run.path) for p in run.path.rglob("*")}
+    assert {p.parts[0] for p in after - before} == {"edits"}
+    assert (run.edits / "warm" / "lighting.json").is_file()
+    base = EditablePortrait.load(run.canonical)
+    relit = base.load_edit(run.edits / "warm")
+    first, last = relit.render([0])[0], relit.render([7])[0]
+    assert not torch.allclose(first, base.render([0])[0], atol=1e-3)  # relit
+    assert relit.render_turned([3], view=(20.0, 0.0)).amax() > 0.1  # novel views are relit too
+    (run.edits / "warm" / "lighting.json").write_text("{")
+    capsys.readouterr()
+    assert main(["render", str(run.path), "--edit", "warm", "-o", str(tmp_path / "x.mp4")]) == 2
+    assert "lighting.json" in capsys.readouterr().err and first.shape == last.shape
+
+
+def test_relight_errors_are_one_line(portrait_run, truth_run, tmp_path, capsys):
+    (tmp_path / "notes.png").write_text("not an image")
+    square = tmp_path / "square.png"
+    write_image(square, torch.rand(3, 16, 16))
+    for argv, words in [
+        (["relight", str(truth_run.path), "--preset", "top"], "for portrait runs"),
+        (["relight", str(tmp_path / "nope"), "--preset", "top"], "nope"),
+        (["relight", str(portrait_run.path), "--preset", "disco"], "unknown light preset 'disco'"),
+        (["relight", str(portrait_run.path), "--envmap", str(tmp_path / "notes.png")], "notes.png"),
+        (["relight", str(portrait_run.path), "--envmap", str(square)], "2:1"),
+        (["relight", str(portrait_run.path), "--preset", "top", "--elevation", "3"], "add --azimuth"),
+        (["relight", str(portrait_run.path), "--azimuth", "3", "--color", "red"], "R,G,B"),
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], (argv, err)
+    with pytest.raises(SystemExit) as stop:  # argparse's own one line: no light given
+        main(["relight", str(portrait_run.path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "one of the arguments" in err[0]
+    assert not (portrait_run.edits).exists()
+
+
+def test_the_scripts_have_help():
+    for script, flag in [("relight_portrait.py", "--envmap"), ("stylize_portrait.py", "--vgg")]:
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / script), "--help"], capture_output=True, text=True
+        )
+        assert out.returncode == 0 and flag in out.stdout, out.stderr
+
+
+def striped(size: int = 96) -> torch.Tensor:
+    """A style image: diagonal red/yellow stripes."""
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    band = (((xs + ys) // 6) % 2).float()
+    return torch.stack([0.8 + 0.1 * band, 0.2 + 0.6 * band, 0.1 + 0.0 * band])
+
+
+def crops(asset: EditablePortrait, frames: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    avatar = EditableAvatar(asset)
+    with torch.no_grad():
+        pairs = [person_crops(avatar, t, 64) for t in frames]
+    return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+
+
+def test_texture_stylization_beats_colour_only_at_kept_content(portrait_run):
+    asset = EditablePortrait.load(portrait_run.canonical)
+    style, frames = striped(), [0, 3, 6]
+    colour, _ = asset.stylize(style, {"mode": "colour"}, None, progress=False)
+    options = {"mode": "texture", "steps": 100, "crop": 64}
+    texture, meta = asset.stylize(style, options, None, progress=False)
+    assert meta["style_features"] == "random"
+    original, mask = crops(asset, frames)
+    figures = {}
+    for name, result in [("original", asset), ("colour", colour), ("texture", texture)]:
+        images, _ = crops(result, frames)
+        grey = lambda x: x.mean(1, keepdim=True).expand(-1, 3, -1, -1)  # noqa: E731
+        figures[name] = (gram_distance(images, mask, style), ssim(grey(images), grey(original), mask))
+    # measured: Gram distance 0.63 → 0.079 (colour only, SSIM 0.96) → 0.062 (texture, SSIM 0.93)
+    assert figures["colour"][0] < figures["original"][0] / 5, figures
+    assert figures["texture"][0] < figures["colour"][0] / 1.15, figures
+    assert figures["texture"][1] >= 0.7, figures
+
+
+def test_vgg_and_instruction_paths_run(portrait_run, tmp_path, capsys):
+    torch.manual_seed(0)
+    weights = tmp_path / "vgg16.pth"
+    torch.save({f"features.{k}": v for k, v in VGGFeatures(16).features.state_dict().items()}, weights)
+    style = tmp_path / "style.png"
+    write_image(style, striped(48))
+    argv = ["stylize", str(portrait_run.path), "--style", str(style), "--vgg", str(weights)]
+    assert main([*argv, "--set", "steps=2", "--set", "crop=64", "--name", "arf"]) == 0, (
+        capsys.readouterr().err
+    )
+    meta = json.loads((portrait_run.edits / "arf" / "edit.json").read_text())
+    assert meta["style_features"] == "vgg" and meta["loss"] == "nnfm" and meta["config"]["mode"] == "vgg"
+    model = save_tiny_pipeline(tmp_path / "ip2p", "ip2p")
+    argv = ["stylize", str(portrait_run.path), "--instruction", "as a watercolour", "--model", str(model)]
+    argv += [
+        "--set",
+        "steps=4",
+        "--set",
+        "keyframe_every=4",
+        "--set",
+        "face_resolution=64",
+        "--device",
+        "cpu",
+    ]
+    assert main([*argv, "--name", "watercolour"]) == 0, capsys.readouterr().err
+    assert json.loads((portrait_run.edits / "watercolour" / "edit.json").read_text())["mode"] == "ip2p"
+    capsys.readouterr()
+    bad = ["stylize", str(portrait_run.path), "--style", str(style), "--vgg", str(tmp_path / "none.pth")]
+    assert main(bad) == 2 and "none.pth" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def iclight(tmp_path_factory) -> tuple[str, Path, dict[str, torch.Tensor]]:
+    """A tiny SD base, and a tiny IC-Light offsets file made for it (random offsets for every weight)."""
+    from safetensors.torch import save_file
+
+    from canon_edit.guidance.iclight import widen_conv_in
+    from canon_edit.guidance.models import load_model
+
+    root = tmp_path_factory.mktemp("iclight")
+    base = str(save_tiny_pipeline(root / "sd", "sd"))
+    unet = load_model(base, device="cpu").unet
+    widen_conv_in(unet)
+    g = torch.Generator().manual_seed(0)
+    offsets = {k: 0.01 * torch.randn(v.shape, generator=g) for k, v in unet.state_dict().items()}
+    save_file(offsets, str(root / "iclight_fc.safetensors"))
+    widened = {k: v.clone() for k, v in unet.state_dict().items()}
+    return base, root / "iclight_fc.safetensors", {k: widened[k] + offsets[k] for k in offsets}
+
+
+def test_iclight_is_the_base_unet_widened_plus_the_offsets(iclight, tmp_path):
+    from safetensors.torch import save_file
+
+    from canon_edit.errors import UserError
+    from canon_edit.guidance.iclight import ICLightConfig, gradient, load_iclight, relight_image
+
+    base, offsets, expected = iclight
+    model = load_iclight(base, offsets, device="cpu")
+    state = model.unet.state_dict()
+    assert model.unet.config.in_channels == 8 and state["conv_in.weight"].shape[1] == 8
+    for key, value in expected.items():
+        torch.testing.assert_close(state[key], value, rtol=0, atol=1e-6)
+    fg = torch.full((3, 40, 56), 127 / 255)
+    out = relight_image(model, fg, "sunlight", ICLightConfig(steps=3), torch.Generator().manual_seed(0))
+    assert out.shape == fg.shape and out.min() >= 0 and out.max() <= 1
+    left = gradient(8, 10, "left")
+    assert left[0, 0, 0] == 1 and left[0, 0, -1] == 0 and torch.equal(gradient(8, 10, "right"), left.flip(-1))
+    bad = {"conv_in.weight": torch.zeros(4, 4, 3, 3)}
+    save_file(bad, str(tmp_path / "bad.safetensors"))
+    save_file({"not.a.weight": torch.zeros(1)}, str(tmp_path / "alien.safetensors"))
+    (tmp_path / "pickled.pth").write_bytes(b"x")
+    for path, words in [
+        (tmp_path / "bad.safetensors", "the base model must be"),
+        (tmp_path / "alien.safetensors", "not.a.weight"),
+        (tmp_path / "pickled.pth", ".safetensors only"),
+        (tmp_path / "missing.safetensors", "not found"),
+    ]:
+        with pytest.raises(UserError, match=words):
+            load_iclight(base, path, device="cpu")
+
+
+def test_iclight_relights_a_portrait_through_the_cli(portrait_run, iclight, capsys):
+    base, offsets, _ = iclight
+    argv = ["relight", str(portrait_run.path), "--iclight", str(offsets), "--prompt", "warm sunset light"]
+    argv += ["--model", base, "--device", "cpu", "--direction", "right", "--name", "ic"]
+    argv += ["--set", "idu.steps=12", "--set", "idu.keyframe_every=4", "--set", "ic.steps=2"]
+    assert main(argv) == 0, capsys.readouterr().err
+    meta = json.loads((portrait_run.edits / "ic" / "edit.json").read_text())
+    assert meta["light"] == "iclight" and meta["config"]["ic"]["direction"] == "right"
+    assert meta["keyframes"] == [0, 4] and meta["editor_calls"] == 3  # 12 steps / 4, at most twice a keyframe
+    capsys.readouterr()
+    assert main(["relight", str(portrait_run.path), "--iclight", str(offsets)]) == 2
+    assert "--prompt" in capsys.readouterr().err
+    assert main(["relight", str(portrait_run.path), "--preset", "top", "--prompt", "x"]) == 2
+    assert "are for --iclight" in capsys.readouterr().err
