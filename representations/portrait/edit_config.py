@@ -101,7 +101,7 @@ class RelightConfig:
     ic_seed: int = 0
     allow_download: bool = False  # IC-Light: fetch an uncached hub model
     rotate: float = 0.0  # degrees the light turns around the head over the clip (a light orbit)
-    albedo: str = "refit"  # refit: the decoder is refitted to albedo under the fitted light | ratio
+    albedo: str = "ratio"  # ratio: the fit's colour ÷ fitted shading | refit: the decoder refitted to albedo
     light_frames: int = 24  # frames (evenly spread) whose pixels fit the clip's light
     refit_steps: int = 300
     lr_features: float = 1e-2

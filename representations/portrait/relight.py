@@ -4,10 +4,14 @@
    there, go to `lighting.fit_light` (alternating least squares with the head's turns making light
    and albedo separable). Its scale is fixed so the mean shading over the observed normals is 1:
    the light carries relative shading, the albedo the average colour (the albedo–light ambiguity).
-2. The albedo: by default ("refit") the features and decoder are refitted so that decoded colour ×
-   shading(n, fitted light) reproduces the source frames; the decoder then outputs albedo, and the
-   shading each frame's head pose brings is modelled instead of averaged into the texture. "ratio"
-   keeps the fit and divides its colour by the fitted shading at render time.
+2. The albedo: by default ("ratio") the fit is kept and its colour is divided by the fitted shading
+   at render time, so relighting with the fitted light is the fit itself, detail and all. "refit"
+   trains the features and decoder so that decoded colour × shading(n, fitted light) reproduces the
+   source frames (the decoder then outputs albedo, and the shading a head turn brings is modelled
+   rather than averaged into the texture), refining the light's directional bands with it. Measured
+   on the Lambertian procedural portrait, ratio came closer to the truth under a new light (20.0
+   against 19.4 dB) and refit to the source under the old one (+4 dB); on a real clip refit costs
+   80 s more (bench/RESULTS.md).
 3. The new light replaces the fitted one at render time (shading.render_relit), so the same edit
    renders every frame, and novel views, under it.
 """
