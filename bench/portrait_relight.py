@@ -66,9 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
         if len(results) == 1:
             lights = relit.relighting
-            same = dataclasses.replace(
-                relit, relighting=dataclasses.replace(lights, target=lights.fitted), _person=None
-            )  # a fresh render: replace() would keep the relit render it holds
+            same = dataclasses.replace(relit, relighting=dataclasses.replace(lights, target=lights.fitted))
             identity = same.render().clamp(0, 1)
             results[name]["identity_person_psnr"] = round(psnr(identity, clip.frames, person), 3)
             results[name]["fit_person_psnr"] = round(psnr(recon, clip.frames, person), 3)

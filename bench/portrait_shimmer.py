@@ -74,7 +74,6 @@ def main(argv: list[str] | None = None) -> dict:
             expression=smooth(tracking.expression, expression * args.sigma),
             viewmat=smooth(tracking.viewmat, camera * args.sigma),
         )
-        bake._person = None  # the kept render belongs to the tracking it was made with
         rendered = bake.render().clamp(0, 1)
         video = rendered if name == "as_fitted" else video
         figures[f"smoothed_{name}"] = {

@@ -141,7 +141,7 @@ def test_keyframe_lift_matches_the_true_paint_on_every_frame(clip16, asset):
     rgb = torch.sigmoid(asset.gaussians["features"][:, :3])
     features = asset.gaussians["features"].clone()
     features[:, :3] = torch.logit((rgb + share.clamp(0, 1)[:, None] * (paint - rgb)).clamp(1e-3, 1 - 1e-3))
-    truth = dataclasses.replace(asset, gaussians={**asset.gaussians, "features": features}, _person=None)
+    truth = dataclasses.replace(asset, gaussians={**asset.gaussians, "features": features})
 
     avatar = EditableAvatar(asset)
     stats = lift_keyframe(avatar, K, edited, None, LiftConfig(), progress=False)
@@ -285,3 +285,12 @@ def test_paint_through_the_cli_writes_only_its_edit_folder(portrait_run, clip16,
         == 0
     )
     assert read_image(tmp_path / "e.png")[:, 21:25, 25:29].mean() < painted[:, 21:25, 25:29].mean() + 0.25
+
+
+def test_a_copy_with_other_gaussians_does_not_reuse_the_kept_render(asset):
+    full = asset.render()  # keeps every frame's person render for the next full render
+    features = asset.gaussians["features"].clone()
+    features[:, :3] += 2.0
+    brighter = dataclasses.replace(asset, gaussians={**asset.gaussians, "features": features})
+    assert brighter.render().mean() > full.mean() + 0.01
+    assert torch.allclose(asset.render(), full, atol=2e-3)  # the kept render is float16

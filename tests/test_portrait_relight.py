@@ -68,9 +68,7 @@ def test_relighting_moves_the_fit_towards_the_true_render_under_a_new_light(lit)
     # identity: the estimated light itself reproduces the fit (the refitted albedo models the
     # shading the head's turns bring, so it may do better)
     lights = relit.relighting
-    same = dataclasses.replace(
-        relit, relighting=dataclasses.replace(lights, target=lights.fitted), _person=None
-    )
+    same = dataclasses.replace(relit, relighting=dataclasses.replace(lights, target=lights.fitted))
     assert psnr(same.render(background=black), clip_a.clip.frames, mask) >= fit_psnr - 0.3
     # the recovered light, up to the albedo–light scale (fixed per channel: mean shading over the
     # observed normals is 1), against the true one over camera-facing normals

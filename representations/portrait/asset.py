@@ -47,7 +47,8 @@ class PortraitAsset:
     background: Tensor  # T×3×H×W in [0, 1]
     fps: float
     body: BodyModel | None = field(default=None, repr=False)
-    _person: tuple[Tensor, Tensor] | None = field(default=None, repr=False)  # every frame's (person, alpha)
+    # every frame's (person, alpha), with the objects it was rendered from (see `render_state`)
+    _person: tuple[tuple[Any, ...], Tensor, Tensor] | None = field(default=None, repr=False)
 
     @property
     def T(self) -> int:
@@ -79,14 +80,21 @@ class PortraitAsset:
                 "portrait runs have no canonical textures to replace; portrait edits are not supported yet"
             )
         ids = list(range(self.T)) if frames is None else [int(t) for t in frames]
-        if frames is None and self._person is not None:
-            person, alpha = (x.float() for x in self._person)
+        state, kept = self.render_state(), self._person
+        if frames is None and kept is not None and all(a is b for a, b in zip(kept[0], state, strict=True)):
+            person, alpha = kept[1].float(), kept[2].float()
         else:
             person, alpha = self.render_person(ids)
             if frames is None:
-                self._person = (person.half(), alpha.half())
+                self._person = (state, person.half(), alpha.half())
         backdrop = self.background[ids] if background is None else background[None]
         return person + backdrop * (1 - alpha)
+
+    def render_state(self) -> tuple[Any, ...]:
+        """What the person's render depends on. The kept render is reused only while these are the very
+        same objects, so a copy with other Gaussians, decoder or tracking (`dataclasses.replace`)
+        renders afresh."""
+        return (self.gaussians, self.decoder_state, self.tracking)
 
     @torch.no_grad()
     def render_person(self, frames: list[int]) -> tuple[Tensor, Tensor]:

@@ -30,7 +30,7 @@ from .camera import Camera
 from .edit_config import IDUConfig, LiftConfig, PortraitDistillConfig, RelightConfig, StylizeConfig
 from .gaussians import read_ply, write_ply
 from .orbit import head_centre, orbit_angles, turned_camera
-from .render import render_frame
+from .render import NeuralDecoder, render_frame
 from .shading import Relighting, render_relit
 
 PRESETS = "canon_edit_representations.presets"
@@ -46,30 +46,25 @@ def edit_config(cls: type, preset: str | None, default: str, overrides: dict[str
 class EditablePortrait(PortraitAsset):
     relighting: Relighting | None = field(default=None, repr=False)  # a relit edit's lights
 
-    def frame(self, t: int, camera: Camera, background: Tensor) -> tuple[Tensor, Tensor]:
+    def frame(
+        self, t: int, camera: Camera, background: Tensor, decoder: NeuralDecoder | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Frame t (as posed then) seen from `camera` over `background`, relit when the edit says so."""
-        tr, decoder = self.tracking, self.decoder()
+        tr, body, decoder = self.tracking, self.get_body(), decoder or self.decoder()
         if self.relighting is not None:
-            return render_relit(
-                self.get_body(), self.gaussians, decoder, tr, t, camera, background, self.relighting
-            )
-        return render_frame(
-            self.get_body(),
-            self.gaussians,
-            decoder,
-            tr.pose[t],
-            tr.expression[t],
-            tr.shape,
-            camera,
-            background,
-        )
+            return render_relit(body, self.gaussians, decoder, tr, t, camera, background, self.relighting)
+        g = self.gaussians
+        return render_frame(body, g, decoder, tr.pose[t], tr.expression[t], tr.shape, camera, background)
+
+    def render_state(self) -> tuple[Any, ...]:
+        return (*super().render_state(), self.relighting)
 
     @torch.no_grad()
     def render_person(self, frames: list[int]) -> tuple[Tensor, Tensor]:
         if self.relighting is None:
             return super().render_person(frames)
-        black = torch.zeros(3, self.tracking.height, self.tracking.width)
-        out = [self.frame(t, self.tracking.camera(t), black) for t in frames]
+        black, decoder = torch.zeros(3, self.tracking.height, self.tracking.width), self.decoder()
+        out = [self.frame(t, self.tracking.camera(t), black, decoder) for t in frames]
         return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
 
     @torch.no_grad()
@@ -230,10 +225,10 @@ class EditablePortrait(PortraitAsset):
     @torch.no_grad()
     def turned_person(self, frames: list[int], angles: list[tuple[float, float]]) -> tuple[Tensor, Tensor]:
         """Frames seen from cameras swung by (yaw, pitch) degrees around the head: the person, alpha."""
-        body, tr = self.get_body(), self.tracking
+        body, tr, decoder = self.get_body(), self.tracking, self.decoder()
         black = torch.zeros(3, tr.height, tr.width)
         out = [
-            self.frame(t, turned_camera(tr.camera(t), head_centre(body, tr, t), yaw, pitch), black)
+            self.frame(t, turned_camera(tr.camera(t), head_centre(body, tr, t), yaw, pitch), black, decoder)
             for t, (yaw, pitch) in zip(frames, angles, strict=True)
         ]
         return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
