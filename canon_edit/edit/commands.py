@@ -231,13 +231,16 @@ def edit_stylize(
         return _save(run, target, "stylize", result, None, {"style": str(style), "vgg": vgg, **meta})
 
 
-def _turned(bake: Bake, orbit: float | None, view: tuple[float, float] | None) -> Any:
-    """The bake's novel-view renderer (3D bakes), after checking the angles."""
+def _check_angles(orbit: float | None, view: tuple[float, float] | None) -> None:
     if orbit is not None and view is not None:
         raise UserError("--orbit swings the camera over the clip and --view fixes it; give one of them")
     angles = [orbit] if orbit is not None else list(view or ())
     if any(not -90 <= a <= 90 for a in angles):
         raise UserError(f"view angles are degrees in [-90, 90], got {', '.join(f'{a:g}' for a in angles)}")
+
+
+def _turned(bake: Bake) -> Any:
+    """The bake's novel-view renderer (3D bakes)."""
     renderer = getattr(bake, "render_turned", None)
     if not callable(renderer):
         raise UserError("--orbit and --view render new viewpoints of a 3D asset; this run's bake is 2D")
@@ -269,12 +272,13 @@ def render_run(
         raise UserError(f"cannot write '{out}'; give an .mp4/.mov/.mkv path, or a folder for PNG frames")
     if source and (orbit is not None or view is not None):
         raise UserError("the source frame has only its own viewpoint; drop --orbit/--view or --source")
+    _check_angles(orbit, view)
     check_writable(out.parent if out.suffix else out, "output")
     run = RunFolder.open(run_path)
     bake = load_bake(run)
     if edit:
         bake = edited_bake(run, bake, edit)
-    turned = _turned(bake, orbit, view) if orbit is not None or view is not None else None
+    turned = _turned(bake) if orbit is not None or view is not None else None
     frames = None
     if frame is not None:
         frames = [_frame(bake, frame)]
