@@ -52,7 +52,7 @@ def lit(body, smplx_dir, tmp_path_factory):
 def test_relighting_moves_the_fit_towards_the_true_render_under_a_new_light(lit):
     """Measured (bench/RESULTS.md): the unrelit fit is 8.6 dB from the truth under B, the relit one
     20.0 dB; the issue's goal is 28 dB (the renderer's own ceiling here, with the true albedo and
-    light, is 29.5 dB). The gap is the light estimate: its directional part is 15% off, biased by
+    light, is 29.9 dB). The gap is the light estimate: its directional part is 13% off, biased by
     per-Gaussian colours that each pixel's several Gaussians blur together."""
     clip_a, clip_b, run = lit
     asset = EditablePortrait.load(run.canonical)
