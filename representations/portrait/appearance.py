@@ -20,7 +20,7 @@ from torch import Tensor
 from canon_edit.colour import colour_stats, transfer_map
 from canon_edit.errors import UserError
 
-from .asset import PortraitAsset
+from .asset import PortraitAsset, spread
 
 SAMPLE_FRAMES = 16
 CLIP_ROUNDS = 4
@@ -60,8 +60,7 @@ def reference_pixels(reference: Tensor) -> Tensor:
 @torch.no_grad()
 def person_pixels(asset: PortraitAsset) -> Tensor:
     """N×3 colours of the person (alpha > 0.5) over evenly spread frames."""
-    frames = torch.linspace(0, asset.T - 1, min(asset.T, SAMPLE_FRAMES)).round().long().unique().tolist()
-    person, alpha = asset.render_person(frames)
+    person, alpha = asset.render_person(spread(asset.T, SAMPLE_FRAMES))
     keep = (alpha > 0.5).expand_as(person)
     rgb = (person / alpha.clamp(min=1e-3)).permute(1, 0, 2, 3)[keep.permute(1, 0, 2, 3)].reshape(3, -1).T
     if len(rgb) < 16:

@@ -36,6 +36,11 @@ from .tracking import Tracking, load_tracking
 KIND = "portrait"
 
 
+def spread(T: int, count: int) -> list[int]:
+    """At most `count` frame indices spread evenly over 0..T-1, both ends included."""
+    return torch.linspace(0, T - 1, min(T, count)).round().long().unique().tolist()
+
+
 @dataclass
 class PortraitAsset:
     gaussians: dict[str, Tensor]  # tri_id, bary, offset, quats_local, log_scales, opacity_logits, features

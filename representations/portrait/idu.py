@@ -28,6 +28,7 @@ from canon_edit.guidance.regenerate import IP2PConfig, ip2p
 
 from .avatar import EditableAvatar
 from .edit_config import IDUConfig
+from .tracking import project_points
 
 # (frame, current render 3×H×W, original frame 3×H×W, alpha 1×H×W) → the edited frame 3×H×W
 Editor = Callable[[int, Tensor, Tensor, Tensor], Tensor]
@@ -98,9 +99,7 @@ def face_boxes(avatar: EditableAvatar, scale: float) -> list[tuple[int, int, int
     with torch.no_grad():
         for t in range(avatar.T):
             vertices = body(tr.pose[t : t + 1], tr.expression[t : t + 1], tr.shape).vertices
-            points = body.landmarks(vertices)[0]
-            cam = points @ tr.viewmat[t, :3, :3].T + tr.viewmat[t, :3, 3]
-            uv = cam[:, :2] / cam[:, 2:].clamp(min=1e-6) * tr.K[[0, 1], [0, 1]] + tr.K[[0, 1], [2, 2]]
+            uv = project_points(body.landmarks(vertices)[0], tr.viewmat[t], tr.K)
             lo, hi = uv.amin(0), uv.amax(0)
             side = max(8, round(float((hi - lo).max()) * scale))
             cx, cy = (lo + hi) / 2

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from canon_edit.errors import UserError
 
+from .asset import spread
 from .avatar import EditableAvatar
 from .edit_config import RelightConfig
 from .lighting import (
@@ -43,10 +44,6 @@ from .lighting import (
 from .shading import Relighting, gaussian_normals, render_relit
 
 MIN_WEIGHT = 0.5  # a Gaussian is observed in a frame when it makes at least half a pixel of it
-
-
-def spread(T: int, count: int) -> list[int]:
-    return torch.linspace(0, T - 1, min(T, count)).round().long().unique().tolist()
 
 
 def interior(alpha: Tensor, margin: int = 1) -> Tensor:

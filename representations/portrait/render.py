@@ -50,10 +50,14 @@ def render_features(
     return feats.permute(2, 0, 1), alpha.permute(2, 0, 1)
 
 
+def decode_rgb(decoder: NeuralDecoder, feats: Tensor, alpha: Tensor) -> Tensor:
+    """Features (premultiplied) → the person's RGB, un-premultiplied so that edges keep their colour."""
+    return decoder(feats[None] / alpha[None].clamp(min=1e-3))[0]
+
+
 def decode(decoder: NeuralDecoder, feats: Tensor, alpha: Tensor, background: Tensor) -> Tensor:
     """Features (premultiplied) → RGB composited over `background` (3×H×W)."""
-    rgb = decoder(feats[None] / alpha[None].clamp(min=1e-3))[0]  # un-premultiplied: edges keep their colour
-    return rgb * alpha + background * (1 - alpha)
+    return decode_rgb(decoder, feats, alpha) * alpha + background * (1 - alpha)
 
 
 def render_frame(

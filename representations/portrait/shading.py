@@ -26,7 +26,7 @@ from canon_edit.errors import UserError
 from .body import BodyModel
 from .camera import Camera
 from .lighting import rotate_light, shading, yaw_rotation
-from .render import NeuralDecoder, render_features
+from .render import NeuralDecoder, decode_rgb, render_features
 from .tracking import Tracking
 
 MIN_SHADING = 0.05  # below this a ratio would amplify noise in the dark
@@ -103,8 +103,7 @@ def render_relit(
     feats, alpha = render_features(
         body, both, tracking.pose[t], tracking.expression[t], tracking.shape, camera
     )
-    cover = alpha.clamp(min=1e-3)
-    rgb = decoder(feats[None, :c] / cover[None])[0]
+    rgb = decode_rgb(decoder, feats[:c], alpha)
     n = F.normalize(feats[c:], dim=0).permute(1, 2, 0)
     gain = shading(n, relight.light(t, tracking.T)).clamp(min=0)
     if not relight.albedo:
