@@ -1,6 +1,22 @@
-"""Re-render speed of a baked CanonicalVideo at 480p: one JSON line.
+"""Re-render speed of a baked CanonicalVideo at 480p and the peak memory of `render` by clip length.
 
-    python bench/render_speed.py [--layers 2] [--frames 50] [--device cpu]
+    python bench/render_speed.py [--layers 2] [--frames 48] [--lengths 150 300 600] [--device cpu]
+
+One JSON line. Speed, in one process, the variants round robin (fps: best of `--repeats` rounds),
+so load from other processes hits them alike:
+- `bare_gather_fps`: two `grid_sample`s on float32 uv already in memory and a `lerp` (no storage
+  format, no 8-bit output), a chunk of frames at a time, in the renderer's batched form
+  (`bare_gather_plain_fps`: the frames as one tall image, as the renderer did before);
+- `full_render_fps`: what `canon-edit render` does short of encoding: the bake loaded from disk
+  (bake.safetensors, mapped; the file was just written, so it is in the page cache), rendered a chunk
+  at a time through `render_chunks` (float16 uv and alpha, composite) and converted to the uint8 frames
+  the encoder takes (clamp, scale, round, interleave);
+- `ratio`: full / bare, the median over the rounds of the two timed back to back (`ratio_range`: the
+  lowest and highest round);
+- `fps`: `CanonicalVideo.render` of the bake in memory, float output (the figure of earlier entries).
+Memory: for each of `--lengths` a synthetic run (the bake on disk and its stored clip) is written,
+then `render RUN -o out.mp4` (and `--compare`) runs in a fresh subprocess that reports its own peak
+RSS (`peak_rss_mb`) and its time, x264 encoding included (`encode_fps`).
 
 The bake is synthetic (random textures, smooth uv, soft alpha) at the size a 480p fit produces;
 rendering is a pure gather, so its speed does not depend on what the textures show.
@@ -10,22 +26,39 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from canon_edit.canonical import CanonicalVideo, Layer
-from canon_edit.run import versions
+from canon_edit.evaluate import render_chunks
+from canon_edit.run import RunFolder, versions
+from canon_edit.video import CHUNK, frame_chunks, uint8_frames
 from canon_edit_representations.motion import pixel_grid_ndc
 
 
-def synthetic_bake(frames: int, height: int, width: int, layers: int, device: str) -> CanonicalVideo:
+def synthetic_bake(frames: int, height: int, width: int, layers: int, device: str = "cpu") -> CanonicalVideo:
+    """Layer 0 opaque, the others with soft alpha; uv a slow zoom. Filled frame by frame in float16."""
     g = torch.Generator().manual_seed(0)
     grid = pixel_grid_ndc(height, width)
     out = []
     for k in range(layers):
-        uv = torch.stack([grid * (0.7 + 0.1 * t / frames) + 0.05 * k for t in range(frames)]).half()
-        alpha = None if k == 0 else torch.rand(frames, height, width, generator=g).half()
+        uv = torch.empty(frames, height, width, 2, dtype=torch.float16)
+        alpha = None if k == 0 else torch.empty(frames, height, width, dtype=torch.float16)
+        for t in range(frames):
+            uv[t] = grid * (0.7 + 0.1 * t / frames) + 0.05 * k
+            if alpha is not None:
+                alpha[t] = torch.rand(height, width, generator=g)
         tex = torch.rand(3, round(height * 1.4), round(width * 1.4), generator=g)
         out.append(
             Layer(texture=tex.to(device), uv=uv.to(device), alpha=None if alpha is None else alpha.to(device))
@@ -33,33 +66,163 @@ def synthetic_bake(frames: int, height: int, width: int, layers: int, device: st
     return CanonicalVideo(layers=out)
 
 
+def synthetic_run(folder: Path, frames: int, height: int = 480, width: int = 854, layers: int = 2) -> Path:
+    """A finished run of `frames` frames whose bake is `synthetic_bake` and whose clip is its render."""
+    bake = synthetic_bake(frames, height, width, layers)
+    run = RunFolder.create(folder)
+    bake.save(run.canonical)
+    clip = torch.empty(frames, 3, height, width, dtype=torch.uint8)
+    with torch.no_grad():
+        for ids in frame_chunks(frames):
+            clip[ids[0] : ids[-1] + 1] = bake.render(ids).clamp(0, 1).mul(255).round().to(torch.uint8)
+    save_file({"frames": clip}, str(run.clip_file), metadata={"fps": repr(bake.fps), "source": "synthetic"})
+    run.write_info(method="codef", status="done", fps=bake.fps)
+    return run.path
+
+
+def render_peak(run: Path, out: Path, compare: bool = False, threads: int | None = None) -> dict[str, float]:
+    """`render RUN -o OUT` (or `--compare`) in a fresh process: its peak RSS (MiB) and seconds."""
+    command = [sys.executable, __file__, "--child", str(run), str(out)] + ["--compare"] * compare
+    if threads:
+        command += ["--threads", str(threads)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS in MiB.
+
+    Linux's VmHWM belongs to the address space, which exec replaces; ru_maxrss survives fork and exec,
+    so a child of this (large) process would report the parent's peak (1248 MiB instead of 522 for the
+    150-frame render). ru_maxrss is the fallback where /proc is missing.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(run: str, out: str, compare: bool) -> None:
+    from canon_edit.edit.commands import render_run
+
+    start = time.perf_counter()
+    render_run(run, out, compare=compare)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"peak_rss_mb": round(peak_rss_mb(), 1), "seconds": round(seconds, 2)}))
+
+
+def bare_gather(bake: CanonicalVideo, chunk: int, batched: bool) -> Callable[[], None]:
+    """Each layer's grid_sample on float32 uv in memory, lerped over the last: 2 layers, 2 and 1."""
+    uvs = [la.uv.float() for la in bake.layers]
+    alphas = [None if la.alpha is None else la.alpha.float()[:, None] for la in bake.layers]
+
+    def sample(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+        b, h, w, _ = uv.shape
+        if batched:
+            return F.grid_sample(
+                texture.expand(b, *texture.shape), uv, padding_mode="border", align_corners=False
+            )
+        tall = F.grid_sample(
+            texture[None], uv.reshape(1, b * h, w, 2), padding_mode="border", align_corners=False
+        )
+        return tall.reshape(3, b, h, w).transpose(0, 1)
+
+    def run() -> None:
+        for i in range(0, bake.T, chunk):
+            out = None
+            for texture, uv, alpha in zip(bake.textures(), uvs, alphas, strict=True):
+                color = sample(texture, uv[i : i + chunk])
+                out = color if out is None or alpha is None else torch.lerp(out, color, alpha[i : i + chunk])
+
+    return run
+
+
+def full_render(folder: Path, chunk: int) -> Callable[[], None]:
+    """Load the bake from disk, render it a chunk at a time and convert each chunk to uint8 frames."""
+
+    def run() -> None:
+        bake = CanonicalVideo.load(folder)
+        for video in render_chunks(lambda ids: bake.render(ids, chunk=chunk), bake.T, chunk):
+            for _ in uint8_frames(video):
+                pass
+
+    return run
+
+
+def speed(args: argparse.Namespace) -> dict[str, Any]:
+    """The round-robin speed figures (frames per second, best of `args.repeats`)."""
+    bake = synthetic_bake(args.frames, args.height, args.width, args.layers, args.device)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        cpu = (
+            bake
+            if args.device == "cpu"
+            else synthetic_bake(args.frames, args.height, args.width, args.layers)
+        )
+        cpu.save(Path(tmp) / "canonical")
+        variants = {
+            "bare_gather_fps": bare_gather(bake, args.chunk, batched=True),
+            "bare_gather_plain_fps": bare_gather(bake, args.chunk, batched=False),
+            "full_render_fps": full_render(Path(tmp) / "canonical", args.chunk),
+            "fps": lambda: bake.render(chunk=args.chunk),
+        }
+        rounds: list[dict[str, float]] = []
+        for _ in range(args.repeats + 1):  # the first round warms up
+            rounds.append({})
+            for name, run in variants.items():
+                sync()
+                start = time.perf_counter()
+                run()
+                sync()
+                rounds[-1][name] = time.perf_counter() - start
+    figures = {name: round(args.frames / min(r[name] for r in rounds[1:]), 1) for name in variants}
+    ratios = [r["bare_gather_fps"] / r["full_render_fps"] for r in rounds[1:]]
+    figures["ratio"] = round(statistics.median(ratios), 3)  # of the two run back to back, round by round
+    figures["ratio_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
+    return figures
+
+
+def memory(args: argparse.Namespace) -> dict[str, Any]:
+    """Peak RSS and time of `render` (and `render --compare`) per clip length, each in a fresh process."""
+    rows: dict[str, Any] = {}
+    for length in args.lengths:
+        with tempfile.TemporaryDirectory() as tmp:
+            run = synthetic_run(Path(tmp) / "run", length, args.height, args.width, args.layers)
+            row = {}
+            for name, compare in (("render", False), ("compare", True)):
+                figures = render_peak(run, Path(tmp) / f"{name}.mp4", compare, args.threads)
+                row[f"{name}_peak_rss_mb"] = figures["peak_rss_mb"]
+                row[f"{name}_encode_fps"] = round(length / figures["seconds"], 1)
+            rows[str(length)] = row
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--frames", type=int, default=50)
+    p.add_argument("--frames", type=int, default=48)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--width", type=int, default=854)
     p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--chunk", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--chunk", type=int, default=CHUNK)
+    p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--lengths", type=int, nargs="*", default=[150, 300, 600])
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--child", nargs=2, metavar=("RUN", "OUT"), help=argparse.SUPPRESS)
+    p.add_argument("--compare", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    cv = synthetic_bake(args.frames, args.height, args.width, args.layers, args.device)
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    with torch.no_grad():
-        cv.render([0, 1], chunk=args.chunk)
-        times = []
-        for _ in range(args.repeats):
-            sync()
-            t0 = time.perf_counter()
-            cv.render(chunk=args.chunk)
-            sync()
-            times.append(time.perf_counter() - t0)
-    best = min(times)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child:
+        _child(*args.child, args.compare)
+        return
+    figures = speed(args)
     print(
         json.dumps(
             {
                 "bench": "render_speed",
-                "fps": round(args.frames / best, 1),
+                **figures,
                 "frames": args.frames,
                 "height": args.height,
                 "width": args.width,
@@ -67,6 +230,7 @@ def main() -> None:
                 "device": args.device,
                 "threads": torch.get_num_threads(),
                 "chunk": args.chunk,
+                "peak_rss_by_length": memory(args),
                 "versions": versions(),
             }
         )

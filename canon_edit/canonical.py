@@ -3,13 +3,16 @@
 Each layer is an editable texture plus, per frame, where every pixel samples it (`uv`), how
 opaque the layer is there (`alpha`) and an optional multiplicative `shading` residual.
 Rendering is a pure gather (`grid_sample`) and a back-to-front composite, so re-rendering an
-edit never touches the fitted fields.
+edit never touches the fitted fields. A loaded bake reads its textures at once and its per-frame
+fields lazily from a mapping of bake.safetensors, so rendering a long clip a chunk at a time keeps
+memory flat.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+import threading
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -19,7 +22,7 @@ from torch import Tensor
 
 from .atomic import atomic_path, write_json
 from .errors import ResumeNeeded, UserError
-from .files import RESUME_FIX, CorruptFile, read_json, read_tensors
+from .files import RESUME_FIX, CorruptFile, MappedTensors, read_json, read_tensors
 
 
 @dataclass
@@ -34,10 +37,19 @@ class Layer:
     name: str = ""
 
 
+# frames per gather: a chunk's buffers stay small enough to be reused rather than faulted in afresh
+# (bench/render_speed.py, 480p on 2 cores: 4 frames a gather ran 1.5-2x faster than 16)
+RENDER_CHUNK = 4
+# per-thread buffers that each chunk's float16 fields are converted into (the viewer renders on threads)
+_scratch = threading.local()
+
+
 @dataclass
 class CanonicalVideo:
     layers: list[Layer]  # back to front
     fps: float = 30.0
+    # the mapping a loaded bake's per-frame fields view: released after each chunk a render reads
+    storage: MappedTensors | None = field(default=None, repr=False, compare=False)
 
     @property
     def T(self) -> int:
@@ -62,13 +74,20 @@ class CanonicalVideo:
         )
 
     def render(
-        self, frames: Tensor | list[int] | None = None, textures: list[Tensor] | None = None, chunk: int = 8
+        self,
+        frames: Tensor | list[int] | None = None,
+        textures: list[Tensor] | None = None,
+        chunk: int = RENDER_CHUNK,
     ) -> Tensor:
         """Frames (all by default) as F×3×H×W; differentiable w.r.t. `textures`."""
         ids = torch.arange(self.T) if frames is None else torch.as_tensor(frames, dtype=torch.long)
         textures = self.textures() if textures is None else textures
-        outs = [render_layers(self.layers, textures, ids[i : i + chunk]) for i in range(0, len(ids), chunk)]
-        return torch.cat(outs)
+        outs = []
+        for i in range(0, len(ids), chunk):
+            outs.append(render_layers(self.layers, textures, ids[i : i + chunk]))
+            if self.storage is not None:
+                self.storage.release()
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def layer_weights(self, t: int) -> Tensor:
         """K×H×W: how much each layer contributes to frame t after compositing."""
@@ -99,21 +118,23 @@ class CanonicalVideo:
 
     @classmethod
     def load(cls, folder: str | Path) -> CanonicalVideo:
+        """Textures read now; uv, alpha and shading mapped, read as frames are rendered."""
         folder = Path(folder)
         path = folder / "bake.safetensors"
         if not path.is_file() or not (folder / "canonical.json").is_file():
             raise ResumeNeeded(f"no baked canonical video in {folder}", folder.parent)
         fix = RESUME_FIX
         meta = read_json(folder / "canonical.json", fix)
-        t = read_tensors(path, fix)
+        storage = MappedTensors(path, fix)
+        t = storage.tensors
         try:
             layers = [
                 Layer(
-                    texture=t[f"{k}.texture"],
+                    texture=t[f"{k}.texture"].clone(),
                     uv=t[f"{k}.uv"],
                     alpha=t.get(f"{k}.alpha"),
                     shading=t.get(f"{k}.shading"),
-                    coverage=t.get(f"{k}.coverage"),
+                    coverage=None if f"{k}.coverage" not in t else t[f"{k}.coverage"].clone(),
                     name=str(m.get("name", "")),
                 )
                 for k, m in enumerate(meta["layers"])
@@ -121,9 +142,22 @@ class CanonicalVideo:
             fps = float(meta["fps"])
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CorruptFile(path, f"missing or malformed {e}", fix) from None
-        if not layers or any(la.uv.shape[0] != layers[0].uv.shape[0] for la in layers):
+        if not layers or not all(_consistent(la, layers[0].uv.shape) for la in layers):
             raise CorruptFile(path, "layers disagree", fix)
-        return cls(layers=layers, fps=fps)
+        return cls(layers=layers, fps=fps, storage=storage)
+
+
+def _consistent(layer: Layer, uv_shape: torch.Size) -> bool:
+    """Whether a loaded layer's fields have the shapes rendering needs (T×H×W of the first layer)."""
+    frames = tuple(uv_shape[:3])
+    return (
+        layer.uv.ndim == 4
+        and tuple(layer.uv.shape) == (*frames, 2)
+        and layer.texture.ndim == 3
+        and layer.texture.shape[0] == 3
+        and (layer.alpha is None or tuple(layer.alpha.shape) == frames)
+        and (layer.shading is None or tuple(layer.shading.shape) == (*frames, 3))
+    )
 
 
 def texture_filename(k: int) -> str:
@@ -143,25 +177,65 @@ def _alpha_of(layer: Layer, ids: Tensor, ref: Tensor) -> Tensor:
 
 
 def sample_texture(texture: Tensor, uv: Tensor) -> Tensor:
-    """texture C×Hc×Wc, uv B×H×W×2 → B×C×H×W, one grid_sample over all B frames."""
+    """texture C×Hc×Wc, uv B×H×W×2 → B×C×H×W, one grid_sample over all B frames.
+
+    The CPU kernel parallelises over the batch only, so the texture is expanded (not copied) to one
+    image per frame and every thread gathers; the values are the same either way. Where the texture
+    needs a gradient the frames go as one tall image, as the expanded form's gradient would hold a
+    texture per frame.
+    """
     b, h, w, _ = uv.shape
-    grid = uv.to(texture.dtype).reshape(1, b * h, w, 2)
-    out = F.grid_sample(texture[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out.reshape(texture.shape[0], b, h, w).transpose(0, 1)
+    grid = uv.to(texture.dtype)
+    if texture.requires_grad and torch.is_grad_enabled():
+        out = F.grid_sample(
+            texture[None], grid.reshape(1, b * h, w, 2), padding_mode="border", align_corners=False
+        )
+        return out.reshape(texture.shape[0], b, h, w).transpose(0, 1)
+    return F.grid_sample(texture.expand(b, *texture.shape), grid, padding_mode="border", align_corners=False)
+
+
+def _take(values: Tensor, ids: Tensor) -> Tensor:
+    """values[ids]: a run of consecutive frames is a slice, so a mapped field is read once, in place."""
+    first = int(ids[0]) if len(ids) else -1
+    if first >= 0 and torch.equal(ids, torch.arange(first, first + len(ids))):
+        return values[first : first + len(ids)]
+    return values[ids]
+
+
+def _converted(values: Tensor, dtype: torch.dtype, slot: str, reuse: bool) -> Tensor:
+    """`values` as `dtype`; with `reuse`, in this thread's buffer for `slot`, overwritten next chunk.
+
+    A fresh buffer a chunk is page-faulted in anew each time, which cost more than the conversion
+    itself (bench/render_speed.py); a gradient may keep the values, so then they are fresh.
+    """
+    if values.dtype == dtype or not reuse:
+        return values.to(dtype)
+    buffer = getattr(_scratch, slot, None)
+    if buffer is None or (buffer.shape, buffer.dtype, buffer.device) != (values.shape, dtype, values.device):
+        buffer = torch.empty(values.shape, dtype=dtype, device=values.device)
+        setattr(_scratch, slot, buffer)
+    return buffer.copy_(values)
 
 
 def render_layers(layers: list[Layer], textures: list[Tensor], ids: Tensor) -> Tensor:
-    """Back-to-front `over` composite of every layer for frames `ids` → B×3×H×W."""
+    """Back-to-front `over` composite of every layer for frames `ids` → B×3×H×W.
+
+    Each layer's colour is a fresh tensor, so shading, alpha and the composite are applied in place
+    (no gradient needs the values they overwrite); the values are those of the plain expressions.
+    """
+    fields = [t for la in layers for t in (la.uv, la.alpha, la.shading) if t is not None]
+    reuse = not torch.is_grad_enabled() or not any(t.requires_grad for t in (*textures, *fields))
     out: Tensor | None = None
     for la, tex in zip(layers, textures, strict=True):
-        color = sample_texture(tex, la.uv[ids])
+        color = sample_texture(tex, _converted(_take(la.uv, ids), tex.dtype, "uv", reuse))
         if la.shading is not None:
-            color = color * la.shading[ids].to(color.dtype).permute(0, 3, 1, 2)
+            shading = _converted(_take(la.shading, ids), color.dtype, "shading", reuse)
+            color = color.mul_(shading.permute(0, 3, 1, 2))
         if la.alpha is None:
             out = color
         else:
-            a = la.alpha[ids].to(color.dtype)[:, None]
-            out = color * a if out is None else torch.lerp(out, color, a)
+            a = _converted(_take(la.alpha, ids), color.dtype, "alpha", reuse)[:, None]
+            out = color.mul_(a) if out is None else out.lerp_(color, a)
     assert out is not None
     return out
 
@@ -296,3 +370,42 @@ def _unshade(layer: Layer, t: int, color: Tensor) -> Tensor:
     if layer.shading is None:
         return color
     return color / layer.shading[t].float().permute(2, 0, 1).clamp_min(1e-3)
+
+
+def keyframe_textures(
+    cv: CanonicalVideo, source_frame: Tensor, t: int, edited: Tensor, mask: Tensor | None = None
+) -> list[Tensor]:
+    """Lift an edited frame t whether the user started from the source frame or from the render.
+
+    A pixel counts as changed only if it differs from both, so reconstruction error is never
+    mistaken for an edit.
+    """
+    if mask is None:
+        render = cv.render([t])[0].clamp(0, 1)
+        mask = changed_mask(edited, source_frame) * changed_mask(edited, render)
+    return lift_keyframe(cv, t, edited, source_frame, mask=mask)
+
+
+TEXTURES = "textures.safetensors"
+
+
+def write_textures(folder: Path, textures: list[Tensor]) -> None:
+    """Edited textures twice: exact (textures.safetensors) and as layer_K.png for an image editor."""
+    from .video import write_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({f"{k}": t.float().contiguous() for k, t in enumerate(textures)}, str(folder / TEXTURES))
+    for k, tex in enumerate(textures):
+        write_image(folder / texture_filename(k), tex.clamp(0, 1))
+
+
+def read_textures(folder: Path, name: str) -> list[Tensor]:
+    """The textures `write_textures` wrote in `folder`, for edit `name`."""
+    path = folder / TEXTURES
+    if not path.is_file():
+        raise UserError(f"edit '{name}' holds no textures (it was made on another kind of run)")
+    t = read_tensors(path, f"make edit '{name}' again, replacing it")
+    try:
+        return [t[str(k)] for k in range(len(t))]
+    except KeyError:
+        raise UserError(f"{path} is corrupt (layers missing); make the edit again") from None

@@ -10,9 +10,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .errors import Interrupted, ReplaceRefused, ResumeNeeded, TrainingDiverged, UserError
+from .executors import EXECUTORS, TasksFailed
 from .files import RESUME_FIX, CorruptFile
 
 
@@ -22,33 +23,13 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _add_fit(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit", help="fit a video into a canonical representation")
-    p.add_argument(
-        "video",
-        nargs="?",
-        help="video file, frame folder, or clip folder with frames/ and masks/ (optional with --resume)",
-    )
-    p.add_argument("-o", "--out", required=True, help="run folder to create (or to continue, with --resume)")
-    p.add_argument(
-        "--masks", help="folder of mask PNGs, one per frame (a clip folder's masks/ is used by default)"
-    )
+def _add_fit_options(p: argparse.ArgumentParser) -> None:
+    """The options `fit` and `fit-many` share: method, config, clip shape, device."""
     p.add_argument(
         "--method",
         help="codef (default; one deformed canonical image per mask group), atlas (layered atlas: "
         "a background and one foreground layer per mask label, learned alpha, shading residual) or "
         "portrait (Gaussians on a tracked body model; tracks the face and segments the person itself)",
-    )
-    p.add_argument("--body", choices=["anny", "smplx"], help="portrait: body model (default anny)")
-    p.add_argument("--body-model-dir", help="portrait: folder holding SMPLX_NEUTRAL.npz (with --body smplx)")
-    p.add_argument(
-        "--tracking",
-        help="portrait: tracking of the clip, a canon-edit tracking.json or PortraitGen's smplx_track.pth "
-        "(default: track the detected face landmarks)",
-    )
-    p.add_argument(
-        "--detector-python",
-        help="portrait: the Python interpreter that has mediapipe (default $CANON_EDIT_DETECTOR_PYTHON)",
     )
     p.add_argument("--preset", help="the method's config preset name or a YAML file (default: the method's)")
     p.add_argument(
@@ -64,12 +45,56 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int)
     p.add_argument("--stride", type=int, default=1)
     p.add_argument("--size", type=int, help="resize so the short side has this many pixels")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
+
+
+def _add_executor_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local (default: in this process, one at a time) or ray (one Ray task each; needs .[cluster])",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="HOST:PORT",
+        help="with --executor ray: the running cluster's head (default: $RAY_ADDRESS, else a local instance)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (and Ray CPUs) per fit; the same number makes local and ray results identical",
+    )
+
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="fit a video into a canonical representation")
+    p.add_argument(
+        "video",
+        nargs="?",
+        help="video file, frame folder, or clip folder with frames/ and masks/ (optional with --resume)",
+    )
+    p.add_argument("-o", "--out", required=True, help="run folder to create (or to continue, with --resume)")
+    p.add_argument(
+        "--masks", help="folder of mask PNGs, one per frame (a clip folder's masks/ is used by default)"
+    )
+    _add_fit_options(p)
+    p.add_argument("--body", choices=["anny", "smplx"], help="portrait: body model (default anny)")
+    p.add_argument("--body-model-dir", help="portrait: folder holding SMPLX_NEUTRAL.npz (with --body smplx)")
+    p.add_argument(
+        "--tracking",
+        help="portrait: tracking of the clip, a canon-edit tracking.json or PortraitGen's smplx_track.pth "
+        "(default: track the detected face landmarks)",
+    )
+    p.add_argument(
+        "--detector-python",
+        help="portrait: the Python interpreter that has mediapipe (default $CANON_EDIT_DETECTOR_PYTHON)",
+    )
     p.add_argument(
         "--fps",
         type=float,
         help="frame rate of a frame folder (default: its fps.txt, else 30); overrides a video's",
     )
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
     p.add_argument(
         "--resume",
         action="store_true",
@@ -80,6 +105,41 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
         "--force", action="store_true", help="replace --out if it holds a canon-edit run (and nothing else)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--segment-frames",
+        type=int,
+        metavar="N",
+        help="a long clip: fit it as segments of at most N frames, each with its own canonical (2D methods)",
+    )
+    p.add_argument(
+        "--segments",
+        choices=["auto"],
+        help="a long clip: cut segments where the camera has travelled a frame's size (at most 200 frames)",
+    )
+    p.add_argument(
+        "--overlap",
+        type=int,
+        metavar="K",
+        help="with --segment-frames: frames neighbours share, cross-faded (default N/10, at least 2)",
+    )
+    _add_executor_flags(p)
+
+
+def _add_fit_many(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit-many", help="fit several clips, each into RUNS/<clip name>, locally or on Ray")
+    p.add_argument("clips", nargs="+", metavar="CLIP", help="video files, frame folders or clip folders")
+    p.add_argument("-o", "--out", required=True, metavar="RUNS", help="folder of the runs (one per clip)")
+    _add_fit_options(p)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the runs that are done, continue those with checkpoints, start the others",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace runs already in RUNS (canon-edit runs, nothing else)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_executor_flags(p)
 
 
 def _add_edit(sub: argparse._SubParsersAction) -> None:
@@ -99,6 +159,11 @@ def _add_edit(sub: argparse._SubParsersAction) -> None:
         "--change-mask", help="with --keyframe: PNG of the pixels to lift (default: those that differ)"
     )
     p.add_argument("--layer", type=int, default=0, help="layer to edit with --canonical (0 = background)")
+    p.add_argument(
+        "--segment",
+        type=int,
+        help="with --canonical on a segmented run: the segment whose canonical you painted",
+    )
     p.add_argument("--from-edit", help="start from the textures of an earlier edit")
     p.add_argument("--name", help="edit folder name under RUN/edits/ (default: derived from the kind)")
     p.add_argument("--force", action="store_true", help="replace the existing edit called --name")
@@ -233,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a short fit (about a minute): checks the install")
     d.add_argument("--quiet", action="store_true")
     _add_fit(sub)
+    _add_fit_many(sub)
     _add_edit(sub)
     _add_render(sub)
     _add_relight(sub)
@@ -244,11 +310,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_fit(args: argparse.Namespace) -> None:
+def _fit_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """--set, then its shorthands --steps and --time-budget."""
     from .config import deep_merge, parse_overrides
+
+    train = {k: v for k, v in (("steps", args.steps), ("time_budget", args.time_budget)) if v is not None}
+    overrides = parse_overrides(args.overrides)
+    return deep_merge(overrides, {"train": train}) if train else overrides
+
+
+def _cmd_fit(args: argparse.Namespace) -> None:
+    from .config import deep_merge
+    from .executors import check_executor
     from .fitting import ClipOptions, fit_video, fps_origin, resume_fit
 
-    overrides = parse_overrides(args.overrides)
     portrait = {"body": args.body, "body_model_dir": args.body_model_dir, "tracking": args.tracking}
     portrait = {k: v for k, v in portrait.items() if v is not None}
     if (portrait or args.detector_python) and (args.method or "codef") != "portrait" and not args.resume:
@@ -257,11 +332,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         )
     if args.detector_python:
         os.environ["CANON_EDIT_DETECTOR_PYTHON"] = args.detector_python
-    overrides = deep_merge(overrides, portrait)
-    if args.steps is not None:
-        overrides = deep_merge(overrides, {"train": {"steps": args.steps}})
-    if args.time_budget is not None:
-        overrides = deep_merge(overrides, {"train": {"time_budget": args.time_budget}})
+    overrides = deep_merge(_fit_overrides(args), portrait)
     options = None
     if args.video is not None:
         options = ClipOptions(
@@ -286,10 +357,41 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         raise UserError(
             f"{given[0]} shapes the clip, which a resumed fit keeps; drop it (or fit a new folder)"
         )
+    executor = {"executor": args.executor, "address": args.ray_address, "threads": args.threads}
+    segmented = args.segment_frames is not None or args.segments is not None
+    if args.segment_frames is not None and args.segments is not None:
+        raise UserError(
+            "--segment-frames N fixes the segments' length and --segments auto chooses it; give one"
+        )
+    if args.overlap is not None and not segmented:
+        raise UserError(
+            "--overlap goes with --segment-frames N or --segments auto; add one, or drop --overlap"
+        )
+    if not segmented and not args.resume and (args.executor != "local" or args.ray_address):
+        raise UserError(
+            "--executor ray runs the segments of --segment-frames (or the clips of fit-many) as tasks; "
+            "a single fit runs here: drop --executor/--ray-address"
+        )
+    check_executor(args.executor, args.ray_address, args.threads)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.resume:
-        run = resume_fit(args.out, method=args.method, preset=args.preset, source=options, **common)
+        if segmented:
+            raise UserError("a resumed fit keeps its segments; drop --segment-frames/--segments/--overlap")
+        run = resume_fit(
+            args.out, method=args.method, preset=args.preset, source=options, **common, **executor
+        )
     elif options is None:
         raise UserError("give the video to fit (or --resume to continue the run in --out)")
+    elif segmented:
+        from .segmented_fit import fit_segmented_video
+
+        run = fit_segmented_video(
+            options, args.out, args.method or "codef", length=args.segment_frames, overlap=args.overlap,
+            preset=args.preset, force=args.force, **common, **executor,
+        )  # fmt: skip
     else:
         run = fit_video(
             options, args.out, args.method or "codef", preset=args.preset, force=args.force, **common
@@ -305,6 +407,32 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_fit_many(args: argparse.Namespace) -> None:
+    from .fit_many import fit_many
+    from .run import RunFolder
+
+    result = fit_many(
+        args.clips,
+        args.out,
+        method=args.method or "codef",
+        preset=args.preset,
+        overrides=_fit_overrides(args) or None,
+        max_frames=args.max_frames,
+        stride=args.stride,
+        size=args.size,
+        executor=args.executor,
+        address=args.ray_address,
+        threads=args.threads,
+        resume=args.resume,
+        force=args.force,
+        device=args.device,
+        show_progress=not args.quiet,
+    )
+    for run in result.runs.values():
+        print(json.dumps(json.loads(RunFolder(run).metrics.read_text())))
+    print(f"fit-many: {len(result.runs)} runs in {args.out} ({len(result.skipped)} skipped)")
+
+
 def _cmd_edit(args: argparse.Namespace) -> None:
     from .config import parse_overrides
     from .edit.commands import EditTarget, edit_appearance, edit_canonical, edit_diffusion, edit_keyframe
@@ -313,7 +441,7 @@ def _cmd_edit(args: argparse.Namespace) -> None:
     if args.force and not args.name:
         raise UserError("--force replaces the edit named by --name; give --name")
     if args.canonical:
-        folder = edit_canonical(target, args.canonical, args.layer)
+        folder = edit_canonical(target, args.canonical, args.layer, args.segment)
     elif args.appearance:
         folder = edit_appearance(target, args.appearance)
     elif args.keyframe is not None:
@@ -459,6 +587,7 @@ def _cmd_view(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "fit": _cmd_fit,
+    "fit-many": _cmd_fit_many,
     "edit": _cmd_edit,
     "render": _cmd_render,
     "eval": _cmd_eval,
@@ -487,6 +616,8 @@ def phrase(e: UserError) -> str:
         return f"{e.problem}; continue with {_resume(e.run)}"
     if isinstance(e, ResumeNeeded):
         return f"{e.problem}; finish or rebuild it with {_resume(e.run)}"
+    if isinstance(e, TasksFailed):
+        return f"{e.problem}; {e.kept}: run the same command with --resume to finish the rest"
     if isinstance(e, ReplaceRefused):
         return (
             f"{e.problem}; pass --force to replace it, or choose another {REPLACE_WITH.get(e.what, e.what)}"

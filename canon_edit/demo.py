@@ -11,8 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .canonical import CanonicalVideo
-from .edit.commands import keyframe_textures
+from .canonical import CanonicalVideo, keyframe_textures
 from .edit.store import save_edit
 from .fitting import ClipOptions, fit_video
 from .metrics import psnr
@@ -61,7 +60,7 @@ def run_demo(
     gt_video = truth_edit.render().clamp(0, 1)
     edited_frame = gt_video[KEYFRAME]
     write_image(out / f"edited_frame_{KEYFRAME}.png", edited_frame)
-    textures = keyframe_textures(cv, proc.clip.frames, KEYFRAME, edited_frame)
+    textures = keyframe_textures(cv, proc.clip.frames[KEYFRAME], KEYFRAME, edited_frame)
     folder = save_edit(
         run, "keyframe_demo", cv, textures, {"kind": "keyframe", "frame": KEYFRAME}, proc.clip.frames
     )

@@ -4,7 +4,9 @@ PSNR/SSIM compare the re-rendered video with the clip the run stores (for an edi
 changed); the warping error uses the SOURCE video's flow, so an edit that follows the motion
 scores near the source video's own warping error and a flickering one far above it. A run whose
 representation fits without flow (portrait) gets that flow computed on first use and cached in
-RUN/flow.safetensors, so every run reports the same keys.
+RUN/flow.safetensors, so every run reports the same keys. The video, the clip and the flow are
+read a chunk at a time (the bake's render, the run's mapped clip and flow cache), so evaluating a
+long clip takes no more memory than a short one.
 
 JSON keys: run, edit, frames, height, width, psnr, ssim, warp_error, source_warp_error, and for the
 reconstruction `extra`, the representation's own figures (atlas: alpha IoU; portrait: masked_psnr
@@ -14,25 +16,34 @@ and masked_ssim over the person mask, landmark_error_px when the tracking came f
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from torch import Tensor
 
 from .atomic import write_json
 from .files import CorruptFile, read_json
-from .flow import load_or_compute_flow
-from .metrics import psnr, ssim, warping_error
-from .run import RunFolder
-from .video import Clip
+from .flow import chunks_key, stored_flow
+from .metrics import VideoMetrics
+from .run import RunFolder, StoredClip
+from .video import CHUNK, Clip, frame_chunks
 
 
-def video_metrics(video: Tensor, source: Tensor, flow_source: Any) -> dict[str, float]:
-    return {
-        "psnr": round(psnr(video, source), 3),
-        "ssim": round(ssim(video, source), 4),
-        "warp_error": warping_error(video, flow_source),
-        "source_warp_error": warping_error(source, flow_source),
-    }
+def render_chunks(render: Callable[[list[int]], Tensor], frames: int, size: int = CHUNK) -> Iterator[Tensor]:
+    """Frames 0..frames-1 of `render` (a bake's `render`), `size` at a time.
+
+    Not clamped: the video writers clamp as they convert to 8 bits, and `evaluate_video` clamps.
+    """
+    for ids in frame_chunks(frames, size):
+        yield render(ids)
+
+
+def paired(clip: Clip | StoredClip, video: Tensor | Iterable[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
+    """Each chunk of `video` (a tensor, or chunks of consecutive frames) with the clip's frames it shows."""
+    start = 0
+    for chunk in video.split(CHUNK) if isinstance(video, Tensor) else video:
+        yield chunk, clip.read(start, start + len(chunk))
+        start += len(chunk)
 
 
 def _stored_extra(run: RunFolder) -> dict[str, Any] | None:
@@ -51,23 +62,40 @@ def _stored_extra(run: RunFolder) -> dict[str, Any] | None:
 
 def evaluate_video(
     run: RunFolder,
-    clip: Clip,
-    video: Tensor,
+    clip: Clip | StoredClip,
+    video: Tensor | Iterable[Tensor],
     edit: str | None = None,
     extra: dict[str, Any] | None = None,
+    each: Callable[[Tensor, Tensor], None] | None = None,
 ) -> dict[str, Any]:
     """Compute and store the figures of `video`, the reconstruction (or edit `edit`) of `clip`.
 
-    `extra` holds a representation's own figures (e.g. alpha IoU); they are kept on re-evaluation.
+    `video` may be chunks of consecutive frames (`render_chunks`): each is clamped to [0, 1], scored
+    against the clip's frames and dropped. `each(video, source)` sees every chunk on the way, so a
+    caller that also writes the video renders it once. `extra` holds a representation's own figures
+    (e.g. alpha IoU); they are kept on re-evaluation.
     """
-    flow = load_or_compute_flow(run.flow, clip.frames)
+    key = chunks_key(
+        (clip.T, 3, clip.H, clip.W), (clip.read(ids[0], ids[-1] + 1) for ids in frame_chunks(clip.T))
+    )
+    flow, flow_file = stored_flow(run.flow, key, lambda: clip.read(0, clip.T))
+    metrics = VideoMetrics(flow, clip.T)
+    for chunk, source in paired(clip, video):
+        metrics.add(chunk.clamp(0, 1), source)
+        if each is not None:
+            each(chunk, source)
+        flow_file.release()
+    measured = metrics.figures()
     figures: dict[str, Any] = {
         "run": str(run.path),
         "edit": edit,
         "frames": clip.T,
         "height": clip.H,
         "width": clip.W,
-        **video_metrics(video, clip.frames, flow),
+        "psnr": round(measured["psnr"], 3),
+        "ssim": round(measured["ssim"], 4),
+        "warp_error": measured["warp_error"],
+        "source_warp_error": measured["source_warp_error"],
     }
     if not edit:
         extra = extra if extra is not None else _stored_extra(run)

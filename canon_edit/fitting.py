@@ -26,14 +26,14 @@ from .atomic import atomic_dir
 from .config import deep_merge, from_dict, load_config, to_dict
 from .device import pick_device
 from .errors import UserError
-from .evaluate import evaluate_video
+from .evaluate import evaluate_video, render_chunks
 from .flow import load_or_compute_flow
 from .lock import run_lock
 from .outputs import MARKER, claim_folder
 from .representation import Bake, Representation, get_representation
 from .run import RUN_ENTRIES, RunFolder, versions
 from .train import optimise
-from .video import FPS_FILE, Clip, read_clip, stated_fps, write_video
+from .video import FPS_FILE, Clip, VideoPair, read_clip, stated_fps
 
 
 @dataclass
@@ -67,7 +67,7 @@ class ClipOptions:
         return out
 
 
-def _owned(cls: type[Representation], out: str | Path) -> frozenset[str]:
+def owned_entries(cls: type[Representation], out: str | Path) -> frozenset[str]:
     """What `--force` may remove at `out`: the core's entries, this method's, and those of the method
     of the run being replaced (from its run.json; when that is unreadable, none of its own)."""
     names = set(RUN_ENTRIES | cls.run_files)
@@ -79,7 +79,7 @@ def _owned(cls: type[Representation], out: str | Path) -> frozenset[str]:
     return frozenset(names)
 
 
-def _config(cls: type[Representation], preset: str | None, overrides: dict[str, Any] | None) -> Any:
+def config_of(cls: type[Representation], preset: str | None, overrides: dict[str, Any] | None) -> Any:
     preset = preset or (cls.name if cls.presets else None)
     return load_config(cls.config_class, preset, overrides, package=cls.presets or None)
 
@@ -98,9 +98,9 @@ def fit_clip(
 ) -> RunFolder:
     """Fit `clip` into a new run folder `out`, then bake, render and evaluate it."""
     cls = get_representation(method)
-    cfg = _config(cls, preset, overrides)
+    cfg = config_of(cls, preset, overrides)
     dev = pick_device(device)
-    owned = _owned(cls, out)
+    owned = owned_entries(cls, out)
     created = not Path(out).exists()
     run = RunFolder.create(out, force=force, owned=owned)
     try:
@@ -163,13 +163,14 @@ def _fit(
 
 
 def finish_run(run: RunFolder, bake: Bake, clip: Clip, extra: dict[str, Any] | None = None) -> None:
-    """Save the bake, the reconstruction and side-by-side videos, and the metrics."""
+    """Save the bake, the reconstruction and side-by-side videos, and the metrics.
+
+    One render pass, a chunk of frames at a time, feeds both videos and the metrics.
+    """
     with atomic_dir(run.canonical) as tmp:
         bake.save(tmp)
-    recon = bake.render().clamp(0, 1)
-    write_video(run.renders / "reconstruction.mp4", recon, clip.fps)
-    write_video(run.renders / "compare.mp4", torch.cat([clip.frames, recon], dim=3), clip.fps)
-    evaluate_video(run, clip, recon, extra=extra)
+    with VideoPair(run.renders / "reconstruction.mp4", run.renders / "compare.mp4", clip.fps) as videos:
+        evaluate_video(run, clip, render_chunks(bake.render, bake.T), extra=extra, each=videos.write)
 
 
 def fps_origin(options: ClipOptions) -> str:
@@ -189,11 +190,25 @@ def fit_video(
 ) -> RunFolder:
     """Read the clip described by `options` and fit it into a new run folder `out`."""
     cls = get_representation(method)
-    _config(cls, kwargs.get("preset"), kwargs.get("overrides"))  # bad options fail before any reading
-    pick_device(kwargs.get("device", "auto"))
-    claim_folder(out, "run", _owned(cls, out), force=force, legacy="run.json", dry_run=True)
+    check_fit_options(
+        cls, out, kwargs.get("preset"), kwargs.get("overrides"), kwargs.get("device", "auto"), force
+    )
     clip = options.read()
     return fit_clip(clip, out, method, clip_options=options, force=force, **kwargs)
+
+
+def check_fit_options(
+    cls: type[Representation],
+    out: str | Path,
+    preset: str | None,
+    overrides: dict[str, Any] | None,
+    device: str,
+    force: bool,
+) -> None:
+    """Bad options, device or output folder fail here, before any reading or writing."""
+    config_of(cls, preset, overrides)
+    pick_device(device)
+    claim_folder(out, "run", owned_entries(cls, out), force=force, legacy="run.json", dry_run=True)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -240,8 +255,14 @@ def resume_fit(
     overrides: dict[str, Any] | None = None,
     device: str = "auto",
     show_progress: bool = True,
+    executor: str = "local",
+    address: str | None = None,
+    threads: int | None = None,
 ) -> RunFolder:
-    """Continue the run in `out` from its newest readable checkpoint (or re-finish a done run)."""
+    """Continue the run in `out` from its newest readable checkpoint (or re-finish a done run).
+
+    A segmented run continues segment by segment on `executor`: finished segments are skipped.
+    """
     if not (Path(out) / "run.json").is_file():
         raise UserError(f"{out} holds no run to resume; start a new fit instead")
     run = RunFolder.open(out, need_done=False)
@@ -258,6 +279,12 @@ def resume_fit(
                 f"the clip's {differs} differs from the run's ({info['clip'].get(differs)}); "
                 "a resumed fit keeps its clip: fit the new one into a new folder"
             )
+    if info.get("segments"):
+        from .segmented_fit import fit_segments
+
+        with run_lock(run.path, "fit --resume"):
+            run.write_info(status="fitting")
+            return fit_segments(run, device, executor, address, threads, show_progress, overrides)
     cls = get_representation(stored)
     config = dict(info.get("config") or {})
     for key in getattr(cls.config_class, "LEGACY_KEYS", ()):

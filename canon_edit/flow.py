@@ -8,6 +8,7 @@ and the warping-error metric need.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +16,14 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 from tqdm import tqdm
 
 from .atomic import atomic_path
 from .errors import UserError
+from .files import CorruptFile, MappedTensors
+from .video import CHUNK
 
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -108,11 +110,18 @@ def consistency_mask(fwd: Tensor, bwd: Tensor) -> Tensor:
 
 def frames_key(frames: Tensor) -> str:
     """Shape plus a SHA-1 of a uint8 subsample (about 128 rows and columns per frame): a cache key."""
-    _, _, height, width = frames.shape
+    return chunks_key(tuple(frames.shape), frames.split(CHUNK))
+
+
+def chunks_key(shape: tuple[int, ...], chunks: Iterable[Tensor]) -> str:
+    """`frames_key` of frames of `shape` given in consecutive chunks (a stored clip read in flat memory)."""
+    _, _, height, width = shape
     step_y, step_x = max(1, height // 128), max(1, width // 128)
-    sample = frames[:, :, ::step_y, ::step_x].detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
-    digest = hashlib.sha1(sample.cpu().contiguous().numpy().tobytes()).hexdigest()
-    return f"{'x'.join(str(n) for n in frames.shape)}-{digest}"
+    digest = hashlib.sha1()
+    for chunk in chunks:
+        sample = chunk[:, :, ::step_y, ::step_x].detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+        digest.update(sample.cpu().contiguous().numpy().tobytes())
+    return f"{'x'.join(str(n) for n in shape)}-{digest.hexdigest()}"
 
 
 def save_flow(path: str | Path, flow: Flow, key: str) -> None:
@@ -127,35 +136,70 @@ def save_flow(path: str | Path, flow: Flow, key: str) -> None:
         save_file(tensors, str(tmp), metadata={"key": key, "format": FLOW_FORMAT})
 
 
+def map_flow(path: str | Path) -> tuple[Flow, str, MappedTensors]:
+    """A flow saved by `save_flow` mapped as stored (float16 flows, uint8 masks), its key, the mapping.
+
+    A reader of a long clip's flow converts pair by pair and releases the mapping as it goes.
+    """
+    path = Path(path)
+    names = ("forward", "backward", "forward_ok", "backward_ok")
+    try:
+        file = MappedTensors(path, "", required=names)
+    except CorruptFile as e:
+        raise UserError(f"flow: cannot read {path} ({e.reason}); delete it to recompute the flow") from None
+    if file.metadata.get("format") != FLOW_FORMAT:
+        raise UserError(f"flow: {path} is not a canon-edit flow file; delete it to recompute")
+    return Flow(*(file.tensors[name] for name in names)), str(file.metadata.get("key")), file
+
+
 def load_flow(path: str | Path) -> tuple[Flow, str]:
     """Load a flow saved by `save_flow` (flows back to float32) and its key."""
-    path = Path(path)
+    flow, key, _ = map_flow(path)
+    return _unpacked(flow), key
+
+
+def _unpacked(flow: Flow) -> Flow:
+    return Flow(flow.forward.float(), flow.backward.float(), flow.forward_ok.bool(), flow.backward_ok.bool())
+
+
+def _cached(cache_path: Path, key: str) -> tuple[Flow, MappedTensors] | None:
+    """The cache mapped (see `map_flow`) when it holds the flow of `key`; else (absent, unreadable) None."""
+    if not cache_path.is_file():
+        return None
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            if metadata.get("format") != FLOW_FORMAT:
-                raise UserError(f"flow: {path} is not a canon-edit flow file; delete it to recompute")
-            t = {name: f.get_tensor(name) for name in ("forward", "backward", "forward_ok", "backward_ok")}
-    except (SafetensorError, OSError, KeyError) as e:
-        raise UserError(f"flow: cannot read {path} ({e}); delete it to recompute the flow") from e
-    flow = Flow(t["forward"].float(), t["backward"].float(), t["forward_ok"].bool(), t["backward_ok"].bool())
-    return flow, metadata["key"]
+        flow, cached_key, file = map_flow(cache_path)
+    except UserError:
+        return None
+    return (flow, file) if cached_key == key else None
+
+
+def stored_flow(
+    cache_path: str | Path,
+    frames_key: str,
+    frames: Callable[[], Tensor],
+    preset: str = "medium",
+    show_progress: bool = False,
+) -> tuple[Flow, MappedTensors]:
+    """The cached flow of the frames whose `chunks_key` is `frames_key`, mapped (see `map_flow`).
+
+    When the cache is missing, unreadable or for other frames, the flow is computed from `frames()`
+    and cached first.
+    """
+    cache_path, key = Path(cache_path), f"{frames_key}-dis-{preset}"
+    cached = _cached(cache_path, key)
+    if cached is None:
+        save_flow(cache_path, compute_flow(frames(), preset=preset, show_progress=show_progress), key)
+        flow, _, file = map_flow(cache_path)
+        return flow, file
+    return cached
 
 
 def load_or_compute_flow(
     cache_path: str | Path, frames: Tensor, show_progress: bool = False, preset: str = "medium"
 ) -> Flow:
-    """Reuse the cached flow when it was computed from these frames with this preset; else compute, save."""
-    key = f"{frames_key(frames)}-dis-{preset}"
-    cache_path = Path(cache_path)
-    if cache_path.is_file():
-        try:
-            flow, cached_key = load_flow(cache_path)
-        except UserError:
-            cached_key = None
-        if cached_key == key:
-            return flow
-    flow = compute_flow(frames, preset=preset, show_progress=show_progress)
-    save_flow(cache_path, flow, key)
-    # return what the cache holds (float16 flows), so a resumed fit sees exactly the same data
-    return Flow(flow.forward.half().float(), flow.backward.half().float(), flow.forward_ok, flow.backward_ok)
+    """Reuse the cached flow when it was computed from these frames with this preset; else compute, save.
+
+    Either way the flow is what the cache holds (float16 flows), so a resumed fit sees the same data.
+    """
+    flow, _ = stored_flow(cache_path, frames_key(frames), lambda: frames, preset, show_progress)
+    return _unpacked(flow)

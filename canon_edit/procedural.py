@@ -74,9 +74,7 @@ def make_clip(
     sprite_px = max(16, round(0.45 * min(height, width)))
     sprite = sprite_texture(g, 2 * sprite_px)
 
-    ys = (torch.arange(height) + 0.5) / height * 2 - 1
-    xs = (torch.arange(width) + 0.5) / width * 2 - 1
-    py, px = torch.meshgrid(ys, xs, indexing="ij")
+    px, py = _pixel_grid(height, width)
     tt = torch.linspace(0, 1, frames)
 
     bg_uv, fg_uv, fg_alpha = [], [], []
@@ -86,33 +84,45 @@ def make_clip(
         cy = 0.15 * pan * math.sin(math.pi * t)
         bg_uv.append(torch.stack([(s * px + cx) / extent, (s * py + cy) / extent], -1))
 
-        # sprite placement in pixel units (rotation must respect the aspect ratio)
-        center = torch.tensor(
-            [width * (0.5 - 0.22 * (2 * t - 1)), height * (0.5 + 0.1 * math.sin(2 * math.pi * t))]
-        )
+        center = (width * (0.5 - 0.22 * (2 * t - 1)), height * (0.5 + 0.1 * math.sin(2 * math.pi * t)))
         theta = math.radians(rotate_deg) * math.sin(math.pi * (t - 0.5))
-        dx = (px + 1) * width / 2 - center[0]
-        dy = (py + 1) * height / 2 - center[1]
-        c, sn = math.cos(theta), math.sin(theta)
-        qx = (c * dx + sn * dy) / sprite_px
-        qy = (-sn * dx + c * dy) / sprite_px
-        qy = qy + bend * torch.sin(math.pi * qx + 2 * math.pi * t)
-        uv = torch.stack([qx, qy], -1)
-        a = F.grid_sample(
-            sprite[None, 3:4], uv[None], mode="bilinear", padding_mode="zeros", align_corners=False
-        )
+        uv, a = _place_sprite(sprite, px, py, center, theta, sprite_px, bend, 2 * math.pi * t)
         fg_uv.append(uv)
-        fg_alpha.append(a[0, 0])
+        fg_alpha.append(a)
+    return _assemble(bg, torch.stack(bg_uv), sprite, torch.stack(fg_uv), torch.stack(fg_alpha), seed)
 
+
+def _place_sprite(
+    sprite: Tensor,
+    px: Tensor,
+    py: Tensor,
+    center: tuple[float, float],
+    theta: float,
+    size: int,
+    bend: float = 0.0,
+    phase: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """The sprite's uv and alpha in one frame; placement is in pixels, so rotation keeps the aspect."""
+    height, width = px.shape
+    dx = (px + 1) * width / 2 - center[0]
+    dy = (py + 1) * height / 2 - center[1]
+    c, sn = math.cos(theta), math.sin(theta)
+    qx = (c * dx + sn * dy) / size
+    qy = (-sn * dx + c * dy) / size
+    qy = qy + bend * torch.sin(math.pi * qx + phase)
+    uv = torch.stack([qx, qy], -1)
+    a = F.grid_sample(sprite[None, 3:4], uv[None], mode="bilinear", padding_mode="zeros", align_corners=False)
+    return uv, a[0, 0]
+
+
+def _assemble(
+    bg: Tensor, bg_uv: Tensor, sprite: Tensor, fg_uv: Tensor, fg_alpha: Tensor, seed: int
+) -> ProceduralClip:
     truth = CanonicalVideo(
         layers=[
-            Layer(texture=bg, uv=torch.stack(bg_uv).half(), name="background"),
+            Layer(texture=bg, uv=bg_uv.half(), name="background"),
             Layer(
-                texture=sprite[:3],
-                uv=torch.stack(fg_uv).half(),
-                alpha=torch.stack(fg_alpha).half(),
-                coverage=sprite[3],
-                name="sprite",
+                texture=sprite[:3], uv=fg_uv.half(), alpha=fg_alpha.half(), coverage=sprite[3], name="sprite"
             ),
         ],
         fps=24.0,
@@ -121,6 +131,42 @@ def make_clip(
     masks = (truth.layers[1].alpha.float() > 0.5).float()[:, None]
     clip = Clip(frames=rendered, fps=truth.fps, masks=masks, source=f"procedural(seed={seed})")
     return ProceduralClip(clip=clip, truth=truth)
+
+
+def _pixel_grid(height: int, width: int) -> tuple[Tensor, Tensor]:
+    ys = (torch.arange(height) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width) + 0.5) / width * 2 - 1
+    py, px = torch.meshgrid(ys, xs, indexing="ij")
+    return px, py
+
+
+def make_long_clip(
+    frames: int = 600, height: int = 48, width: int = 64, seed: int = 0, span: float = 6.0, period: int = 180
+) -> ProceduralClip:
+    """A long pan and a sprite that leaves and comes back, with their canonical truth.
+
+    The camera pans once across a background `span` frames wide, so no single canonical at the
+    frames' resolution holds it all. The sprite swings out of the frame on either side and back
+    every `period` frames: it is centred at multiples of period/2 and out near the quarter periods.
+    """
+    g = torch.Generator().manual_seed(seed)
+    ex, ey = span, 1.1  # the background's half-extent in frame NDC units
+    bg = background_texture(g, round(height * ey), round(width * ex))
+    sprite_px = max(16, round(0.45 * min(height, width)))
+    sprite = sprite_texture(g, 2 * sprite_px)
+    px, py = _pixel_grid(height, width)
+    bg_uv, fg_uv, fg_alpha = [], [], []
+    for f in range(frames):
+        t = f / max(1, frames - 1)
+        cx = (ex - 1.05) * (2 * t - 1)
+        cy = 0.05 * math.sin(2 * math.pi * f / 150)
+        bg_uv.append(torch.stack([(px + cx) / ex, (py + cy) / ey], -1))
+        swing = math.sin(2 * math.pi * f / period)
+        center = (width * (0.5 + 0.9 * swing), height * (0.5 + 0.1 * math.sin(2 * math.pi * f / 70)))
+        uv, a = _place_sprite(sprite, px, py, center, 0.3 * math.sin(2 * math.pi * f / 97), sprite_px)
+        fg_uv.append(uv)
+        fg_alpha.append(a)
+    return _assemble(bg, torch.stack(bg_uv), sprite, torch.stack(fg_uv), torch.stack(fg_alpha), seed)
 
 
 def paint_edit(texture_hw: tuple[int, int], seed: int = 1) -> Tensor:
@@ -154,3 +200,23 @@ def seen_mask(truth: CanonicalVideo, t: int) -> Tensor:
         for s in range(truth.T):
             seen[s] += truth.layer_weights(s)[k] * sample_texture(vis, la.uv[s : s + 1])[0, 0]
     return seen > 0.99
+
+
+def paint_seen(truth: CanonicalVideo, t: int, seed: int = 1) -> CanonicalVideo:
+    """The truth with a `paint_edit` over the texels each layer shows in frame t.
+
+    A frame of a long clip sees a small part of its canonical, which a paint spread over the whole
+    texture would mostly miss; this is what a user painting on frame t changes.
+    """
+    textures = []
+    weights = truth.layer_weights(t)
+    for k, la in enumerate(truth.layers):
+        h, w = la.texture.shape[1:]
+        seen = splat(weights[k].reshape(-1, 1), la.uv[t].float().reshape(-1, 2), (h, w))[0] > 0.5
+        ys, xs = seen.nonzero(as_tuple=True)
+        paint = torch.zeros(4, h, w)
+        if len(ys):
+            y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+            paint[:, y0:y1, x0:x1] = paint_edit((y1 - y0, x1 - x0), seed + k)
+        textures.append(over(la.texture, paint))
+    return truth.with_textures(textures)

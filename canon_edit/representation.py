@@ -152,6 +152,11 @@ def get_representation(name: str) -> type[Representation]:
 
 
 def load_bake(run: RunFolder) -> Bake:
-    """The bake of a finished run, read by the bake class of the method run.json names."""
+    """The bake of a finished run, read by the bake class of the method run.json names (a segmented
+    run's, by `SegmentedVideo` from its segments' runs)."""
+    from .segments import SEGMENTS_FILE, SegmentedVideo
+
+    if (run.canonical / SEGMENTS_FILE).is_file():
+        return SegmentedVideo.load(run.canonical)
     cls = get_representation(str(run.info().get("method")))
     return cls.bake_class.load(run.canonical)

@@ -8,6 +8,7 @@
     RUN/renders/                  reconstruction.mp4, compare.mp4
     RUN/metrics.json              eval figures
     RUN/edits/NAME/               one folder per edit: textures, edit.json, video.mp4
+    RUN/segments/seg_K/           a long clip's segments, each a run of its own (segments.py)
     RUN/.canon-edit.json, .lock   the output marker (outputs.py) and the writer's lock (lock.py)
 
 Every file is written atomically; a run counts as finished only when run.json says "done". The run
@@ -31,7 +32,7 @@ from torch import Tensor
 from . import __version__
 from .atomic import atomic_path, write_json
 from .errors import ResumeNeeded, UserError
-from .files import CorruptFile, read_json, read_tensors
+from .files import CorruptFile, MappedTensors, read_json, read_tensors
 from .outputs import claim_folder
 from .video import Clip
 
@@ -39,7 +40,7 @@ KEEP_CHECKPOINTS = 2
 # what canon-edit itself writes in a run folder (a representation adds its own `run_files`)
 RUN_ENTRIES = frozenset(
     {"run.json", "clip.safetensors", "flow.safetensors", "checkpoints", "canonical", "renders",
-     "metrics.json", "edits"}
+     "metrics.json", "edits", "segments"}
 )  # fmt: skip
 
 
@@ -66,6 +67,55 @@ def _pack(x: Tensor) -> Tensor:
 
 def _unpack(x: Tensor) -> Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
+@dataclass
+class StoredClip:
+    """The clip a run stores, mapped: frames read a chunk at a time, so memory does not grow with it."""
+
+    file: MappedTensors
+    fps: float
+    source: str
+
+    @property
+    def T(self) -> int:
+        return int(self.file.tensors["frames"].shape[0])
+
+    @property
+    def H(self) -> int:
+        return int(self.file.tensors["frames"].shape[2])
+
+    @property
+    def W(self) -> int:
+        return int(self.file.tensors["frames"].shape[3])
+
+    def read(self, start: int, stop: int) -> Tensor:
+        """Frames [start, stop) as float in [0, 1]; the pages read are released."""
+        frames = _unpack(self.file.tensors["frames"][start:stop])
+        self.file.release()
+        return frames
+
+    def part(self, start: int, stop: int) -> Clip:
+        """Frames [start, stop) and their masks in memory (a segment of a long clip), copied out."""
+        masks = self.file.tensors.get("masks")
+        clip = Clip(
+            frames=self.read(start, stop).clone(),
+            fps=self.fps,
+            masks=None if masks is None else _unpack(masks[start:stop]).clone(),
+            source=f"{self.source} frames {start}..{stop - 1}",
+        )
+        self.file.release()
+        return clip
+
+    def clip(self) -> Clip:
+        """All of it in memory, as the fit saw it (frames, masks, fps)."""
+        masks = self.file.tensors.get("masks")
+        return Clip(
+            frames=_unpack(self.file.tensors["frames"]),
+            fps=self.fps,
+            masks=None if masks is None else _unpack(masks),
+            source=self.source,
+        )
 
 
 @dataclass
@@ -144,25 +194,23 @@ class RunFolder:
 
     def clip(self) -> Clip:
         """The clip the fit saw, exactly (frames, masks, fps)."""
+        stored = self.stored_clip()
+        return stored if isinstance(stored, Clip) else stored.clip()
+
+    def stored_clip(self) -> StoredClip | Clip:
+        """The clip the fit saw, mapped to be read a chunk at a time (in memory for a legacy run)."""
         if not self.clip_file.is_file():
             return self._legacy_clip()
         fix = "it is the run's copy of its input; fit the clip again into a new folder"
-        tensors = read_tensors(self.clip_file, fix, required=("frames",))
-        from safetensors import safe_open
-
-        with safe_open(str(self.clip_file), framework="pt") as f:
-            meta = f.metadata() or {}
+        file = MappedTensors(self.clip_file, fix, required=("frames",))
+        frames = file.tensors["frames"]
+        if frames.ndim != 4 or frames.dtype not in (torch.uint8, torch.float32):
+            raise CorruptFile(self.clip_file, "the frames are not T×C×H×W uint8 or float32", fix)
         try:
-            fps = float(meta["fps"])
-        except (KeyError, ValueError):
+            fps = float(file.metadata["fps"])
+        except (KeyError, ValueError, TypeError):
             raise CorruptFile(self.clip_file, "no frame rate", fix) from None
-        masks = tensors.get("masks")
-        return Clip(
-            frames=_unpack(tensors["frames"]),
-            fps=fps,
-            masks=None if masks is None else _unpack(masks),
-            source=meta.get("source", ""),
-        )
+        return StoredClip(file, fps, str(file.metadata.get("source", "")))
 
     def _legacy_clip(self) -> Clip:
         """Runs made before clip.safetensors: re-read the source as the run read it."""

@@ -133,9 +133,9 @@ def optimise(
                 run.save_checkpoint(done, model, optimizer)
                 last_good, last_ckpt = done, now
             ran = done - start
-            if cfg.time_budget and (ran == 20 or ran % 100 == 0):
-                # fit the LR schedule to the steps the budget allows (re-estimated as the speed
-                # settles), so the fit still anneals
+            if cfg.time_budget and ran % 20 == 0:
+                # fit the LR schedule to the steps the budget allows, re-estimated often: a slow
+                # start (warm-up, a busy machine) must not end a fit that later runs fast
                 total = min(cfg.steps, start + int(ran * cfg.time_budget / max(now - t0, 1e-6)))
                 total = max(total, done + 1) if now - t0 < cfg.time_budget else done
                 bar.total = total

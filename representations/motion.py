@@ -7,6 +7,8 @@ that had to discover a 30% camera pan from zero would smear the canonical image 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -145,11 +147,98 @@ def chain_affines(
             return M
         return refine_pair_photometric(gray[src : src + 1], gray[dst : dst + 1], mask, M)
 
-    for t in range(reference - 1, -1, -1):  # frame t → t+1 (forward flow of frame t)
+    area = (weights > 0.5).flatten(1).sum(1)
+    seen = (area >= min_points).tolist()
+
+    def forward_link(t: int) -> None:  # frame t → t+1 (forward flow of frame t)
         maps[t] = maps[t + 1] @ _to3(pair(t, t + 1, forward[t], forward_ok[t]))
-    for t in range(reference + 1, T):  # frame t → t-1 (backward flow stored at t-1)
+
+    def backward_link(t: int) -> None:  # frame t → t-1 (backward flow stored at t-1)
         maps[t] = maps[t - 1] @ _to3(pair(t, t - 1, backward[t - 1], backward_ok[t - 1]))
+
+    def rejoin(visit: range, best: int) -> int:
+        """Map the frame of `visit` (a return into view) that shows most of the layer by finding it
+        in `best`; chain the rest of the visit from it. Returns that frame."""
+        assert gray is not None
+        peak = visit.start + int(area[visit.start : visit.stop].argmax())
+        found = reidentify(gray[peak], gray[best], weights[peak] > 0.5, weights[best] > 0.5)
+        maps[peak] = maps[best] @ _to3(found)
+        return peak
+
+    # the frame chained so far that shows most of the layer (over both directions: a reference
+    # frame without the layer leaves the first return to be chained, the other to be found in it)
+    best, t = reference, reference + 1
+    while t < T:
+        if gray is not None and seen[t] and not seen[t - 1] and seen[best]:
+            end = next((u for u in range(t, T) if not seen[u]), T)
+            peak = rejoin(range(t, end), best)
+            for u in range(peak - 1, t - 1, -1):
+                forward_link(u)
+            t = peak
+        else:
+            backward_link(t)
+        best = t if area[t] > area[best] else best
+        t += 1
+    t = reference - 1
+    while t >= 0:
+        if gray is not None and seen[t] and not seen[t + 1] and seen[best]:
+            start = next((u for u in range(t, -1, -1) if not seen[u]), -1) + 1
+            peak = rejoin(range(start, t + 1), best)
+            for u in range(peak + 1, t + 1):
+                backward_link(u)
+            t = peak
+        else:
+            forward_link(t)
+        best = t if area[t] > area[best] else best
+        t -= 1
     return torch.stack([m[:2] for m in maps])
+
+
+def reidentify(src: Tensor, dst: Tensor, src_mask: Tensor, dst_mask: Tensor, side: int = 64) -> Tensor:
+    """Affine (NDC) from frame `src` to frame `dst` where a layer comes back into view.
+
+    No flow links a layer that left the frame to its return, so the chain would carry it on from
+    wherever it was last seen and the canonical would hold it twice. Instead the returning pixels
+    are found in the frame that showed most of the layer: the rotation and shift with the least
+    masked squared difference (searched exhaustively at a small scale, every shift at once as
+    correlations), refined photometrically.
+    """
+    h, w = src.shape
+    f = min(1.0, side / max(h, w))
+    size = (max(4, round(h * f)), max(4, round(w * f)))
+    image, target = (F.interpolate(x[None, None].float(), size=size, mode="area") for x in (src, dst))
+    mask, valid = (
+        (F.interpolate(m[None, None].float(), size=size, mode="area") > 0.99).float()
+        for m in (src_mask, dst_mask)
+    )
+    if mask.sum() < 4:
+        return torch.eye(2, 3)
+    to_ndc = torch.tensor([[2 / size[1], 0, 1 / size[1] - 1], [0, 2 / size[0], 1 / size[0] - 1], [0, 0, 1.0]])
+    ys, xs = mask[0, 0].nonzero(as_tuple=True)
+    centre = torch.tensor([float(xs.float().mean()), float(ys.float().mean())])
+    best, found = float("inf"), torch.eye(3)
+    for degrees in range(-30, 31, 5):
+        turn = torch.eye(3)
+        c, s_ = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+        turn[:2, :2] = torch.tensor([[c, -s_], [s_, c]])
+        turn[:2, 2] = centre - turn[:2, :2] @ centre  # about the layer's centre, in pixels
+        sample = to_ndc @ torch.linalg.inv(turn) @ torch.linalg.inv(to_ndc)  # turned NDC → src NDC
+        grid = F.affine_grid(sample[None, :2], [1, 1, *size], align_corners=False)
+        v, m = (F.grid_sample(x, grid, align_corners=False) for x in (image, mask))
+        m = (m > 0.99).float()
+        pad = (size[0] - 1, size[1] - 1)
+        overlap = F.conv2d(valid, m, padding=pad)
+        cost = F.conv2d(valid, m * v * v, padding=pad) - 2 * F.conv2d(valid * target, m * v, padding=pad)
+        cost = (cost + F.conv2d(valid * target * target, m, padding=pad)) / overlap.clamp_min(1)
+        cost[overlap < 0.5 * m.sum()] = float("inf")
+        k = int(cost.argmin())
+        if float(cost.flatten()[k]) < best:
+            dy, dx = divmod(k, cost.shape[-1])
+            shift = torch.eye(3)
+            shift[:2, 2] = torch.tensor([dx - pad[1], dy - pad[0]], dtype=torch.float32)
+            best, found = float(cost.flatten()[k]), shift @ turn
+    init = (to_ndc @ found @ torch.linalg.inv(to_ndc))[:2]
+    return refine_pair_photometric(src[None].float(), dst[None].float(), src_mask, init)
 
 
 def apply_affine(A: Tensor, points: Tensor) -> Tensor:

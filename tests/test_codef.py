@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from canon_edit.canonical import CanonicalVideo
-from canon_edit.edit.commands import keyframe_textures
+from canon_edit.canonical import CanonicalVideo, keyframe_textures
 from canon_edit.fitting import fit_clip
 from canon_edit.metrics import psnr
 from canon_edit.procedural import edited_truth, make_clip, seen_mask
@@ -47,7 +46,7 @@ def test_bake_has_one_layer_per_mask_group_with_transparent_unused_area(fitted):
 def test_keyframe_edit_propagates_like_the_same_edit_on_the_true_texture(fitted):
     proc, _, cv = fitted
     gt = edited_truth(proc.truth).render().clamp(0, 1)
-    textures = keyframe_textures(cv, proc.clip.frames, KEYFRAME, gt[KEYFRAME])
+    textures = keyframe_textures(cv, proc.clip.frames[KEYFRAME], KEYFRAME, gt[KEYFRAME])
     edited = cv.render(textures=textures).clamp(0, 1)
     seen = seen_mask(proc.truth, KEYFRAME)
     changed = (gt - proc.clip.frames).abs().amax(1) > 0.1

@@ -267,7 +267,7 @@ def test_an_edit_from_another_run_is_refused_in_one_line(portrait_run, asset, tm
     with pytest.raises(UserError, match="does not match this run's Gaussians"):
         asset.load_edit(folder)
     asset.save_edit(folder)
-    assert torch.equal(asset.load_edit(folder).render([1]), asset.render([1]))
+    assert torch.equal(asset.load_edit(folder).render_person([1])[0], asset.render_person([1])[0])
 
 
 def test_paint_through_the_cli_writes_only_its_edit_folder(portrait_run, clip16, tmp_path):
@@ -294,3 +294,11 @@ def test_a_copy_with_other_gaussians_does_not_reuse_the_kept_render(asset):
     brighter = dataclasses.replace(asset, gaussians={**asset.gaussians, "features": features})
     assert brighter.render().mean() > full.mean() + 0.01
     assert torch.allclose(asset.render(), full, atol=2e-3)  # the kept render is float16
+
+
+def test_chunks_after_a_full_render_reuse_it(asset, monkeypatch):
+    full = asset.render()
+    calls = []
+    monkeypatch.setattr(type(asset), "render_person", lambda self, ids: calls.append(ids))
+    assert torch.allclose(asset.render([1, 3]), full[[1, 3]], atol=2e-3)  # a finish step's chunk
+    assert calls == []

@@ -15,13 +15,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..canonical import CanonicalVideo, apply_canonical_edit, changed_mask, lift_keyframe
+from ..canonical import CanonicalVideo, apply_canonical_edit, keyframe_textures
 from ..errors import UserError
-from ..evaluate import evaluate_video
+from ..evaluate import evaluate_video, paired, render_chunks
 from ..lock import run_lock
 from ..outputs import check_writable
 from ..representation import Bake, EditableBake, load_bake
 from ..run import RunFolder
+from ..segments import SegmentedVideo
 from ..video import (
     ASPECT_TOLERANCE,
     VIDEO_SUFFIXES,
@@ -103,20 +104,6 @@ def _frame(bake: Bake, t: int) -> int:
     return t
 
 
-def keyframe_textures(
-    cv: CanonicalVideo, source: Tensor, t: int, edited: Tensor, mask: Tensor | None = None
-) -> list[Tensor]:
-    """Lift an edited frame t whether the user started from the source frame or from the render.
-
-    A pixel counts as changed only if it differs from both, so reconstruction error is never
-    mistaken for an edit.
-    """
-    if mask is None:
-        render = cv.render([t])[0].clamp(0, 1)
-        mask = changed_mask(edited, source[t]) * changed_mask(edited, render)
-    return lift_keyframe(cv, t, edited, source[t], mask=mask)
-
-
 def _open_for_edit(target: EditTarget) -> tuple[RunFolder, Bake]:
     run = RunFolder.open(target.run)
     if target.name is not None:
@@ -137,9 +124,17 @@ def _save(run: RunFolder, target: EditTarget, kind: str, bake: Bake, textures, m
     return save_edit(run, name, editable(bake), textures, meta, run.clip().frames)
 
 
-def edit_canonical(target: EditTarget, image: str | Path, layer: int = 0) -> Path:
-    """Replace (RGB) or paint over (RGBA) canonical layer `layer` with `image`; re-render every frame."""
+def edit_canonical(target: EditTarget, image: str | Path, layer: int = 0, segment: int | None = None) -> Path:
+    """Replace (RGB) or paint over (RGBA) canonical layer `layer` with `image`; re-render every frame.
+
+    A segmented run has a canonical per segment: `segment` names the one painted, and the edit is
+    carried from it to the others.
+    """
     run, bake = _open_for_edit(target)
+    if isinstance(bake, SegmentedVideo):
+        return _edit_segment(run, target, bake, image, layer, segment)
+    if segment is not None:
+        raise UserError("--segment names a segment of a run fitted with --segment-frames; this run has none")
     cv = editable(bake)
     k = _layer(cv, layer)
     painted = read_image(image)
@@ -147,6 +142,30 @@ def edit_canonical(target: EditTarget, image: str | Path, layer: int = 0) -> Pat
         textures = list(cv.textures())
         textures[k] = apply_canonical_edit(textures[k], painted)
         return _save(run, target, "canonical", cv, textures, {"image": str(image), "layer": k})
+
+
+def _edit_segment(
+    run: RunFolder,
+    target: EditTarget,
+    bake: SegmentedVideo,
+    image: str | Path,
+    layer: int,
+    segment: int | None,
+) -> Path:
+    n = len(bake.segments)
+    if segment is None or not 0 <= segment < n:
+        raise UserError(
+            f"this run has {n} segments, each with its own canonical (RUN/segments/seg_K/canonical/): "
+            f"name the one you painted with --segment K, K in 0..{n - 1}"
+        )
+    cv = bake.bakes[segment]
+    k = _layer(cv, layer)
+    painted = read_image(image)
+    with run_lock(run.path, "edit"):
+        textures = list(cv.textures())
+        textures[k] = apply_canonical_edit(textures[k], painted)
+        meta = {"image": str(image), "layer": k, "segment": bake.segments[segment].name}
+        return _save(run, target, "canonical", bake.spread({segment: textures}), None, meta)
 
 
 def edit_keyframe(
@@ -173,7 +192,7 @@ def edit_keyframe(
         if overrides:
             raise UserError("a 2D keyframe lift has no options to --set; drop --set")
         with run_lock(run.path, "edit"):
-            textures = keyframe_textures(bake, run.clip().frames, t, edited, mask)
+            textures = keyframe_textures(bake, run.clip().frames[t], t, edited, mask)
             return _save(run, target, "keyframe", bake, textures, meta)
     lifter = self_editing(bake, "lift_keyframe", "keyframe edits")
     with run_lock(run.path, "edit"):
@@ -279,18 +298,14 @@ def render_run(
     if edit:
         bake = edited_bake(run, bake, edit)
     turned = _turned(bake) if orbit is not None or view is not None else None
-    frames = None
+    render = bake.render if turned is None else lambda ids: turned(ids, orbit=orbit, view=view)
     if frame is not None:
-        frames = [_frame(bake, frame)]
-        if source:
-            write_image(out, run.clip().frames[frame].clamp(0, 1))
-            return out
-    video = (bake.render(frames) if turned is None else turned(frames, orbit=orbit, view=view)).clamp(0, 1)
-    if frame is not None:
-        write_image(out, video[0])
+        t = _frame(bake, frame)
+        write_image(out, (run.stored_clip().read(t, t + 1) if source else render([t]))[0].clamp(0, 1))
         return out
+    video = render_chunks(render, bake.T)  # streamed: a chunk is rendered, written and dropped
     if compare:
-        video = torch.cat([run.clip().frames, video], dim=3)
+        video = (torch.cat([frames, chunk], dim=3) for chunk, frames in paired(run.stored_clip(), video))
     if out.suffix:
         write_video(out, video, bake.fps)
     else:
@@ -304,5 +319,4 @@ def evaluate_run(run_path: str | Path, edit: str | None = None) -> dict[str, Any
     bake = load_bake(run)
     if edit:
         bake = edited_bake(run, bake, edit)
-    video = bake.render().clamp(0, 1)
-    return evaluate_video(run, run.clip(), video, edit=edit)
+    return evaluate_video(run, run.stored_clip(), render_chunks(bake.render, bake.T), edit=edit)

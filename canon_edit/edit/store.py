@@ -14,17 +14,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
 from ..atomic import atomic_dir, write_json
-from ..canonical import CanonicalVideo, texture_filename
+from ..canonical import CanonicalVideo, read_textures, write_textures
 from ..errors import ReplaceRefused, UserError
-from ..files import read_tensors
-from ..representation import EditableBake
+from ..evaluate import paired, render_chunks
+from ..representation import Bake, EditableBake
 from ..run import RunFolder
-from ..video import write_image, write_video
+from ..video import Clip, VideoPair
 
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 
@@ -50,10 +48,12 @@ def free_edit_name(run: RunFolder, kind: str) -> str:
     return name
 
 
-def _videos(folder: Path, video: Tensor, source: Tensor, fps: float) -> None:
-    """The edit's video and, for a look at what changed, the source beside it."""
-    write_video(folder / "video.mp4", video, fps)
-    write_video(folder / "compare.mp4", torch.cat([source, video], dim=3), fps)
+def _videos(folder: Path, bake: Bake, source: Tensor) -> None:
+    """The edit's video and, for a look at what changed, the source beside it: one render pass, a
+    chunk of frames at a time."""
+    with VideoPair(folder / "video.mp4", folder / "compare.mp4", bake.fps) as videos:
+        for video, frames in paired(Clip(source, bake.fps), render_chunks(bake.render, bake.T)):
+            videos.write(video, frames)
 
 
 def save_edit(
@@ -67,16 +67,11 @@ def save_edit(
     """Write the edited textures, their metadata and the re-rendered video; returns the folder."""
     folder = run.edits / name
     with atomic_dir(folder) as tmp:
-        save_file(
-            {f"{k}": t.float().contiguous() for k, t in enumerate(textures)},
-            str(tmp / "textures.safetensors"),
-        )
-        for k, tex in enumerate(textures):
-            write_image(tmp / texture_filename(k), tex.clamp(0, 1))
+        write_textures(tmp, textures)
         write_json(
             tmp / "edit.json", {**meta, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         )
-        _videos(tmp, cv.render(textures=textures).clamp(0, 1), source, cv.fps)
+        _videos(tmp, cv.with_textures(textures), source)
     return folder
 
 
@@ -90,7 +85,7 @@ def save_bake_edit(
         write_json(
             tmp / "edit.json", {**meta, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         )
-        _videos(tmp, bake.render().clamp(0, 1), source, bake.fps)
+        _videos(tmp, bake, source)
     return folder
 
 
@@ -112,11 +107,4 @@ def list_edits(run: RunFolder) -> list[str]:
 
 
 def load_edit(run: RunFolder, name: str) -> list[Tensor]:
-    path = edit_folder(run, name) / "textures.safetensors"
-    if not path.is_file():
-        raise UserError(f"edit '{name}' holds no textures (it was made on another kind of run)")
-    t = read_tensors(path, f"make edit '{name}' again, replacing it")
-    try:
-        return [t[str(k)] for k in range(len(t))]
-    except KeyError:
-        raise UserError(f"{path} is corrupt (layers missing); make the edit again") from None
+    return read_textures(edit_folder(run, name), name)

@@ -13,14 +13,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..canonical import CanonicalVideo, apply_canonical_edit
+from ..canonical import CanonicalVideo, apply_canonical_edit, keyframe_textures
 from ..edit.commands import (
     EditTarget,
     edit_canonical,
     edit_keyframe,
     edit_textures,
     fit_image,
-    keyframe_textures,
 )
 from ..errors import UserError
 from ..run import RunFolder
@@ -137,7 +136,7 @@ class Session2D(ClientSession):
             else:
                 t = self.current_frame()
                 edited = fit_image(image[:3], self.cv.H, self.cv.W, f"the edited frame {file.name}")
-                textures = keyframe_textures(self.cv.with_textures(base), self.scene.source, t, edited)
+                textures = keyframe_textures(self.cv.with_textures(base), self.scene.source[t], t, edited)
                 self.upload = Upload(path, frame=t)
         except UserError as e:
             self.report(str(e))

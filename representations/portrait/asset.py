@@ -78,7 +78,7 @@ class PortraitAsset:
         `background` is one 3×H×W image for every frame (a new backdrop; black for person-only
         metrics); by default each frame's own source frame. The person and its alpha are rendered
         once per frame: they are kept (float16) after a render of every frame, so the finish step's
-        person-only metrics and its reconstruction video share one render pass.
+        person-only metrics and its reconstruction video, streamed a chunk at a time, share one pass.
         """
         if textures is not None:
             raise UserError(
@@ -86,8 +86,8 @@ class PortraitAsset:
             )
         ids = list(range(self.T)) if frames is None else [int(t) for t in frames]
         state, kept = self.render_state(), self._person
-        if frames is None and kept is not None and all(a is b for a, b in zip(kept[0], state, strict=True)):
-            person, alpha = kept[1].float(), kept[2].float()
+        if kept is not None and all(a is b for a, b in zip(kept[0], state, strict=True)):
+            person, alpha = kept[1][ids].float(), kept[2][ids].float()
         else:
             person, alpha = self.render_person(ids)
             if frames is None:

@@ -1,0 +1,268 @@
+"""Segmented runs: the plan, the cross-faded render, and an edit carried through every segment.
+
+The known answer is the procedural long clip (a pan over a background three frames wide, a sprite
+that leaves and comes back). Each segment's bake is the truth restricted to its frames, with a
+canonical of its own (the background cropped to what the segment sees, the sprite mirrored), so an
+edit can only reach a segment by being carried into that segment's own texture space.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from canon_edit.canonical import CanonicalVideo, Layer, over
+from canon_edit.cli import main
+from canon_edit.edit.commands import EditTarget, edit_keyframe, edited_bake, render_run
+from canon_edit.errors import UserError
+from canon_edit.fitting import ClipOptions, finish_run
+from canon_edit.flow import Flow
+from canon_edit.metrics import psnr
+from canon_edit.procedural import make_long_clip, paint_seen, seen_mask
+from canon_edit.representation import load_bake
+from canon_edit.run import RunFolder
+from canon_edit.segmented_fit import fit_segmented_video
+from canon_edit.segments import SEGMENTS_DIR, SegmentedVideo, blend_weights, plan_by_motion, plan_segments
+from canon_edit.video import read_clip, write_image, write_pngs
+
+
+@pytest.fixture(scope="module")
+def long_clip():
+    return make_long_clip(frames=60, height=32, width=48, span=3.0, period=28)
+
+
+def test_plan_covers_the_clip_with_shared_frames():
+    segs = plan_segments(100, 30, 5)
+    assert [(s.start, s.end) for s in segs] == [(0, 29), (24, 53), (48, 76), (71, 100)]
+    # the fewest segments, evenly spread: no short leftover at the end
+    assert [(s.start, s.end) for s in plan_segments(58, 30, 5)] == [(0, 23), (18, 40), (35, 58)]
+    assert [(s.start, s.end) for s in plan_segments(20, 30, 5)] == [(0, 20)]
+    for t in range(100):
+        weights = blend_weights(segs, t)
+        assert sum(w for _, w in weights) == pytest.approx(1.0)
+    # the cross-fade hands over monotonically from one segment to the next
+    handover = [dict(blend_weights(segs, t)).get(1, 0.0) for t in range(20, 35)]
+    assert handover == sorted(handover) and handover[0] == 0 and handover[-1] == 1
+    with pytest.raises(UserError, match="--overlap must be between 1 and"):
+        plan_segments(100, 30, 30)
+
+
+def _crop(truth: CanonicalVideo, start: int, end: int) -> tuple[int, int]:
+    """The background columns frames [start, end) see, with a margin."""
+    bg = truth.layers[0]
+    x = (bg.uv[start:end, ..., 0].float() + 1) * bg.texture.shape[2] / 2
+    return max(0, int(x.min()) - 2), min(bg.texture.shape[2], int(x.max()) + 3)
+
+
+def _own_canonical(truth: CanonicalVideo, start: int, end: int) -> CanonicalVideo:
+    """The truth over frames [start, end) in a texture space of its own."""
+    bg, sprite = truth.layers
+    uv = bg.uv[start:end].float()
+    x0, x1 = _crop(truth, start, end)
+    x = (uv[..., 0] + 1) * bg.texture.shape[2] / 2
+    crop_uv = uv.clone()
+    crop_uv[..., 0] = (x - x0) * 2 / (x1 - x0) - 1
+    mirrored = sprite.uv[start:end].float() * torch.tensor([-1.0, 1.0])
+    return CanonicalVideo(
+        layers=[
+            Layer(texture=bg.texture[:, :, x0:x1].clone(), uv=crop_uv.half(), name="background"),
+            Layer(
+                texture=sprite.texture.flip(2),
+                uv=mirrored.half(),
+                alpha=sprite.alpha[start:end],
+                coverage=sprite.coverage.flip(1),
+                name="sprite",
+            ),
+        ],
+        fps=truth.fps,
+    )
+
+
+def make_segmented_truth_run(path, proc, length: int, overlap: int) -> RunFolder:
+    """A finished segmented run whose segments' bakes are the truth, each in its own canonical
+    (the clip's sprite is in view at the seams: its period is twice the segments' step)."""
+    write_pngs(path / "clip" / "frames", proc.clip.frames)
+    write_pngs(path / "clip" / "masks", proc.clip.masks.expand(-1, 3, -1, -1))
+    clip = read_clip(path / "clip")
+    segments = plan_segments(clip.T, length, overlap)
+    run = RunFolder.create(path / "run")
+    run.save_clip(clip)
+    plan = [{"name": s.name, "start": s.start, "end": s.end} for s in segments]
+    run.write_info(method="codef", status="fitting", fps=clip.fps, segments=plan, overlap=overlap)
+    bakes = []
+    for seg in segments:
+        sub = RunFolder.create(run.path / SEGMENTS_DIR / seg.name)
+        part = read_clip(path / "clip", max_frames=seg.end)
+        part.frames, part.masks = part.frames[seg.start :], part.masks[seg.start :]
+        sub.save_clip(part)
+        sub.write_info(method="codef", status="fitting", fps=clip.fps)
+        bakes.append(_own_canonical(proc.truth, seg.start, seg.end))
+        finish_run(sub, bakes[-1], part)
+        sub.write_info(status="done")
+    finish_run(run, SegmentedVideo(segments, bakes, clip.fps), clip)
+    run.write_info(status="done")
+    return run
+
+
+@pytest.fixture(scope="module")
+def segmented_run(tmp_path_factory, long_clip):
+    return make_segmented_truth_run(tmp_path_factory.mktemp("seg"), long_clip, length=20, overlap=4)
+
+
+def test_segmented_bake_renders_the_clip(segmented_run, long_clip):
+    bake = load_bake(segmented_run)
+    assert isinstance(bake, SegmentedVideo) and bake.T == 60 and len(bake.segments) == 4
+    video = bake.render()
+    assert psnr(video, long_clip.clip.frames) > 40
+    assert torch.equal(bake.render([3, 17, 18, 59]), video[[3, 17, 18, 59]])
+
+
+@pytest.mark.parametrize("keyframe", [10, 15])  # inside one segment; in an overlap (two hold it)
+def test_keyframe_edit_reaches_every_segment(segmented_run, long_clip, tmp_path, keyframe):
+    truth_edit = paint_seen(long_clip.truth, keyframe)
+    edited_frame = truth_edit.render([keyframe])[0].clamp(0, 1)
+    write_image(tmp_path / "edited.png", edited_frame)
+    name = f"paint{keyframe}"
+    folder = edit_keyframe(EditTarget(segmented_run.path, name=name), keyframe, tmp_path / "edited.png")
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [f"seg_{k:03d}" for k in range(4)]
+
+    bake = edited_bake(segmented_run, load_bake(segmented_run), name)
+    video = bake.render().clamp(0, 1)
+    expected = truth_edit.render().clamp(0, 1)
+    seen = seen_mask(long_clip.truth, keyframe)[:, None].float()
+    changed = (expected - long_clip.clip.frames).abs().amax(1, keepdim=True) > 0.1
+    for seg in bake.segments:
+        part = slice(seg.start, seg.end)
+        # every segment shows painted pixels (the sprite comes back), and they match the true edit
+        assert (changed[part] * seen[part].bool()).sum() >= 20, seg.name
+        assert psnr(video[part], expected[part], seen[part].expand(-1, 3, -1, -1)) >= 28, seg.name
+
+    out = tmp_path / "edit.mp4"
+    assert main(["render", str(segmented_run.path), "--edit", name, "-o", str(out)]) in (0, None)
+    assert out.stat().st_size > 0
+
+
+def test_canonical_edit_of_one_segment_reaches_the_others(segmented_run, long_clip, tmp_path, capsys):
+    bake = load_bake(segmented_run)
+    h, w = bake.bakes[1].layers[0].texture.shape[1:]
+    paint = torch.zeros(4, h, w)
+    paint[:, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = torch.tensor([1.0, 0.1, 0.1, 1.0])[:, None, None]
+    write_image(tmp_path / "paint.png", paint)
+    edit = ["edit", str(segmented_run.path), "--canonical", str(tmp_path / "paint.png")]
+    assert main(edit) == 2
+    assert "name the one you painted with --segment K, K in 0..3" in capsys.readouterr().err
+    assert main([*edit, "--segment", "1", "--name", "seg1"]) in (0, None)
+
+    bg = long_clip.truth.layers[0].texture
+    x0, _ = _crop(long_clip.truth, 14, 32)
+    placed = torch.zeros(4, *bg.shape[1:])
+    placed[:, :, x0 : x0 + w] = paint
+    expected = (
+        long_clip.truth.with_textures([over(bg, placed), long_clip.truth.textures()[1]]).render().clamp(0, 1)
+    )
+    video = edited_bake(segmented_run, bake, "seg1").render().clamp(0, 1)
+    painted = ((expected - long_clip.clip.frames).abs().amax(1, keepdim=True) > 0.1).expand(-1, 3, -1, -1)
+    for seg in bake.segments[:3]:  # the last segment no longer sees that stretch of the pan
+        part = slice(seg.start, seg.end)
+        assert painted[part].sum() > 300, seg.name
+        assert psnr(video[part], expected[part], painted[part].float()) >= 28, seg.name
+    assert render_run(segmented_run.path, tmp_path / "f.png", frame=59, edit="seg1").is_file()
+
+
+@pytest.fixture(scope="module")
+def tiny_long_clip(tmp_path_factory):
+    """A 24-frame long clip as a clip folder, split 12/3 into three segments."""
+    proc = make_long_clip(frames=24, height=24, width=32, span=2.0, period=14)
+    folder = tmp_path_factory.mktemp("tiny_long") / "clip"
+    write_pngs(folder / "frames", proc.clip.frames)
+    write_pngs(folder / "masks", proc.clip.masks.expand(-1, 3, -1, -1))
+    return folder
+
+
+def _fit_tiny(clip, out, **kwargs):
+    return fit_segmented_video(
+        ClipOptions(str(clip)), out, "codef", length=12, overlap=3,
+        overrides={"train": {"steps": 20, "checkpoint_every": 10}}, show_progress=False, threads=1, **kwargs,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_segmented(tiny_long_clip, tmp_path_factory):
+    return _fit_tiny(tiny_long_clip, tmp_path_factory.mktemp("fit") / "run")
+
+
+def _bakes(run: RunFolder) -> list[dict[str, torch.Tensor]]:
+    return [
+        load_file(str(run.path / SEGMENTS_DIR / f"seg_{k:03d}" / "canonical" / "bake.safetensors"))
+        for k in range(3)
+    ]
+
+
+def test_a_segmented_fit_is_a_run_of_runs(tiny_segmented):
+    info = tiny_segmented.info()
+    assert info["status"] == "done" and [s["end"] for s in info["segments"]] == [10, 17, 24]
+    assert info["steps"] == 60
+    bake = load_bake(tiny_segmented)
+    assert isinstance(bake, SegmentedVideo) and bake.T == 24
+    metrics = json.loads(tiny_segmented.metrics.read_text())
+    assert metrics["frames"] == 24 and metrics["psnr"] > 12
+    assert (tiny_segmented.renders / "reconstruction.mp4").stat().st_size > 0
+
+
+def test_resume_fits_only_the_unfinished_segments(tiny_long_clip, tiny_segmented, tmp_path, capsys):
+    run = RunFolder(tmp_path / "run")
+    shutil.copytree(tiny_segmented.path, run.path)
+    shutil.rmtree(run.path / SEGMENTS_DIR / "seg_001")  # as if killed before that segment started
+    run.write_info(status="fitting")
+    kept = [run.path / SEGMENTS_DIR / name / "run.json" for name in ("seg_000", "seg_002")]
+    before = [p.stat().st_mtime_ns for p in kept]
+    code = main(["fit", "--resume", "-o", str(run.path), "--quiet", "--threads", "1"])
+    assert code in (0, None)
+    assert [p.stat().st_mtime_ns for p in kept] == before  # finished segments are not touched
+    assert run.info()["status"] == "done"
+    for mine, theirs in zip(_bakes(run), _bakes(tiny_segmented), strict=True):
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs)  # same seed, same segment
+
+
+def test_segments_on_ray_equal_the_local_fit(tiny_long_clip, tiny_segmented, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        run = _fit_tiny(tiny_long_clip, tmp_path / "run", executor="ray")
+    finally:
+        ray.shutdown()
+    for mine, theirs in zip(_bakes(run), _bakes(tiny_segmented), strict=True):
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+
+
+def test_bad_segment_options_fail_before_any_work(tiny_long_clip, tmp_path, capsys):
+    out = tmp_path / "run"
+    fit = ["fit", str(tiny_long_clip), "-o", str(out), "--segment-frames", "12"]
+    assert main([*fit, "--overlap", "12"]) == 2 and not out.exists()
+    assert "--overlap must be between 1 and" in capsys.readouterr().err
+    assert main([*fit, "--segments", "auto"]) == 2 and not out.exists()
+    assert "give one" in capsys.readouterr().err
+    assert main([*fit, "--method", "portrait"]) == 2 and not out.exists()
+    assert "splits 2D fits" in capsys.readouterr().err
+    assert main([*fit[:4], "--overlap", "3"]) == 2
+    assert "--overlap goes with --segment-frames" in capsys.readouterr().err
+
+
+def test_auto_segments_cut_where_the_camera_has_travelled_a_frame():
+    frames, h, w = 200, 24, 64
+    forward = torch.zeros(frames - 1, 2, h, w)
+    forward[:, 0] = -0.8  # the background slides 0.8 px a frame: one frame width in 80 frames
+    forward[:, 0, :, :40] = 9.0  # a foreground racing the other way over most of the frame
+    masks = torch.zeros(frames, 1, h, w)
+    masks[:, :, :, :40] = 1
+    ok = torch.ones(frames - 1, h, w, dtype=torch.bool)
+    flow = Flow(forward, -forward, ok, ok)
+    plan = plan_by_motion(flow, masks, stretch=1.0, overlap=5, longest=150)
+    assert [(s.start, s.end) for s in plan] == [(0, 81), (76, 157), (152, 200)]
+    assert plan_by_motion(flow, masks, 1.0, 5, 60)[0].end == 60  # never longer than `longest`
+    # without the masks the foreground's motion would pass for the camera's
+    assert plan_by_motion(flow, None, 1.0, 5, 150)[0].end == 11
