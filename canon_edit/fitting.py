@@ -106,21 +106,7 @@ def fit_clip(
     try:
         with run_lock(run.path, "fit"):
             run.save_clip(clip)
-            run.write_info(
-                method=method,
-                preset=preset or (method if cls.presets else None),
-                config=to_dict(cfg),
-                status="fitting",
-                clip=clip_options.record(run.path)
-                if clip_options
-                else {"source": clip.source or "in memory"},
-                frames=clip.T,
-                height=clip.H,
-                width=clip.W,
-                fps=clip.fps,
-                versions=versions(),
-                device=str(dev),
-            )
+            run.write_info(**start_record(run, method, preset, cfg, clip, clip_options, str(dev)))
             try:
                 return _fit(run, cls, cfg, clip, dev, resume=False, show_progress=show_progress)
             except UserError:
@@ -132,6 +118,32 @@ def fit_clip(
             with contextlib.suppress(OSError):
                 run.path.rmdir()  # the folder this fit made, if nothing is left in it
         raise
+
+
+def start_record(
+    run: RunFolder,
+    method: str,
+    preset: str | None,
+    cfg: Any,
+    clip: Clip,
+    clip_options: ClipOptions | None,
+    device: str,
+) -> dict[str, Any]:
+    """run.json of a fit that starts: what it fits, how, with what versions."""
+    cls = get_representation(method)
+    return {
+        "method": method,
+        "preset": preset or (method if cls.presets else None),
+        "config": to_dict(cfg),
+        "status": "fitting",
+        "clip": clip_options.record(run.path) if clip_options else {"source": clip.source or "in memory"},
+        "frames": clip.T,
+        "height": clip.H,
+        "width": clip.W,
+        "fps": clip.fps,
+        "versions": versions(),
+        "device": device,
+    }
 
 
 def _remove_entries(run: RunFolder, owned: frozenset[str]) -> None:

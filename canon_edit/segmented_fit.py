@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from .canonical import CanonicalVideo
-from .config import to_dict
 from .errors import UserError
 from .executors import Task, check_executor, run_tasks
 from .fitting import (
@@ -27,11 +26,12 @@ from .fitting import (
     fit_clip,
     owned_entries,
     resume_fit,
+    start_record,
 )
 from .flow import load_or_compute_flow
 from .lock import run_lock
 from .representation import get_representation, load_bake
-from .run import RunFolder, StoredClip, versions
+from .run import RunFolder, StoredClip
 from .segments import SEGMENTS_DIR, Segment, SegmentedVideo, plan_by_motion, plan_segments
 
 AUTO_STRETCH = 1.0  # `--segments auto`: one frame size of camera travel per segment
@@ -80,21 +80,8 @@ def fit_segmented_video(
             segments = plan_by_motion(flow, clip.masks, AUTO_STRETCH, overlap, AUTO_LONGEST)
         else:
             segments = plan_segments(clip.T, length, overlap)
-        run.write_info(
-            method=method,
-            preset=preset or (method if cls.presets else None),
-            config=to_dict(cfg),
-            status="fitting",
-            clip=options.record(run.path),
-            frames=clip.T,
-            height=clip.H,
-            width=clip.W,
-            fps=clip.fps,
-            versions=versions(),
-            device=device,
-            segments=[asdict(seg) for seg in segments],
-            overlap=overlap,
-        )
+        record = start_record(run, method, preset, cfg, clip, options, device)
+        run.write_info(**record, segments=[asdict(seg) for seg in segments], overlap=overlap)
         return fit_segments(run, device, executor, address, threads, show_progress)
 
 
