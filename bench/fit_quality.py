@@ -3,8 +3,10 @@
     python bench/fit_quality.py --clip ../shared/data/davis_blackswan --method codef --size 240
 
 Keys: psnr, ssim, seconds, steps, peak_mem_mb, device, frames, height, width, render_fps (re-rendering
-every frame from the bake), plus the method's own (atlas: alpha_iou; portrait: masked_psnr,
-masked_ssim, landmark_error_px). A portrait clip without tracking needs the face detector's
+every frame from the bake), for the 2D forms `sharpness` (mean squared gradient of the frames
+rendered from the canonical textures alone, no residual, over that of the source frames: 1 = as
+sharp as the video, less = a blurred canonical), plus the method's own (atlas: alpha_iou; portrait:
+masked_psnr, masked_ssim, landmark_error_px). A portrait clip without tracking needs the face detector's
 interpreter in $CANON_EDIT_DETECTOR_PYTHON (see the README).
 """
 
@@ -20,15 +22,32 @@ from pathlib import Path
 
 import torch
 
+from canon_edit.canonical import CanonicalVideo, Layer
+from canon_edit.config import QUALITY_SECONDS
 from canon_edit.fitting import ClipOptions, fit_video
 from canon_edit.representation import load_bake
-from canon_edit.run import versions
+from canon_edit.run import StoredClip, versions
 
 
 def peak_mem_mb(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def gradient_energy(frames: torch.Tensor) -> float:
+    """Mean squared horizontal and vertical difference of F×3×H×W frames: how much fine detail they hold."""
+    gx = frames[..., :, 1:] - frames[..., :, :-1]
+    gy = frames[..., 1:, :] - frames[..., :-1, :]
+    return float((gx**2).mean() + (gy**2).mean())
+
+
+def sharpness(bake: CanonicalVideo, clip: StoredClip) -> float:
+    """Gradient energy of the canonical textures as the frames see them, over that of the frames."""
+    plain = CanonicalVideo([Layer(la.texture, la.uv, la.alpha) for la in bake.layers], bake.fps)
+    ids = list(range(0, bake.T, max(1, bake.T // 10)))
+    source = torch.cat([clip.read(i, i + 1) for i in ids])
+    return gradient_energy(plain.render(ids).clamp(0, 1)) / gradient_energy(source)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -39,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--size", type=int, default=240)
     p.add_argument("--steps", type=int)
     p.add_argument("--time-budget", type=float)
+    p.add_argument("--quality", choices=list(QUALITY_SECONDS))
     p.add_argument("--max-frames", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="keep the run folder here (default: a temporary folder)")
@@ -47,10 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
     from canon_edit.config import deep_merge, parse_overrides
 
     overrides = parse_overrides(args.overrides)
-    if args.steps:
-        overrides = deep_merge(overrides, {"train": {"steps": args.steps}})
-    if args.time_budget:
-        overrides = deep_merge(overrides, {"train": {"time_budget": args.time_budget}})
+    train = {"steps": args.steps, "time_budget": args.time_budget, "quality": args.quality}
+    overrides = deep_merge(overrides, {"train": {k: v for k, v in train.items() if v}})
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="canon-bench-")) / "run"
     t0 = time.monotonic()
     run = fit_video(
@@ -79,6 +97,11 @@ def main(argv: list[str] | None = None) -> dict:
         "fit_seconds": info["fit_seconds"],
         "steps": info["steps"],
         "render_fps": round(render_fps, 1),
+        **(
+            {"sharpness": round(sharpness(bake, run.stored_clip()), 3)}
+            if isinstance(bake, CanonicalVideo)
+            else {}
+        ),
         "peak_mem_mb": round(peak_mem_mb(info["device"]), 1),
         "device": info["device"],
         "threads": torch.get_num_threads(),

@@ -1,7 +1,10 @@
 """`CanonicalVideo`: the baked 2D form shared by CoDeF and the layered atlas.
 
 Each layer is an editable texture plus, per frame, where every pixel samples it (`uv`), how
-opaque the layer is there (`alpha`) and an optional multiplicative `shading` residual.
+opaque the layer is there (`alpha`), an optional multiplicative `shading` residual (light that
+changes over time) and an optional additive `detail` residual (dynamic texture no single image
+holds: spray, ripples). Both residuals are re-applied to an edited texture; the detail only where
+the edit left the texture as it was, so a painted patch does not show the old content's ripples.
 Rendering is a pure gather (`grid_sample`) and a back-to-front composite, so re-rendering an
 edit never touches the fitted fields. A loaded bake reads its textures at once and its per-frame
 fields lazily from a mapping of bake.safetensors, so rendering a long clip a chunk at a time keeps
@@ -33,10 +36,14 @@ class Layer:
     uv: Tensor  # T×H×W×2 float16
     alpha: Tensor | None = None  # T×H×W float16; None = opaque everywhere
     shading: Tensor | None = None  # T×H×W×3 float16 multiplicative residual; None = 1
+    detail: Tensor | None = None  # T×H×W×3 float16 additive residual after shading; None = 0
+    fitted_texture: Tensor | None = None  # what `detail` was fitted on, once an edit replaced the texture
     coverage: Tensor | None = None  # Hc×Wc float32: 1 where some frame sees the texel
     name: str = ""
 
 
+# a texel an edit changed by this much (max over RGB) or more no longer gets the fitted detail
+DETAIL_TOLERANCE = 0.1
 # frames per gather: a chunk's buffers stay small enough to be reused rather than faulted in afresh
 # (bench/render_speed.py, 480p on 2 cores: 4 frames a gather ran 1.5-2x faster than 16)
 RENDER_CHUNK = 4
@@ -70,7 +77,11 @@ class CanonicalVideo:
         if len(textures) != len(self.layers):
             raise ValueError(f"expected {len(self.layers)} textures, got {len(textures)}")
         return replace(
-            self, layers=[replace(la, texture=t) for la, t in zip(self.layers, textures, strict=True)]
+            self,
+            layers=[
+                replace(la, texture=t, fitted_texture=fitted_texture(la))
+                for la, t in zip(self.layers, textures, strict=True)
+            ],
         )
 
     def render(
@@ -94,7 +105,7 @@ class CanonicalVideo:
         return composite_weights([_alpha_of(la, torch.tensor([t]), la.texture)[0, 0] for la in self.layers])
 
     def save(self, folder: str | Path) -> None:
-        """Textures as PNG (RGBA: alpha = coverage) for editing; uv/alpha/shading in safetensors."""
+        """Textures as PNG (RGBA: alpha = coverage) for editing; the per-frame fields in safetensors."""
         from .video import write_image
 
         folder = Path(folder)
@@ -109,6 +120,8 @@ class CanonicalVideo:
                 tensors[f"{k}.alpha"] = la.alpha.half().contiguous()
             if la.shading is not None:
                 tensors[f"{k}.shading"] = la.shading.half().contiguous()
+            if la.detail is not None:
+                tensors[f"{k}.detail"] = la.detail.half().contiguous()
             if la.coverage is not None:
                 tensors[f"{k}.coverage"] = la.coverage.float().contiguous()
             meta["layers"].append({"name": la.name, "texture": texture_filename(k)})
@@ -118,7 +131,7 @@ class CanonicalVideo:
 
     @classmethod
     def load(cls, folder: str | Path) -> CanonicalVideo:
-        """Textures read now; uv, alpha and shading mapped, read as frames are rendered."""
+        """Textures read now; uv, alpha, shading and detail mapped, read as frames are rendered."""
         folder = Path(folder)
         path = folder / "bake.safetensors"
         if not path.is_file() or not (folder / "canonical.json").is_file():
@@ -134,6 +147,7 @@ class CanonicalVideo:
                     uv=t[f"{k}.uv"],
                     alpha=t.get(f"{k}.alpha"),
                     shading=t.get(f"{k}.shading"),
+                    detail=t.get(f"{k}.detail"),
                     coverage=None if f"{k}.coverage" not in t else t[f"{k}.coverage"].clone(),
                     name=str(m.get("name", "")),
                 )
@@ -157,6 +171,7 @@ def _consistent(layer: Layer, uv_shape: torch.Size) -> bool:
         and layer.texture.shape[0] == 3
         and (layer.alpha is None or tuple(layer.alpha.shape) == frames)
         and (layer.shading is None or tuple(layer.shading.shape) == (*frames, 3))
+        and (layer.detail is None or tuple(layer.detail.shape) == (*frames, 3))
     )
 
 
@@ -220,17 +235,24 @@ def _converted(values: Tensor, dtype: torch.dtype, slot: str, reuse: bool) -> Te
 def render_layers(layers: list[Layer], textures: list[Tensor], ids: Tensor) -> Tensor:
     """Back-to-front `over` composite of every layer for frames `ids` → B×3×H×W.
 
-    Each layer's colour is a fresh tensor, so shading, alpha and the composite are applied in place
-    (no gradient needs the values they overwrite); the values are those of the plain expressions.
+    Each layer's colour is a fresh tensor, so shading, detail, alpha and the composite are applied in
+    place (no gradient needs the values they overwrite); the values are those of the plain expressions.
     """
-    fields = [t for la in layers for t in (la.uv, la.alpha, la.shading) if t is not None]
+    fields = [t for la in layers for t in (la.uv, la.alpha, la.shading, la.detail) if t is not None]
     reuse = not torch.is_grad_enabled() or not any(t.requires_grad for t in (*textures, *fields))
     out: Tensor | None = None
     for la, tex in zip(layers, textures, strict=True):
-        color = sample_texture(tex, _converted(_take(la.uv, ids), tex.dtype, "uv", reuse))
+        uv = _converted(_take(la.uv, ids), tex.dtype, "uv", reuse)
+        color = sample_texture(tex, uv)
         if la.shading is not None:
             shading = _converted(_take(la.shading, ids), color.dtype, "shading", reuse)
             color = color.mul_(shading.permute(0, 3, 1, 2))
+        if la.detail is not None:
+            detail = _converted(_take(la.detail, ids), color.dtype, "detail", reuse).permute(0, 3, 1, 2)
+            fitted = fitted_texture(la)
+            if tex is not fitted:
+                detail = detail * kept_detail(sample_texture(tex, uv), sample_texture(fitted.to(tex), uv))
+            color = color.add_(detail)
         if la.alpha is None:
             out = color
         else:
@@ -238,6 +260,21 @@ def render_layers(layers: list[Layer], textures: list[Tensor], ids: Tensor) -> T
             out = color.mul_(a) if out is None else out.lerp_(color, a)
     assert out is not None
     return out
+
+
+def fitted_texture(layer: Layer) -> Tensor:
+    """The texture the layer's residuals were fitted on: the edit's starting point, not the edit."""
+    return layer.texture if layer.fitted_texture is None else layer.fitted_texture
+
+
+def kept_detail(edited: Tensor, original: Tensor) -> Tensor:
+    """B×1×H×W in [0, 1]: how much of the fitted detail an edited texture sample keeps.
+
+    All where the edit left the texel as it was, none where it changed it by `DETAIL_TOLERANCE` or
+    more: ripples stay on unedited water and do not show through a patch painted over it.
+    """
+    change = (edited.detach() - original).abs().amax(1, keepdim=True)
+    return (1 - change / DETAIL_TOLERANCE).clamp(0, 1)
 
 
 def composite_weights(alphas: list[Tensor]) -> Tensor:

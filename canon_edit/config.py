@@ -20,6 +20,9 @@ import yaml
 
 from .errors import UserError
 
+# a quality preset is a time on the reference CPU (2 cores): what a fit spends, known before it starts
+QUALITY_SECONDS = {"draft": 120.0, "default": 600.0, "best": 1800.0}
+
 T = TypeVar("T")
 
 CORE_PRESETS = "canon_edit.presets"

@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from .lock import run_lock
 from .outputs import MARKER, claim_folder
 from .representation import Bake, Representation, get_representation
 from .run import RUN_ENTRIES, RunFolder, versions
-from .train import optimise
+from .train import optimise, plan_line, with_quality
 from .video import FPS_FILE, Clip, VideoPair, read_clip, stated_fps
 
 
@@ -80,8 +80,16 @@ def owned_entries(cls: type[Representation], out: str | Path) -> frozenset[str]:
 
 
 def config_of(cls: type[Representation], preset: str | None, overrides: dict[str, Any] | None) -> Any:
+    """A new fit's config: preset, then overrides, then the quality preset's steps and time budget.
+
+    Steps or a time budget given as overrides replace the preset's quality (an explicit one stays).
+    """
     preset = preset or (cls.name if cls.presets else None)
-    return load_config(cls.config_class, preset, overrides, package=cls.presets or None)
+    cfg = load_config(cls.config_class, preset, overrides, package=cls.presets or None)
+    asked = (overrides or {}).get("train") or {}
+    if ("steps" in asked or "time_budget" in asked) and "quality" not in asked:
+        cfg = replace(cfg, train=replace(cfg.train, quality=""))
+    return replace(cfg, train=with_quality(cfg.train))
 
 
 def fit_clip(
@@ -165,6 +173,8 @@ def _fit(
     flow = (
         load_or_compute_flow(run.flow, clip.frames, show_progress=show_progress) if cls.needs_flow else None
     )
+    if show_progress:
+        print(plan_line(cfg.train), file=sys.stderr)
     torch.manual_seed(cfg.train.seed)  # same seed, same fit
     model = cls(clip, flow, cfg, **extra_kwargs).to(dev)
     steps = optimise(model, run, cfg.train, resume=resume, show_progress=show_progress)

@@ -66,8 +66,13 @@ def make_clip(
     zoom: float = 0.2,
     rotate_deg: float = 25.0,
     bend: float = 0.12,
+    light: float = 0.0,
 ) -> ProceduralClip:
-    """Render the procedural clip and return it with its canonical truth."""
+    """Render the procedural clip and return it with its canonical truth.
+
+    `light` > 0 sweeps a soft band of light across the frame over the clip (the scene's brightness
+    changes by up to ±light), the truth's shading residual: a fit must keep it out of the texture.
+    """
     g = torch.Generator().manual_seed(seed)
     extent = 1.0 + pan + 0.1  # background texture half-size in frame NDC units
     bg = background_texture(g, round(height * extent), round(width * extent))
@@ -89,7 +94,11 @@ def make_clip(
         uv, a = _place_sprite(sprite, px, py, center, theta, sprite_px, bend, 2 * math.pi * t)
         fg_uv.append(uv)
         fg_alpha.append(a)
-    return _assemble(bg, torch.stack(bg_uv), sprite, torch.stack(fg_uv), torch.stack(fg_alpha), seed)
+    shading = None
+    if light:
+        band = torch.stack([torch.cos(math.pi * (px - (3 * t - 1.5)) / 2) for t in tt.tolist()])
+        shading = (1 + light * band)[..., None].expand(-1, -1, -1, 3)
+    return _assemble(bg, torch.stack(bg_uv), sprite, torch.stack(fg_uv), torch.stack(fg_alpha), seed, shading)
 
 
 def _place_sprite(
@@ -116,14 +125,21 @@ def _place_sprite(
 
 
 def _assemble(
-    bg: Tensor, bg_uv: Tensor, sprite: Tensor, fg_uv: Tensor, fg_alpha: Tensor, seed: int
-) -> ProceduralClip:
+    bg: Tensor, bg_uv: Tensor, sprite: Tensor, fg_uv: Tensor, fg_alpha: Tensor, seed: int,
+    shading: Tensor | None = None,
+) -> ProceduralClip:  # fmt: skip
+    lit = None if shading is None else shading.half()
     truth = CanonicalVideo(
         layers=[
-            Layer(texture=bg, uv=bg_uv.half(), name="background"),
+            Layer(texture=bg, uv=bg_uv.half(), shading=lit, name="background"),
             Layer(
-                texture=sprite[:3], uv=fg_uv.half(), alpha=fg_alpha.half(), coverage=sprite[3], name="sprite"
-            ),
+                texture=sprite[:3],
+                uv=fg_uv.half(),
+                alpha=fg_alpha.half(),
+                shading=lit,
+                coverage=sprite[3],
+                name="sprite",
+            ),  # fmt: skip
         ],
         fps=24.0,
     )

@@ -152,7 +152,7 @@ def carry_edit(
     for k, (layer, target) in enumerate(zip(src.layers, dst.layers, strict=True)):
         if torch.equal(edited[k], layer.texture):
             continue
-        bare_src = CanonicalVideo([replace(layer, alpha=None, shading=None)])
+        bare_src = CanonicalVideo([replace(layer, alpha=None, shading=None, detail=None)])
         texture = target.texture
         painted = torch.zeros(texture.shape[1:])
         for t in order:
@@ -166,7 +166,9 @@ def carry_edit(
                 mask = mask * (layer.alpha[local].float() > 0.5)
             if not mask.any():
                 continue
-            bare_dst = CanonicalVideo([replace(target, texture=texture, alpha=None, shading=None)])
+            bare_dst = CanonicalVideo(
+                [replace(target, texture=texture, alpha=None, shading=None, detail=None)]
+            )
             lifted = lift_keyframe(bare_dst, there, after, before, mask=mask)[0]
             new = ((lifted - texture).abs().amax(0) > 1e-6).float()
             painted = torch.maximum(painted, F.max_pool2d(new[None], 5, stride=1, padding=2)[0])

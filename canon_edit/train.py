@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .config import QUALITY_SECONDS
 from .errors import Interrupted, TrainingDiverged, UserError
 from .run import RunFolder
 
@@ -26,6 +27,10 @@ class TrainConfig:
     checkpoint_every: int = 500
     checkpoint_seconds: float = 120.0
     time_budget: float = 0.0  # seconds of fitting; 0 = run all steps
+    quality: str = ""  # draft | default | best (QUALITY_SECONDS) in place of steps and time_budget
+    # this method's steps per second on the reference CPU: a quality's step cap, so a device that
+    # runs faster (a GPU) takes the same steps in less time rather than more steps
+    reference_rate: float = 0.0
     seed: int = 0
     warmup_steps: int = 50
     final_lr_fraction: float = 0.1  # cosine decay from the group's lr to this fraction of it
@@ -39,10 +44,36 @@ class TrainConfig:
             ("time_budget", self.time_budget >= 0, ">= 0 (0 = no budget)"),
             ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
             ("final_lr_fraction", 0 <= self.final_lr_fraction <= 1, "between 0 and 1"),
+            ("reference_rate", self.reference_rate >= 0, ">= 0"),
         ]
+        if self.quality and self.quality not in QUALITY_SECONDS:
+            raise UserError(
+                f"option {prefix}quality must be one of {', '.join(QUALITY_SECONDS)} (or empty), "
+                f"got {self.quality!r}"
+            )
         for name, ok, rule in checks:
             if not ok or not math.isfinite(float(getattr(self, name))):
                 raise UserError(f"option {prefix}{name} must be {rule}, got {getattr(self, name)}")
+
+
+def with_quality(cfg: TrainConfig) -> TrainConfig:
+    """The steps and time budget `cfg.quality` stands for; `cfg` itself without a quality."""
+    if not cfg.quality:
+        return cfg
+    seconds = QUALITY_SECONDS[cfg.quality]
+    steps = math.ceil(cfg.reference_rate * seconds) if cfg.reference_rate > 0 else cfg.steps
+    return replace(cfg, steps=steps, time_budget=seconds)
+
+
+def plan_line(cfg: TrainConfig) -> str:
+    """What a fit will spend, said before it starts."""
+    spend = (
+        f"up to {cfg.time_budget / 60:g} min and {cfg.steps} steps"
+        if cfg.time_budget
+        else f"{cfg.steps} steps"
+    )
+    named = f"quality '{cfg.quality}': " if cfg.quality else ""
+    return f"{named}fitting for {spend} (fewer steps on a busy or slower machine)"
 
 
 class Trainable(Protocol):
@@ -139,6 +170,8 @@ def optimise(
                 total = min(cfg.steps, start + int(ran * cfg.time_budget / max(now - t0, 1e-6)))
                 total = max(total, done + 1) if now - t0 < cfg.time_budget else done
                 bar.total = total
+                if hasattr(model, "schedule_steps"):  # coarse-to-fine schedules follow the plan
+                    model.schedule_steps = total
     except KeyboardInterrupt:
         run.save_checkpoint(done, model, optimizer)
         raise Interrupted(

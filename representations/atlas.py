@@ -6,7 +6,8 @@ Per layer (background, then one foreground layer per mask label, back to front):
   unfolded at step 0 — the cheap form of the original method's 15-minute mapping pre-training;
 - a texture field over (u, v) sampled onto the editable texel grid at bake time;
 - a multiplicative shading residual exp(s(u, v, t)) whose output layer starts at zero (shading 1),
-  so lighting changes and shadows are kept out of the texture and re-applied to an edited one;
+  so lighting changes and shadows are kept out of the texture and re-applied to an edited one, and
+  an additive detail residual d(x, y, t) for dynamic texture (`fields.appearance`);
 - for foreground layers, an alpha field over (x, y, t), evaluated through the layer's mapping as
   σ(a(u, v, t)): the silhouette rides with the object, so a moving shape is a static one plus a
   small change in time, and the edge of the alpha follows the edge of the texture exactly.
@@ -54,7 +55,7 @@ from canon_edit.flow import Flow
 from canon_edit.video import Clip
 
 from . import fields
-from .encoding import MLP, EncodingConfig, build_encoding
+from .encoding import EncodingConfig
 
 NO_MASKS_NOTE = (
     "no masks: fitted a single background layer (no foreground); "
@@ -78,13 +79,10 @@ class AtlasConfig(fields.LayeredFitConfig):
     alpha: EncodingConfig = fields.planes(4, 4, 16)
     alpha_hidden: int = 32
     alpha_layers: int = 1
-    shading: EncodingConfig = fields.planes(3, 4, 16)
-    shading_hidden: int = 16
-    shading_layers: int = 1
+    shading_residual: bool = True  # the atlas always had one: runs from before the option resume as fitted
     texture_anneal_end: float = 0.3  # the texture is annealed too (BARF): smooth images register better
     rigidity_weight: float = 1e-2
     sparsity_weight: float = 1e-3
-    shading_weight: float = 1e-2
     alpha_weight: float = 0.1  # mask bootstrap weight at step 0 ...
     alpha_bootstrap: float = 0.5  # ... decaying to zero (released) at this fraction of the steps
     texture_scale: float = 0.0  # field texels per reference pixel; 0 = 1 per pixel where most magnified
@@ -92,22 +90,6 @@ class AtlasConfig(fields.LayeredFitConfig):
     bake_oversample: float = 2.0  # baked texels per field texel, so detail survives bilinear re-rendering
     max_foreground: int = 4  # mask labels beyond this are refused rather than fitted slowly
     require_masks: bool = False
-
-
-class SpaceTimeField(nn.Module):
-    """(u, v, t) in [0, 1]³ → `out_dim` raw values: a factorised-plane encoding and a small MLP."""
-
-    def __init__(
-        self, enc: EncodingConfig, hidden: int, n_layers: int, out_dim: int, frames: int, zero_init: bool
-    ) -> None:
-        super().__init__()
-        self.frames = frames
-        self.enc = build_encoding(EncodingConfig(**{**enc.__dict__, "max_time_resolution": frames}), 3)
-        self.mlp = MLP(self.enc.out_dim, out_dim, hidden, n_layers, zero_init_last=zero_init)
-
-    def forward(self, uv: Tensor, t: Tensor) -> Tensor:
-        tn = t.to(uv.dtype)[:, None] / max(1, self.frames - 1)
-        return self.mlp(self.enc(torch.cat([uv, tn], 1).clamp(0, 1)))
 
 
 class AtlasLayer(nn.Module):
@@ -128,11 +110,9 @@ class AtlasLayer(nn.Module):
             cfg.mapping, cfg.mapping_hidden, cfg.mapping_layers, affines, lo, hi
         )
         self.texture = fields.TextureField(cfg.texture, cfg.texture_hidden, cfg.texture_layers, texture_hw)
-        self.shading = SpaceTimeField(
-            cfg.shading, cfg.shading_hidden, cfg.shading_layers, 3, frames, zero_init=True
-        )
+        self.shading, self.detail = fields.residual_fields(cfg, frames)
         self.alpha = (
-            SpaceTimeField(cfg.alpha, cfg.alpha_hidden, cfg.alpha_layers, 1, frames, zero_init=False)
+            fields.SpaceTimeField(cfg.alpha, cfg.alpha_hidden, cfg.alpha_layers, 1, frames, zero_init=False)
             if foreground
             else None
         )
@@ -141,21 +121,22 @@ class AtlasLayer(nn.Module):
 class LayerSample(NamedTuple):
     q: Tensor  # N×2 reference-space points
     uv: Tensor  # N×2 texture coordinates in [0, 1]
-    log_shading: Tensor  # N×3
     logit: Tensor | None  # N alpha logits (foreground layers)
-    color: Tensor | None = None  # N×3 shaded colour (None when only the geometry was asked for)
+    look: fields.Appearance | None = None  # colour and residuals (None when only the geometry was asked for)
 
 
 def evaluate_layer(
-    la: AtlasLayer, xy: Tensor, t: Tensor, map_w: Tensor, tex_w: Tensor | None, color: bool = True
-) -> LayerSample:
+    la: AtlasLayer, xy: Tensor, t: Tensor, map_w: Tensor, tex_w: Tensor | None, detail_on: bool = True,
+    color: bool = True,
+) -> LayerSample:  # fmt: skip
     """Every field of one layer at frame points xy (N×2 NDC) of frames t (N,); the bake skips colour."""
     q, _ = la.mapping(xy, t, map_w)
     uv = la.mapping.to_unit(q)
-    log_s = la.shading(uv, t)
     logit = la.alpha(uv, t)[:, 0] if la.alpha is not None else None
-    shaded = la.texture(uv, tex_w) * torch.exp(log_s) if color else None
-    return LayerSample(q, uv, log_s, logit, shaded)
+    if not color:
+        return LayerSample(q, uv, logit)
+    detail = la.detail if detail_on else None
+    return LayerSample(q, uv, logit, fields.appearance(la.texture(uv, tex_w), la.shading, detail, uv, xy, t))
 
 
 def rigidity_energy(q: Tensor, A: Tensor, px_scale: Tensor) -> Tensor:
@@ -206,18 +187,19 @@ class Atlas(fields.LayeredRepresentation):
         trained = [
             f
             for la in self.layers
-            for f in (la.mapping, la.texture, la.shading) + ((la.alpha,) if la.alpha is not None else ())
+            for f in (la.mapping, la.texture, la.shading, la.detail, la.alpha)
+            if f is not None
         ]
         return fields.layered_param_groups(self.cfg, trained, [la.mapping.affine for la in self.layers])
 
     def composite(
-        self, xy: Tensor, t: Tensor, map_w: Tensor, tex_w: Tensor | None
+        self, xy: Tensor, t: Tensor, map_w: Tensor, tex_w: Tensor | None, detail_on: bool
     ) -> tuple[Tensor, list[LayerSample], list[Tensor]]:
         """N×3 prediction: the back-to-front `over` composite `CanonicalVideo.render` computes."""
-        out = [evaluate_layer(la, xy, t, map_w, tex_w) for la in self.layers]
+        out = [evaluate_layer(la, xy, t, map_w, tex_w, detail_on) for la in self.layers]
         alphas = [torch.ones_like(xy[:, 0])] + [torch.sigmoid(o.logit) for o in out[1:]]
         comp = composite_weights(alphas)
-        return (comp[..., None] * torch.stack([o.color for o in out])).sum(0), out, alphas
+        return (comp[..., None] * torch.stack([o.look.color for o in out])).sum(0), out, alphas
 
     def losses(self, batch: dict[str, Tensor], step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
         cfg = self.cfg
@@ -228,7 +210,7 @@ class Atlas(fields.LayeredRepresentation):
         tf = t.reshape(-1)
         xy = fields.pixel_ndc(batch["x"], batch["y"], self.H, self.W).reshape(-1, 2)
         px_scale = xy.new_tensor([self.W / 2, self.H / 2])
-        pred, out, alphas = self.composite(xy, tf, map_w, tex_w)
+        pred, out, alphas = self.composite(xy, tf, map_w, tex_w, self.detail_on(step))
         pred = pred.reshape(n, P, P, 3)
         mse = ((pred - rgb) ** 2).mean()
         flow_terms, rigid_terms = [], []
@@ -240,12 +222,11 @@ class Atlas(fields.LayeredRepresentation):
             term = self.flow_term(la.mapping, xy, tf, o.q, batch["flow"].reshape(-1, 2), ok, px_scale, map_w)
             if term is not None:
                 flow_terms.append(term)
-        log_s = torch.stack([o.log_shading for o in out])
         terms = {
             "rgb": mse,
             "grad": cfg.grad_weight * fields.gradient_loss(pred, rgb),
             "rigidity": cfg.rigidity_weight * torch.stack(rigid_terms).mean(),
-            "shading": cfg.shading_weight * (log_s**2).mean(),
+            **fields.residual_terms(cfg, [o.look for o in out]),
         }
         if flow_terms:
             terms["flow"] = cfg.flow_weight * torch.stack(flow_terms).mean()
@@ -260,17 +241,23 @@ class Atlas(fields.LayeredRepresentation):
 
     @torch.no_grad()
     def bake(self) -> CanonicalVideo:
-        """Textures on their texel grids; uv, alpha and shading at every pixel of every frame."""
+        """Textures on their texel grids; uv, alpha and the residuals at every pixel of every frame."""
         dev, map_w, grid = self.bake_grid()
         shape = (self.T, self.H, self.W)
-        uvs, alphas, shadings = [], [torch.ones(shape)], []
+        uvs, alphas, shadings, details = [], [torch.ones(shape)], [], []
         for la in self.layers:
             frames = [
                 evaluate_layer(la, grid, torch.full((len(grid),), t, device=dev), map_w, None, color=False)
                 for t in range(self.T)
             ]
             uvs.append(torch.stack([s.uv for s in frames]).reshape(*shape, 2).cpu() * 2 - 1)
-            shadings.append(torch.stack([s.log_shading for s in frames]).exp().reshape(*shape, 3).cpu())
+            residuals = [
+                self.frame_residuals(la.shading, la.detail, s.uv, grid, t) for t, s in enumerate(frames)
+            ]
+            shadings.append(None if la.shading is None else torch.stack([r[0] for r in residuals]).half())
+            details.append(
+                None if la.detail is None else fields.kept_detail(torch.stack([r[1] for r in residuals]))
+            )
             if la.alpha is not None:
                 alphas.append(torch.sigmoid(torch.stack([s.logit for s in frames])).reshape(shape).cpu())
         comp = composite_weights(alphas)
@@ -279,7 +266,8 @@ class Atlas(fields.LayeredRepresentation):
                 texture=la.texture.bake(self.baked_hw[k]),
                 uv=uvs[k].half(),
                 alpha=None if k == 0 else alphas[k].half(),
-                shading=shadings[k].half(),
+                shading=shadings[k],
+                detail=details[k],
                 coverage=texture_coverage(comp[k], uvs[k], la.texture.texture_hw, self.baked_hw[k]),
                 name="background" if k == 0 else f"foreground_{k}",
             )

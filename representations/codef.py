@@ -6,7 +6,10 @@ Improvements over the paper's recipe, each aimed at a sharp, editable canonical 
 - the residual field is annealed coarse-to-fine and kept smooth inside each training patch;
 - training batches are small patches, which gives the gradient (edge) loss and the smoothness
   term for free, and the flow-consistency loss ties deformations of neighbouring frames.
-One canonical/deformation pair per mask group (background + one layer per mask label).
+One canonical/deformation pair per mask group (background + one layer per mask label), and, as in
+the layered atlas, a shading and a detail residual per layer (`fields.appearance`), which the paper
+lacks: without them the light on blackswan's water and its ripples went into the canonical or stayed
+as error.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from canon_edit.canonical import CanonicalVideo, Layer, composite_weights, splat
 from canon_edit.flow import Flow
 from canon_edit.video import Clip
 
+from . import fields
 from .encoding import EncodingConfig
 from .fields import (
     MAPPING_ENCODING,
@@ -29,10 +33,13 @@ from .fields import (
     LayeredRepresentation,
     MappingField,
     TextureField,
+    appearance,
     gradient_loss,
     layered_param_groups,
     pixel_ndc,
     planes,
+    residual_fields,
+    residual_terms,
     texture_size,
 )
 
@@ -48,7 +55,10 @@ class CoDeFConfig(LayeredFitConfig):
     deformation_hidden: int = 64
     deformation_layers: int = 2
     canonical_anneal_end: float = 0.3  # the canonical is annealed too (BARF): smooth images register better
-    smooth_weight: float = 0.05
+    # deformation smoothness inside a patch; 0.05 resisted real bends: the demo's bending sprite
+    # drifted by a texel a frame away from the keyframe (edit 28.3 dB against 34.0 at 0.005) and
+    # DAVIS blackswan / car-turn gained 0.3 / 0.2 dB at 0.005 (bench/RESULTS.md)
+    smooth_weight: float = 0.005
     texture_scale: float = 1.0  # canonical texels per pixel of the reference frame
 
 
@@ -63,6 +73,7 @@ class CoDeFLayer(nn.Module):
             cfg.deformation, cfg.deformation_hidden, cfg.deformation_layers, affines, lo, hi
         )
         self.texture = TextureField(cfg.canonical, cfg.canonical_hidden, cfg.canonical_layers, texture_hw)
+        self.shading, self.detail = residual_fields(cfg, affines.shape[0])
 
 
 class CoDeF(LayeredRepresentation):
@@ -83,7 +94,9 @@ class CoDeF(LayeredRepresentation):
             self.layers.append(CoDeFLayer(cfg, A, lo, hi, hw))
 
     def param_groups(self) -> list[dict[str, Any]]:
-        fields = [f for la in self.layers for f in (la.mapping, la.texture)]
+        fields = [
+            f for la in self.layers for f in (la.mapping, la.texture, la.shading, la.detail) if f is not None
+        ]
         return layered_param_groups(self.cfg, fields, [la.mapping.affine for la in self.layers])
 
     def losses(self, batch: dict[str, Tensor], step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
@@ -95,16 +108,20 @@ class CoDeF(LayeredRepresentation):
         xy = pixel_ndc(batch["x"], batch["y"], self.H, self.W)
         pred = torch.zeros_like(rgb)
         smooth = rgb.new_zeros(())
-        flow_terms = []
+        flow_terms, parts = [], []
+        detail_on = self.detail_on(step)
         for k, la in enumerate(self.layers):
             wk = w[..., k]
             sel = (wk.flatten(1).amax(1) > 0).nonzero().squeeze(1)
             if len(sel) == 0:
                 continue
             m, P = len(sel), wk.shape[1]
-            q, off = la.mapping(xy[sel].reshape(-1, 2), t[sel].reshape(-1), lw)
-            color = la.texture(la.mapping.to_unit(q), lc).reshape(m, P, P, 3)
-            pred = pred.index_add(0, sel, wk[sel][..., None] * color)
+            xs, ts = xy[sel].reshape(-1, 2), t[sel].reshape(-1)
+            q, off = la.mapping(xs, ts, lw)
+            uv = la.mapping.to_unit(q)
+            part = appearance(la.texture(uv, lc), la.shading, la.detail if detail_on else None, uv, xs, ts)
+            parts.append(part)
+            pred = pred.index_add(0, sel, wk[sel][..., None] * part.color.reshape(m, P, P, 3))
             off = off.reshape(m, P, P, 2) * px_scale
             inside = (wk[sel] > 0.5).float()
             sx = ((off[:, :, 1:] - off[:, :, :-1]) ** 2).sum(-1) * inside[:, :, 1:] * inside[:, :, :-1]
@@ -112,7 +129,7 @@ class CoDeF(LayeredRepresentation):
             smooth = smooth + (sx.sum() + sy.sum()) / inside.numel()
             ok = (batch["ok"][sel] & (wk[sel] > 0.5)).reshape(-1)
             term = self.flow_term(
-                la.mapping, xy[sel].reshape(-1, 2), t[sel].reshape(-1), q,
+                la.mapping, xs, ts, q,
                 batch["flow"][sel].reshape(-1, 2), ok, px_scale, lw,
             )  # fmt: skip
             if term is not None:
@@ -122,6 +139,7 @@ class CoDeF(LayeredRepresentation):
             "rgb": mse,
             "grad": cfg.grad_weight * gradient_loss(pred, rgb),
             "smooth": cfg.smooth_weight * smooth,
+            **residual_terms(cfg, parts),
         }
         if flow_terms:
             terms["flow"] = cfg.flow_weight * torch.stack(flow_terms).mean()
@@ -133,18 +151,14 @@ class CoDeF(LayeredRepresentation):
         weights = self.weights.permute(3, 0, 1, 2).cpu()
         layers = []
         for k, la in enumerate(self.layers):
-            uv = torch.stack(
-                [
-                    (
-                        la.mapping.to_unit(la.mapping(grid, torch.full((len(grid),), t, device=dev), lw)[0])
-                        * 2
-                        - 1
-                    )
-                    .reshape(self.H, self.W, 2)
-                    .cpu()
-                    for t in range(self.T)
-                ]
-            )
+            uvs, shadings, details = [], [], []
+            for t in range(self.T):
+                unit = la.mapping.to_unit(la.mapping(grid, torch.full((len(grid),), t, device=dev), lw)[0])
+                uvs.append((unit * 2 - 1).reshape(self.H, self.W, 2).cpu())
+                s, d = self.frame_residuals(la.shading, la.detail, unit, grid, t)
+                shadings.append(s)
+                details.append(d)
+            uv = torch.stack(uvs)
             texture = la.texture.bake()
             seen = splat(weights[k].reshape(-1, 1), uv.reshape(-1, 2), la.texture.texture_hw)[0]
             layers.append(
@@ -152,6 +166,8 @@ class CoDeF(LayeredRepresentation):
                     texture=texture,
                     uv=uv.half(),
                     alpha=None if k == 0 else self.alphas[k].half(),
+                    shading=None if la.shading is None else torch.stack(shadings).half(),
+                    detail=None if la.detail is None else fields.kept_detail(torch.stack(details)),
                     coverage=(seen > 0.25).float(),
                     name="background" if k == 0 else f"foreground_{k}",
                 )

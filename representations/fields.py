@@ -4,6 +4,13 @@
 affine initialisation, patch batches, coarse-to-fine level weights and the flow term; CoDeF and the
 atlas keep only what differs (their layers, losses and bakes).
 
+Beside the canonical image, a layer may hold two residuals that make the appearance vary in time
+while the texture stays the thing an edit changes: a multiplicative *shading* exp(s(u, v, t)) over
+canonical space (light and shadows travel with the surface) and an additive *detail* d(x, y, t) over
+the frame (spray, ripples: content no deformed image can hold), kept small and sparse by an L1 term
+and switched on only once the layout has settled, so it takes what the canonical cannot explain
+rather than what it has not explained yet.
+
 A *mapping* sends frame pixels (x, y, t) to a layer's canonical space: a per-frame affine map
 (initialised by chaining robust affine fits of the optical flow, `motion.chain_affines`) plus a
 residual field, so the layout starts identity-like and unfolded and the field only learns what a
@@ -14,7 +21,7 @@ onto a texel grid at bake time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -47,28 +54,44 @@ class LayeredFitConfig:
     max_texture: int = 2048
     reference: int = -1  # reference frame of every layer's canonical space; -1 = the middle frame
     photometric_init: bool = True  # refine each frame pair's flow-fitted affine photometrically
+    # residuals (off in the dataclass so that runs from before they existed resume as they were
+    # fitted; the shipped presets switch them on)
+    shading_residual: bool = False
+    shading: EncodingConfig = field(default_factory=lambda: _planes(3, 4, 16))
+    shading_hidden: int = 16
+    shading_layers: int = 1
+    shading_weight: float = 1e-2  # squared log-shading: light changes, not the texture, go here
+    detail_residual: bool = False
+    detail: EncodingConfig = field(default_factory=lambda: _planes(4, 4, 32))
+    detail_hidden: int = 16
+    detail_layers: int = 1
+    detail_weight: float = 1e-2  # L1 of the detail: sparse, so the canonical keeps what it can hold
+    detail_start: float = 0.5  # fraction of the fit after which the detail is learned
+
+
+def _planes(
+    n_levels: int, n_features: int, base_resolution: int, per_level_scale: float = 2.0
+) -> EncodingConfig:
+    return EncodingConfig(
+        kind="planes",
+        n_levels=n_levels,
+        n_features=n_features,
+        base_resolution=base_resolution,
+        per_level_scale=per_level_scale,
+    )
 
 
 def planes(n_levels: int, n_features: int, base_resolution: int, per_level_scale: float = 2.0) -> Any:
     """A default-factory for a factorised-plane encoding option (the 2D forms' default encoder)."""
-    return field(
-        default_factory=lambda: EncodingConfig(
-            kind="planes",
-            n_levels=n_levels,
-            n_features=n_features,
-            base_resolution=base_resolution,
-            per_level_scale=per_level_scale,
-        )
-    )
+    return field(default_factory=lambda: _planes(n_levels, n_features, base_resolution, per_level_scale))
 
 
 TEXTURE_ENCODING = (8, 4, 16, 1.5)  # levels, features, base resolution, scale (rescaled to the texels)
 MAPPING_ENCODING = (4, 8, 8, 2.0)
 
 
-def anneal_weights(cfg: LayeredFitConfig, step: int, n_levels: int, end: float) -> Tensor:
-    """Coarse-to-fine level weights at `step`: levels switch on from `anneal_start` to `end` (fractions)."""
-    steps = cfg.train.steps
+def anneal_weights(cfg: LayeredFitConfig, step: int, steps: int, n_levels: int, end: float) -> Tensor:
+    """Coarse-to-fine level weights at `step` of `steps`: levels switch on from `anneal_start` to `end`."""
     return coarse_to_fine_weights(
         step, int(cfg.anneal_start * steps), int(end * steps), n_levels, min_levels=min(n_levels, 2)
     )
@@ -117,6 +140,72 @@ class MappingField(nn.Module):
     def to_unit(self, q: Tensor) -> Tensor:
         """Reference-space points → [0, 1]² canonical texture coordinates."""
         return (q - self.lo) / (self.hi - self.lo)
+
+
+class SpaceTimeField(nn.Module):
+    """(a, b, t) in [0, 1]² × frames → `out_dim` raw values: a factorised-plane encoding and a small MLP."""
+
+    def __init__(
+        self, enc: EncodingConfig, hidden: int, n_layers: int, out_dim: int, frames: int, zero_init: bool
+    ) -> None:
+        super().__init__()
+        self.frames = frames
+        self.enc = build_encoding(EncodingConfig(**{**enc.__dict__, "max_time_resolution": frames}), 3)
+        self.mlp = MLP(self.enc.out_dim, out_dim, hidden, n_layers, zero_init_last=zero_init)
+
+    def forward(self, ab: Tensor, t: Tensor) -> Tensor:
+        tn = t.to(ab.dtype)[:, None] / max(1, self.frames - 1)
+        return self.mlp(self.enc(torch.cat([ab, tn], 1).clamp(0, 1)))
+
+
+def residual_fields(
+    cfg: LayeredFitConfig, frames: int
+) -> tuple[SpaceTimeField | None, SpaceTimeField | None]:
+    """A layer's (shading, detail) fields, each zero at initialisation, or None where switched off."""
+    shading = detail = None
+    if cfg.shading_residual:
+        shading = SpaceTimeField(
+            cfg.shading, cfg.shading_hidden, cfg.shading_layers, 3, frames, zero_init=True
+        )
+    if cfg.detail_residual:
+        detail = SpaceTimeField(cfg.detail, cfg.detail_hidden, cfg.detail_layers, 3, frames, zero_init=True)
+    return shading, detail
+
+
+class Appearance(NamedTuple):
+    color: Tensor  # N×3: texture × shading + detail
+    log_shading: Tensor | None  # N×3
+    detail: Tensor | None  # N×3
+
+
+def appearance(
+    texture: Tensor, shading: nn.Module | None, detail: nn.Module | None, uv: Tensor, xy: Tensor, t: Tensor
+) -> Appearance:
+    """A layer's colour at canonical points uv ([0, 1]²) seen at frame points xy (NDC) of frames t.
+
+    `detail` is None before the fit switches it on; `texture` is the texture field's N×3 output.
+    """
+    log_s = shading(uv, t) if shading is not None else None
+    color = texture * torch.exp(log_s) if log_s is not None else texture
+    d = detail((xy + 1) / 2, t) if detail is not None else None
+    return Appearance(color + d if d is not None else color, log_s, d)
+
+
+def residual_terms(cfg: LayeredFitConfig, parts: list[Appearance]) -> dict[str, Tensor]:
+    """The residuals' regularisers: squared log-shading and L1 detail, over every layer's samples."""
+    terms = {}
+    log_s = [p.log_shading for p in parts if p.log_shading is not None]
+    if log_s:
+        terms["shading"] = cfg.shading_weight * torch.cat(log_s).pow(2).mean()
+    details = [p.detail for p in parts if p.detail is not None]
+    if details:
+        terms["detail"] = cfg.detail_weight * torch.cat(details).abs().mean()
+    return terms
+
+
+def kept_detail(detail: Tensor) -> Tensor | None:
+    """The baked detail as float16, or None where the fit never learned any (no cost to render)."""
+    return detail.half() if bool((detail.abs() > 1 / 512).any()) else None
 
 
 class TextureField(nn.Module):
@@ -248,6 +337,7 @@ class LayeredRepresentation(Representation):
         a form's losses need in every batch (the atlas's masks).
         """
         self.cfg = cfg
+        self.schedule_steps = cfg.train.steps  # the fitting loop lowers it to what a time budget allows
         T, H, W = clip.T, clip.H, clip.W
         self.T, self.H, self.W = T, H, W
         self.fps = clip.fps
@@ -267,7 +357,19 @@ class LayeredRepresentation(Representation):
         return [init_layer_affine(flow, weights[k], ref, photometric, grid) for k in range(weights.shape[0])]
 
     def level_weights(self, step: int, n_levels: int, end: float) -> Tensor:
-        return anneal_weights(self.cfg, step, n_levels, end).to(self.frames.device)
+        return anneal_weights(self.cfg, step, self.schedule_steps, n_levels, end).to(self.frames.device)
+
+    def detail_on(self, step: int) -> bool:
+        return step >= self.cfg.detail_start * self.schedule_steps
+
+    def frame_residuals(
+        self, shading: nn.Module | None, detail: nn.Module | None, uv: Tensor, xy: Tensor, t: int
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """A bake's shading (exp) and detail for one frame, H×W×3 each on the CPU, None where absent."""
+        tt = torch.full((len(xy),), t, device=xy.device)
+        s = shading(uv, tt).exp().reshape(self.H, self.W, 3).cpu() if shading is not None else None
+        d = detail((xy + 1) / 2, tt).reshape(self.H, self.W, 3).cpu() if detail is not None else None
+        return s, d
 
     def sample(self, step: int, generator: torch.Generator) -> dict[str, Tensor]:
         per_pixel = {key: getattr(self, buffer) for key, buffer in self.batch_buffers.items()}

@@ -24,3 +24,15 @@ def test_fit_quality_prints_one_json_line(clip_dir, tmp_path, capsys):
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(line) == json.loads(json.dumps(figures))
     assert figures["steps"] == 10 and figures["frames"] == 6 and figures["render_fps"] > 0
+
+
+def test_canonical_figure_shows_source_reconstruction_and_every_texture(truth_run, tmp_path, capsys):
+    figure = tmp_path / "fig.png"
+    result = _load("canonical_figure").main([str(truth_run.path), str(truth_run.path), "--out", str(figure)])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["size"] == result["size"]
+    from canon_edit.video import read_image
+
+    image = read_image(figure)
+    row = _load("canonical_figure").ROW
+    assert image.shape[1] == 2 * row + _load("canonical_figure").GAP  # one row per run
+    assert image.shape[2] > 3 * row  # source, reconstruction and two textures side by side

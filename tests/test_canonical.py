@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -93,3 +95,32 @@ def test_lift_rejects_a_frame_of_the_wrong_size_or_index(procedural):
         lift_keyframe(truth, 0, torch.zeros(3, 10, 10), torch.zeros(3, 10, 10))
     with pytest.raises(UserError, match="out of range"):
         lift_keyframe(truth, 99, procedural.clip.frames[0], procedural.clip.frames[0])
+
+
+def test_detail_is_added_after_shading_and_kept_only_where_an_edit_left_the_texture(tmp_path, procedural):
+    truth = procedural.truth
+    bg = truth.layers[0]
+    g = torch.Generator().manual_seed(0)
+    detail = (0.05 * torch.randn(*bg.uv.shape[:3], 3, generator=g)).half()
+    shading = (1 + 0.2 * torch.rand(*bg.uv.shape[:3], 3, generator=g)).half()
+    cv = CanonicalVideo([replace(bg, shading=shading, detail=detail)], truth.fps)
+    plain = CanonicalVideo([replace(bg, shading=shading)], truth.fps)
+    t = 2
+    expected = plain.render([t])[0] + detail[t].float().permute(2, 0, 1)
+    assert torch.allclose(cv.render([t])[0], expected, atol=1e-5)
+
+    edited = bg.texture.clone()
+    half = edited.shape[1] // 2
+    edited[:, :half] += 0.5  # the top half of the texture repainted, the bottom half as fitted
+    v = bg.uv[t, ..., 1].float()  # texture row of each pixel, -1 (top) .. 1 (bottom)
+    top, bottom = v < -0.1, v > 0.1
+    assert top.sum() > 50 and bottom.sum() > 50
+    out = cv.with_textures([edited]).render([t])[0]
+    base = plain.render([t], textures=[edited])[0]
+    assert torch.allclose(out[:, top], base[:, top], atol=1e-5)  # no old ripples on the new paint
+    assert torch.allclose(out[:, bottom], (base + detail[t].float().permute(2, 0, 1))[:, bottom], atol=1e-5)
+    assert torch.equal(cv.render([t], textures=[edited]), out[None])  # either way of passing the edit
+
+    cv.save(tmp_path / "c")
+    back = CanonicalVideo.load(tmp_path / "c")
+    assert torch.equal(back.layers[0].detail, detail) and torch.equal(back.render(), cv.render())

@@ -153,3 +153,13 @@ def test_outputs_are_written_atomically_and_readable(tmp_path):
     assert not target.exists() and list(tmp_path.iterdir()) == []
     write_json(target, {"a": 1})
     assert target.stat().st_mode & 0o044  # group/other can read it, as with any normal file
+
+
+def test_quality_is_given_instead_of_steps_not_beside_them(tmp_path, clip_dir, capsys):
+    code, err = run_cli(
+        capsys, "fit", str(clip_dir), "-o", str(tmp_path / "run"), "--quality", "draft", "--steps", "5"
+    )
+    assert_one_line_error(code, err, "--quality", "--steps")
+    code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(tmp_path / "run"), "--quality", "fast")
+    assert code == 2 and "draft" in err
+    assert not (tmp_path / "run").exists()

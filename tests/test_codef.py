@@ -30,9 +30,18 @@ def fitted(tmp_path_factory):
 
 def test_reconstruction_reaches_30db(fitted):
     proc, run, cv = fitted
-    assert psnr(cv.render().clamp(0, 1), proc.clip.frames) >= 30.0
+    recon = psnr(cv.render().clamp(0, 1), proc.clip.frames)
+    assert recon >= 30.0, recon
     assert run.info()["status"] == "done"
     assert (run.renders / "reconstruction.mp4").stat().st_size > 0
+
+
+def test_detail_stays_sparse_where_nothing_is_dynamic(fitted):
+    _, _, cv = fitted
+    for layer in cv.layers:
+        if layer.detail is not None:  # None: the fit learned none at all
+            share = float((layer.detail.float().abs().amax(-1) > 0.05).float().mean())
+            assert share < 0.02, (layer.name, share)
 
 
 def test_bake_has_one_layer_per_mask_group_with_transparent_unused_area(fitted):
@@ -51,6 +60,7 @@ def test_keyframe_edit_propagates_like_the_same_edit_on_the_true_texture(fitted)
     seen = seen_mask(proc.truth, KEYFRAME)
     changed = (gt - proc.clip.frames).abs().amax(1) > 0.1
     assert (seen & changed).sum() > 200  # the edit is visible in other frames, not only the keyframe
-    assert psnr(edited, gt, seen) >= 28.0
+    overall = psnr(edited, gt, seen)
     far = [t for t in range(proc.clip.T) if abs(t - KEYFRAME) >= 4]
-    assert psnr(edited[far], gt[far], seen[far]) >= 26.0
+    away = psnr(edited[far], gt[far], seen[far])
+    assert overall >= 28.0 and away >= 26.0, (overall, away)

@@ -10,9 +10,11 @@ import torch
 from torch import nn
 
 from canon_edit.cli import phrase
-from canon_edit.errors import TrainingDiverged
+from canon_edit.errors import TrainingDiverged, UserError
+from canon_edit.fitting import config_of
+from canon_edit.representation import get_representation
 from canon_edit.run import RunFolder
-from canon_edit.train import TrainConfig, lr_factor, optimise
+from canon_edit.train import TrainConfig, lr_factor, optimise, plan_line, with_quality
 
 
 class Toy(nn.Module):
@@ -22,6 +24,7 @@ class Toy(nn.Module):
         super().__init__()
         self.x = nn.Parameter(torch.zeros(()))
         self.nan_at, self.delay = nan_at, delay
+        self.schedule_steps = 0  # the loop's plan, as the 2D forms' coarse-to-fine schedules read it
 
     def param_groups(self):
         return [{"params": [self.x], "lr": 0.5}]
@@ -56,9 +59,23 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
 def test_time_budget_stops_early_and_still_anneals(tmp_path):
     run = RunFolder.create(tmp_path / "run")
     cfg = TrainConfig(steps=10_000, time_budget=0.5, checkpoint_every=1000)
-    done = optimise(Toy(delay=0.005), run, cfg, show_progress=False)
+    toy = Toy(delay=0.005)
+    done = optimise(toy, run, cfg, show_progress=False)
     assert 20 < done < 10_000
     assert json.loads(run.checkpoint_paths()[-1].read_text())["step"] == done
+    # schedules that are fractions of the fit follow the steps the budget allowed, not the 10 000 asked
+    assert done <= toy.schedule_steps <= done + 20
+
+
+def test_quality_is_a_time_and_a_step_cap_known_before_the_fit():
+    cfg = with_quality(TrainConfig(steps=4000, quality="draft", reference_rate=10.0))
+    assert (cfg.time_budget, cfg.steps) == (120.0, 1200)
+    assert plan_line(cfg).startswith("quality 'draft': fitting for up to 2 min and 1200 steps")
+    best = with_quality(TrainConfig(steps=4000, quality="best"))  # no measured rate: the steps stay
+    assert (best.time_budget, best.steps) == (1800.0, 4000)
+    assert with_quality(TrainConfig(steps=7)) == TrainConfig(steps=7)
+    with pytest.raises(UserError, match="train.quality must be one of draft, default, best"):
+        TrainConfig(quality="fast").validate()
 
 
 def test_lr_schedule_warms_up_then_decays_to_the_final_fraction():
@@ -66,3 +83,15 @@ def test_lr_schedule_warms_up_then_decays_to_the_final_fraction():
     assert lr_factor(0, cfg, 1000) == pytest.approx(1 / 50)
     assert lr_factor(50, cfg, 1000) == pytest.approx(1.0, abs=0.01)
     assert lr_factor(1000, cfg, 1000) == pytest.approx(0.1)
+
+
+def test_a_plain_fit_runs_to_the_default_quality_and_explicit_steps_replace_it():
+    codef = get_representation("codef")
+    plain = config_of(codef, None, None).train
+    assert (plain.quality, plain.time_budget) == ("default", 600.0)
+    assert plain.steps == round(plain.reference_rate * 600)
+    stepped = config_of(codef, None, {"train": {"steps": 50}}).train
+    assert (stepped.quality, stepped.steps, stepped.time_budget) == ("", 50, 0.0)
+    drafted = config_of(codef, None, {"train": {"quality": "draft"}}).train
+    assert drafted.time_budget == 120.0
+    assert config_of(codef, "codef_demo", None).train.time_budget == 0.0  # a step-count preset stays one

@@ -113,7 +113,13 @@ def on_device(cv: CanonicalVideo, device: torch.device) -> CanonicalVideo:
     return replace(
         cv,
         layers=[
-            replace(la, uv=la.uv.to(device), alpha=move(la.alpha), shading=move(la.shading))
+            replace(
+                la,
+                uv=la.uv.to(device),
+                alpha=move(la.alpha),
+                shading=move(la.shading),
+                detail=move(la.detail),
+            )
             for la in cv.layers
         ],
     )
