@@ -193,7 +193,7 @@ class Atlas(fields.LayeredRepresentation):
         return fields.layered_param_groups(self.cfg, trained, [la.mapping.affine for la in self.layers])
 
     def composite(
-        self, xy: Tensor, t: Tensor, map_w: Tensor, tex_w: Tensor | None, detail_on: bool
+        self, xy: Tensor, t: Tensor, map_w: Tensor, tex_w: Tensor | None, detail_on: bool = True
     ) -> tuple[Tensor, list[LayerSample], list[Tensor]]:
         """N×3 prediction: the back-to-front `over` composite `CanonicalVideo.render` computes."""
         out = [evaluate_layer(la, xy, t, map_w, tex_w, detail_on) for la in self.layers]
