@@ -256,7 +256,7 @@ class Atlas(fields.LayeredRepresentation):
             ]
             shadings.append(None if la.shading is None else torch.stack([r[0] for r in residuals]).half())
             details.append(
-                None if la.detail is None else fields.kept_detail(torch.stack([r[1] for r in residuals]))
+                None if la.detail is None else fields.baked_detail(torch.stack([r[1] for r in residuals]))
             )
             if la.alpha is not None:
                 alphas.append(torch.sigmoid(torch.stack([s.logit for s in frames])).reshape(shape).cpu())

@@ -167,7 +167,7 @@ class CoDeF(LayeredRepresentation):
                     uv=uv.half(),
                     alpha=None if k == 0 else self.alphas[k].half(),
                     shading=None if la.shading is None else torch.stack(shadings).half(),
-                    detail=None if la.detail is None else fields.kept_detail(torch.stack(details)),
+                    detail=None if la.detail is None else fields.baked_detail(torch.stack(details)),
                     coverage=(seen > 0.25).float(),
                     name="background" if k == 0 else f"foreground_{k}",
                 )

@@ -203,7 +203,7 @@ def residual_terms(cfg: LayeredFitConfig, parts: list[Appearance]) -> dict[str, 
     return terms
 
 
-def kept_detail(detail: Tensor) -> Tensor | None:
+def baked_detail(detail: Tensor) -> Tensor | None:
     """The baked detail as float16, or None where the fit never learned any (no cost to render)."""
     return detail.half() if bool((detail.abs() > 1 / 512).any()) else None
 
