@@ -36,3 +36,9 @@ def test_canonical_figure_shows_source_reconstruction_and_every_texture(truth_ru
     row = _load("canonical_figure").ROW
     assert image.shape[1] == 2 * row + _load("canonical_figure").GAP  # one row per run
     assert image.shape[2] > 3 * row  # source, reconstruction and two textures side by side
+
+
+def test_demo_lift_prints_one_json_line(capsys):
+    figures = _load("demo_lift").main(["--set", "train.steps=10", "--set", "patches=16"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(figures))
+    assert figures["edit"] > 10 and figures["recon"] > 10  # scored against the truth, not left empty
