@@ -300,7 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     d = sub.add_parser("demo", help="fit and edit the embedded procedural clip")
-    d.add_argument("-o", "--out", default="canon-edit-demo", help="output folder")
+    d.add_argument("-o", "--out", help="output folder (default canon-edit-demo, or canon-edit-portrait-demo)")
+    d.add_argument(
+        "--portrait",
+        action="store_true",
+        help="fit, relight and stylise a procedural portrait instead (needs the portrait extra)",
+    )
     d.add_argument("--force", action="store_true", help="replace an output folder an earlier demo wrote")
     d.add_argument("--quick", action="store_true", help="a short fit (about a minute): checks the install")
     d.add_argument("--quiet", action="store_true")
@@ -585,9 +590,16 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
+    progress = not args.quiet
+    if args.portrait:
+        from .representation import get_representation
+
+        out = Path(args.out or "canon-edit-portrait-demo")
+        get_representation("portrait").demo(out, force=args.force, quick=args.quick, show_progress=progress)
+        return
     from .demo import run_demo
 
-    run_demo(Path(args.out), force=args.force, quick=args.quick, show_progress=not args.quiet)
+    run_demo(Path(args.out or "canon-edit-demo"), force=args.force, quick=args.quick, show_progress=progress)
 
 
 def _cmd_view(args: argparse.Namespace) -> None:

@@ -116,6 +116,11 @@ class Representation(nn.Module):
         """The method's own figures for metrics.json and the benchmark line (e.g. alpha IoU)."""
         return {}
 
+    @classmethod
+    def demo(cls, out: Path, force: bool, quick: bool, show_progress: bool) -> dict[str, Any]:
+        """Fit and edit the method's own procedural example into `out` (`canon-edit demo --NAME`)."""
+        raise UserError(f"{cls.name} has no demo of its own; run 'canon-edit demo' for the 2D one")
+
 
 def register(name: str, target: str) -> None:
     """Make method `name` load `target` ("module:Class"); for plugins and tests."""

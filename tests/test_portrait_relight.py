@@ -20,20 +20,26 @@ from canon_edit.metrics import psnr, ssim
 from canon_edit.run import RunFolder
 from canon_edit.style.vgg import VGGFeatures
 from canon_edit.video import write_image
+from canon_edit_representations.portrait import relight as relight_module
 from canon_edit_representations.portrait.avatar import EditableAvatar
 from canon_edit_representations.portrait.editing import EditablePortrait
 from canon_edit_representations.portrait.lighting import preset_light, shading
 from canon_edit_representations.portrait.procedural import make_portrait_clip, truth_asset
+from canon_edit_representations.portrait.relight import CLIPPED, as_bright, estimate_light, observations
 from canon_edit_representations.portrait.stylize import gram_distance, person_crops
+from canon_edit_representations.portrait.surface import SurfaceProbe
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAMES, SIZE, FIT_STEPS = 12, 64, 300
+# The presets light a face-on surface at mean shading 1, which would clip the lit cheek of the
+# procedural skin in 31% of the person's pixels; a camera exposes a face below that.
+EXPOSURE = 0.6
 
 
 @pytest.fixture(scope="module")
 def lit(body, smplx_dir, tmp_path_factory):
     """The Lambertian portrait under key-left (A) and key-right (B), and a fit of A with the true tracking."""
-    a, b = preset_light("key-left"), preset_light("key-right")
+    a, b = preset_light("key-left") * EXPOSURE, preset_light("key-right") * EXPOSURE
     clip_a = make_portrait_clip(body, frames=FRAMES, size=SIZE, light=a)
     clip_b = make_portrait_clip(body, frames=FRAMES, size=SIZE, light=b)
     folder = tmp_path_factory.mktemp("lambertian")
@@ -49,36 +55,64 @@ def lit(body, smplx_dir, tmp_path_factory):
     return clip_a, clip_b, run
 
 
-def test_relighting_moves_the_fit_towards_the_true_render_under_a_new_light(lit):
-    """Measured (bench/RESULTS.md): the unrelit fit is 8.6 dB from the truth under B, the relit one
-    20.0 dB; the issue's goal is 28 dB (the renderer's own ceiling here, with the true albedo and
-    light, is 29.9 dB). The gap is the light estimate: its directional part is 13% off, biased by
-    per-Gaussian colours that each pixel's several Gaussians blur together."""
-    clip_a, clip_b, run = lit
-    asset = EditablePortrait.load(run.canonical)
-    mask, black = clip_a.clip.masks[:, :1], torch.zeros(3, SIZE, SIZE)
-    fitted = asset.render(background=black)
-    fit_psnr = psnr(fitted, clip_a.clip.frames, mask)
-    relit, meta = asset.relight({"preset": "key-right"}, progress=False)
-    unrelit_b, relit_b = (
-        psnr(fitted, clip_b.clip.frames, mask),
-        psnr(relit.render(background=black), clip_b.clip.frames, mask),
-    )
-    assert relit_b >= 17.0 and relit_b >= unrelit_b + 8, (unrelit_b, relit_b)
-    # identity: the estimated light itself reproduces the fit (the refitted albedo models the
-    # shading the head's turns bring, so it may do better)
-    lights = relit.relighting
-    same = dataclasses.replace(relit, relighting=dataclasses.replace(lights, target=lights.fitted))
-    assert psnr(same.render(background=black), clip_a.clip.frames, mask) >= fit_psnr - 0.3
-    # the recovered light, up to the albedo–light scale (fixed per channel: mean shading over the
-    # observed normals is 1), against the true one over camera-facing normals
+def light_error(found: torch.Tensor, true: torch.Tensor) -> float:
+    """Shading error over camera-facing normals, up to the albedo–light scale (best scale per channel)."""
     generator = torch.Generator().manual_seed(0)
     normals = torch.nn.functional.normalize(torch.randn(4000, 3, generator=generator), dim=-1)
     normals = normals[normals[:, 2] < -0.2]
-    true, found = shading(normals, preset_light("key-left")), shading(normals, lights.fitted)
-    scale = (true * found).sum(0) / (found * found).sum(0)
-    assert ((found * scale - true).abs().mean() / true.mean()) < 0.2
-    assert meta["sightings"] > 1000
+    a, b = shading(normals, true), shading(normals, found)
+    scale = (a * b).sum(0) / (b * b).sum(0)
+    return float((b * scale - a).abs().mean() / a.mean())
+
+
+def test_relighting_reaches_the_true_render_under_a_new_light(lit):
+    """Measured (bench/RESULTS.md): the unrelit fit is 11.1 dB from the truth under B; relit with the
+    refitted albedo (the default) 30.8 dB, with the ratio 26.1 dB (the fit's 30 dB error, multiplied
+    by B's gain where A left shadow). The light is 2.3% off. The issue asks for 28 dB."""
+    clip_a, clip_b, run = lit
+    asset = EditablePortrait.load(run.canonical)
+    mask, behind = clip_a.clip.masks[:, :1], clip_a.background
+    fitted = asset.render(background=behind)
+    fit_psnr = psnr(fitted, clip_a.clip.frames, mask)
+    assert psnr(fitted, clip_b.clip.frames, mask) < 15
+    for albedo, floor in (("refit", 29.0), ("ratio", 24.5)):
+        relit, meta = asset.relight({"preset": "key-right", "albedo": albedo}, progress=False)
+        assert psnr(relit.render(background=behind), clip_b.clip.frames, mask) >= floor, albedo
+        # identity: relit under its own fitted light. Ratio is the fit itself; the refitted albedo
+        # models the shading the head's turns bring, so it comes closer to the source than the fit.
+        lights = relit.relighting
+        same = dataclasses.replace(relit, relighting=dataclasses.replace(lights, target=lights.fitted))
+        identity = same.render(background=behind)
+        assert psnr(identity, clip_a.clip.frames, mask) >= fit_psnr - 0.3, albedo
+        if albedo == "ratio":
+            assert psnr(identity, fitted, mask) >= 50
+        assert light_error(lights.fitted, preset_light("key-left")) < 0.05
+        assert meta["sightings"] > 10000
+
+
+def test_the_light_is_fitted_on_the_mesh_surface_without_clipped_pixels(body, smplx_dir, monkeypatch):
+    """Lit at full exposure the procedural portrait clips in a third of the person. Those pixels are
+    left out, which brings the fitted light closer to the truth (measured 9.3% → 7.5% off; 2.6% at
+    the exposure that clips nothing)."""
+    a = preset_light("key-left")
+    clip = make_portrait_clip(body, frames=FRAMES, size=SIZE, light=a)
+    clipped = (clip.clip.frames >= CLIPPED).any(1, keepdim=True) & (clip.clip.masks[:, :1] > 0)
+    assert clipped.float().sum() > 0.2 * clip.clip.masks[:, :1].sum()
+    avatar = EditableAvatar(truth_asset(clip, body, str(smplx_dir)))
+    probe = SurfaceProbe.covering(avatar.body, avatar.tracking, avatar.tri_id)
+    _, cover = probe.splat(avatar.body, avatar.tracking, 0, torch.ones(len(probe), 1), avatar.camera(0))
+    solid = clip.clip.masks[0, :1] > 0
+    assert float(cover[solid].mean()) > 0.97  # the probe covers the person: no holes between texels
+    frames = list(range(FRAMES))
+    colours, normals, ids, weights = observations(avatar, probe, frames)
+    assert colours.amax() < CLIPPED and len(ids) > 10000
+    light, _, _ = estimate_light((colours, normals, ids, weights), len(probe))
+    monkeypatch.setattr(relight_module, "CLIPPED", 10.0)  # keep every pixel, clipped or not
+    with_clipped, _, _ = estimate_light(observations(avatar, probe, frames), len(probe))
+    assert light_error(light, a) < min(0.085, light_error(with_clipped, a) - 0.01)
+    brighter = as_bright(preset_light("top"), normals, weights, 1.5)
+    mean = (weights[:, None] * shading(normals, brighter)).sum(0) / weights.sum()
+    assert abs(float(mean.mean()) - 1.5) < 1e-4
 
 
 @pytest.fixture
@@ -97,7 +131,7 @@ def test_relight_through_the_cli_writes_only_its_edit(portrait_run, tmp_path, ca
     run = portrait_run
     before = {p.relative_to(run.path) for p in run.path.rglob("*")}
     argv = ["relight", str(run.path), "--azimuth", "60", "--elevation", "20", "--color", "1,0.8,0.6"]
-    refit = ["--set", "albedo=refit", "--set", "refit_steps=5"]  # the default (ratio) is tested above
+    refit = ["--set", "refit_steps=5"]  # the default, albedo refit, is measured above
     assert main([*argv, "--rotate-light", "90", *refit, "--name", "warm"]) == 0
     meta = json.loads((run.edits / "warm" / "edit.json").read_text())
     assert meta["kind"] == "relight" and meta["config"]["rotate"] == 90 and len(meta["light"]) == 9

@@ -227,17 +227,21 @@ def edit_appearance(target: EditTarget, image: str | Path) -> Path:
         return _save(run, target, "appearance", result, None, {"image": str(image), **meta})
 
 
-def edit_relight(target: EditTarget, options: dict[str, Any]) -> Path:
+def edit_relight(target: EditTarget, options: dict[str, Any], progress: bool = True) -> Path:
     """Relight the subject (`options`: the bake's relighting options, e.g. preset, azimuth, envmap)."""
     run, bake = _open_for_edit(target)
     relighter = self_editing(bake, "relight", "relighting (it is for portrait runs)")
     with run_lock(run.path, "edit"):
-        result, meta = relighter.relight(options, True)
+        result, meta = relighter.relight(options, progress)
         return _save(run, target, "relight", result, None, meta)
 
 
 def edit_stylize(
-    target: EditTarget, style: str | Path, options: dict[str, Any] | None = None, vgg: str | None = None
+    target: EditTarget,
+    style: str | Path,
+    options: dict[str, Any] | None = None,
+    vgg: str | None = None,
+    progress: bool = True,
 ) -> Path:
     """Give the subject a style image's colours and texture (`options`: the bake's stylize options)."""
     run, bake = _open_for_edit(target)
@@ -246,7 +250,7 @@ def edit_stylize(
     if vgg is not None and not Path(vgg).is_file():
         raise UserError(f"VGG weights {vgg} not found; give a torchvision VGG-16/19 state dict file")
     with run_lock(run.path, "edit"):
-        result, meta = stylist.stylize(image, options, vgg, True)
+        result, meta = stylist.stylize(image, options, vgg, progress)
         return _save(run, target, "stylize", result, None, {"style": str(style), "vgg": vgg, **meta})
 
 

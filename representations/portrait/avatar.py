@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .asset import PortraitAsset
 from .camera import Camera
-from .raster import rasterize
+from .raster import splat_sums
 from .render import decode, posed_gaussians, render_features
 
 FIXED = ("tri_id", "bary", "quats_local", "log_scales", "opacity_logits")
@@ -64,26 +64,15 @@ class EditableAvatar(nn.Module):
         return decode(self.decoder, feats, alpha, background), alpha, feats / alpha.clamp(min=1e-3)
 
     def splat_sums(self, t: int, images: Tensor) -> Tensor:
-        """N×C: per Gaussian, Σ_pixels w_i(p)·images_c(p) over frame t (`images` C×H×W).
-
-        w_i(p) is its blending weight (opacity × transmittance), so a Gaussian hidden behind others
-        sums to ~0. One backward pass of a C-channel render of constant features gives all N×C sums:
-        with ones, how much of the frame a Gaussian makes (what "the Gaussians a frame sees" means);
-        with the source frame, the colour it was seen with.
-        """
+        """N×C: per Gaussian, Σ_pixels w_i(p)·images_c(p) over frame t (raster.splat_sums)."""
         tr, g = self.tracking, self.gaussians()
         with torch.no_grad():
             means, quats = posed_gaussians(
                 self.body, tr.pose[t], tr.expression[t], tr.shape, g["tri_id"], g["bary"], g["offset"],
                 g["quats_local"],
             )  # fmt: skip
-        probe = torch.ones(len(means), images.shape[0], requires_grad=True)
-        with torch.enable_grad():
-            image, _ = rasterize(
-                means, quats, g["log_scales"].exp(), torch.sigmoid(g["opacity_logits"]), probe, self.camera(t)
-            )
-            (image * images.permute(1, 2, 0)).sum().backward()
-        return probe.grad.detach()
+        opacity = torch.sigmoid(g["opacity_logits"])
+        return splat_sums(means, quats, g["log_scales"].exp(), opacity, self.camera(t), images)
 
     def visibility(self, t: int, weights: Tensor) -> Tensor:
         """(N,): how much of the `weights`-weighted pixels (H×W) of frame t each Gaussian makes."""

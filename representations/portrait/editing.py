@@ -32,6 +32,8 @@ from .gaussians import read_ply, write_ply
 from .orbit import head_centre, orbit_angles, turned_camera
 from .render import NeuralDecoder, render_frame
 from .shading import Relighting, render_relit
+from .surface import SurfaceProbe
+from .tracking import Tracking
 
 PRESETS = "canon_edit_representations.presets"
 MODES: dict[str, type] = {"ip2p": IDUConfig, "sds": PortraitDistillConfig, "dds": PortraitDistillConfig}
@@ -45,6 +47,16 @@ def edit_config(cls: type, preset: str | None, default: str, overrides: dict[str
 @dataclass
 class EditablePortrait(PortraitAsset):
     relighting: Relighting | None = field(default=None, repr=False)  # a relit edit's lights
+    # the surface probe relit frames are shaded through, with the tracking and triangles it covers
+    _probe: tuple[Tracking, Tensor, SurfaceProbe] | None = field(default=None, repr=False)
+
+    def surface_probe(self) -> SurfaceProbe:
+        """The mesh's surface probe (surface.py), built once per tracking and set of triangles."""
+        kept, tri_id = self._probe, self.gaussians["tri_id"]
+        if kept is None or kept[0] is not self.tracking or not torch.equal(kept[1], tri_id):
+            probe = SurfaceProbe.covering(self.get_body(), self.tracking, tri_id)
+            self._probe = (self.tracking, tri_id, probe)
+        return self._probe[2]
 
     def frame(
         self, t: int, camera: Camera, background: Tensor, decoder: NeuralDecoder | None = None
@@ -52,7 +64,8 @@ class EditablePortrait(PortraitAsset):
         """Frame t (as posed then) seen from `camera` over `background`, relit when the edit says so."""
         tr, body, decoder = self.tracking, self.get_body(), decoder or self.decoder()
         if self.relighting is not None:
-            return render_relit(body, self.gaussians, decoder, tr, t, camera, background, self.relighting)
+            lit, probe = self.relighting, self.surface_probe()
+            return render_relit(body, self.gaussians, decoder, tr, t, camera, background, lit, probe)
         g = self.gaussians
         return render_frame(body, g, decoder, tr.pose[t], tr.expression[t], tr.shape, camera, background)
 

@@ -14,6 +14,7 @@ masks, the detector's person segmentation.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,32 +36,10 @@ from .editing import EditablePortrait
 from .gaussians import texel_binding, texel_sizes
 from .prepare import DETECTIONS, TRACKING, TRACKING_ERROR, prepare_portrait
 from .render import NeuralDecoder, render_frame
+from .surface import visible_faces
 from .tracking import Tracking
 
 GAUSSIAN_KEYS = ("tri_id", "bary", "offset", "quats_local", "log_scales", "opacity_logits", "features")
-
-
-@torch.no_grad()
-def visible_faces(body: BodyModel, tracking: Tracking, max_frames: int = 16) -> Tensor:
-    """Triangles facing some tracked camera with their centre inside its image: where Gaussians go."""
-    frames = torch.linspace(0, tracking.T - 1, min(tracking.T, max_frames)).round().long().unique()
-    seen = torch.zeros(len(body.faces), dtype=torch.bool, device=body.faces.device)
-    out = body(tracking.pose[frames], tracking.expression[frames], tracking.shape)
-    for i, t in enumerate(frames.tolist()):
-        R, tr = tracking.viewmat[t, :3, :3], tracking.viewmat[t, :3, 3]
-        cam = out.vertices[i] @ R.T + tr
-        tri = cam[body.faces]
-        normal = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
-        centre = tri.mean(1)
-        facing = (normal * centre).sum(-1) < 0
-        z = centre[:, 2].clamp(min=1e-6)
-        u = tracking.K[0, 0] * centre[:, 0] / z + tracking.K[0, 2]
-        v = tracking.K[1, 1] * centre[:, 1] / z + tracking.K[1, 2]
-        inside = (
-            (centre[:, 2] > 0) & (u > -2) & (u < tracking.width + 2) & (v > -2) & (v < tracking.height + 2)
-        )
-        seen |= facing & inside
-    return seen
 
 
 class Portrait(Representation):
@@ -70,6 +49,13 @@ class Portrait(Representation):
     presets = "canon_edit_representations.presets"
     needs_flow = False
     run_files = frozenset({DETECTIONS, TRACKING, TRACKING_ERROR})
+
+    @classmethod
+    def demo(cls, out: Path, force: bool, quick: bool, show_progress: bool) -> dict[str, Any]:
+        """`canon-edit demo --portrait`: fit, relight and stylise the procedural portrait (demo.py)."""
+        from .demo import run_portrait_demo
+
+        return run_portrait_demo(out, force=force, quick=quick, show_progress=show_progress)
 
     @classmethod
     def prepare(

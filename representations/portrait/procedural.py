@@ -23,7 +23,7 @@ from .gaussians import texel_binding, texel_sizes
 from .lighting import shading
 from .raster import rasterize
 from .render import NeuralDecoder, posed_gaussians
-from .shading import gaussian_normals
+from .surface import gaussian_normals
 from .tracking import Tracking, look_at_viewmat, project_points
 
 
@@ -33,6 +33,7 @@ class ProceduralPortrait:
     tracking: Tracking
     landmarks: Tensor  # T×L×2 pixel positions of the body's face landmarks
     gaussians: dict[str, Tensor]  # tri_id, bary, rgb, log_scales, opacity (the truth)
+    background: Tensor  # 3×H×W: what the person is composited over, so renders compare at the silhouette
 
 
 def paint(rest_points: Tensor) -> Tensor:
@@ -83,9 +84,10 @@ def make_portrait_clip(
 ) -> ProceduralPortrait:
     """Render the procedural portrait: `frames` frames of `size`², head and shoulders in view.
 
-    With `light` (9×3 SH, lighting.py) the surface is Lambertian: each Gaussian shows its painted
-    colour (the albedo) × shading(its mesh normal in the camera's frame), so the shading changes as
-    the head turns under the fixed light; the truth then holds the light too. `turn` scales the
+    With `light` (9×3 SH, lighting.py, or T×9×3 for a light that changes over the clip) the surface is
+    Lambertian: each Gaussian shows its painted colour (the albedo) × shading(its mesh normal in the
+    camera's frame), so the shading changes as the head turns under the light; the truth then holds
+    the light too. `turn` scales the
     head's turns (what makes a light recoverable from a clip).
     """
     pose, expression = portrait_motion(body, frames, turn)
@@ -123,7 +125,7 @@ def make_portrait_clip(
             colour = rgb
             if light is not None:
                 normals = gaussian_normals(body, tracking, t, tri_id, bary)
-                colour = rgb * shading(normals, light).clamp(min=0)
+                colour = rgb * shading(normals, light[t] if light.dim() == 3 else light).clamp(min=0)
             image, alpha = rasterize(
                 means, quats, log_scales.exp(), opacity, colour, Camera(viewmat[t], K, size, size)
             )
@@ -137,7 +139,13 @@ def make_portrait_clip(
     truth = {"tri_id": tri_id, "bary": bary, "rgb": rgb, "log_scales": log_scales, "opacity": opacity}
     if light is not None:
         truth["light"] = light
-    return ProceduralPortrait(clip=clip, tracking=tracking, landmarks=torch.stack(landmarks), gaussians=truth)
+    return ProceduralPortrait(
+        clip=clip,
+        tracking=tracking,
+        landmarks=torch.stack(landmarks),
+        gaussians=truth,
+        background=background.permute(2, 0, 1).contiguous(),
+    )
 
 
 def truth_asset(

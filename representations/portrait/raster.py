@@ -72,3 +72,20 @@ def rasterize(
     if backend == "fast" or (backend == "auto" and means.device.type == "cpu"):
         return rasterize_fast(means, quats, scales, opacities, colors, camera, background, near, eps2d)
     return rasterize_torch(means, quats, scales, opacities, colors, camera, background, near, eps2d)
+
+
+def splat_sums(
+    means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, camera: Camera, images: Tensor
+) -> Tensor:
+    """N×C: per Gaussian, Σ_pixels w_i(p)·images_c(p) (`images` C×H×W), the transpose of a render.
+
+    w_i(p) is its blending weight (opacity × transmittance), so a Gaussian hidden behind others sums
+    to ~0. One backward pass of a C-channel render of constant colours gives all N×C sums: with ones,
+    how much of the frame a Gaussian makes; with a source frame, the colour it was seen with.
+    """
+    probe = torch.ones(len(means), images.shape[0], requires_grad=True)
+    with torch.enable_grad():
+        detached = (x.detach() for x in (means, quats, scales, opacities))
+        image, _ = rasterize(*detached, probe, camera)
+        (image * images.permute(1, 2, 0)).sum().backward()
+    return probe.grad.detach()

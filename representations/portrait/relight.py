@@ -1,17 +1,19 @@
 """Weight-free relighting of a portrait: fit the clip's SH light, split albedo from shading, shade anew.
 
-1. The light: every Gaussian's colour in each of `light_frames` source frames, and its mesh normal
-   there, go to `lighting.fit_light` (alternating least squares with the head's turns making light
-   and albedo separable). Its scale is fixed so the mean shading over the observed normals is 1:
-   the light carries relative shading, the albedo the average colour (the albedo–light ambiguity).
-2. The albedo: by default ("ratio") the fit is kept and its colour is divided by the fitted shading
-   at render time, so relighting with the fitted light is the fit itself, detail and all. "refit"
-   trains the features and decoder so that decoded colour × shading(n, fitted light) reproduces the
-   source frames (the decoder then outputs albedo, and the shading a head turn brings is modelled
-   rather than averaged into the texture), refining the light's directional bands with it. Measured
-   on the Lambertian procedural portrait, ratio came closer to the truth under a new light (20.0
-   against 19.4 dB) and refit to the source under the old one (+4 dB); on a real clip refit costs
-   80 s more (bench/RESULTS.md).
+1. The light: the source's colour at every point of the surface probe (surface.py: small flat
+   Gaussians on the tracked mesh) in each of `light_frames` frames, and the mesh normal there, go to
+   `lighting.fit_light` (the head's turns make light and albedo separable). Its scale is fixed so
+   the mean shading over the observed normals is 1: the light carries relative shading, the albedo
+   the average colour (the albedo–light ambiguity). The new light is scaled to the same mean
+   shading times `intensity` (`as_bright`), so both measure brightness on the same surfaces.
+2. The albedo: by default ("refit") the features and decoder are trained so that decoded colour ×
+   shading(n, fitted light) reproduces the source frames: the decoder then outputs albedo, and the
+   shading a head turn brings is modelled rather than averaged into the texture. "ratio" keeps the
+   fit and divides its colour by the fitted shading at render time, so relighting with the fitted
+   light is the fit itself, and it costs nothing, but every error of the fit in a shadow is
+   multiplied by the new light's gain there. Measured on the Lambertian procedural portrait against
+   its true render under a new light (bench/RESULTS.md, default shading_blur): refit 30.8 dB,
+   ratio 26.1 dB.
 3. The new light replaces the fitted one at render time (shading.render_relit), so the same edit
    renders every frame, and novel views, under it.
 """
@@ -41,9 +43,11 @@ from .lighting import (
     read_envmap,
     shading,
 )
-from .shading import Relighting, gaussian_normals, render_relit
+from .shading import Relighting, render_relit
+from .surface import SurfaceProbe
 
-MIN_WEIGHT = 0.5  # a Gaussian is observed in a frame when it makes at least half a pixel of it
+MIN_WEIGHT = 0.2  # a probe point is observed in a frame when it makes at least this much of a pixel
+CLIPPED = 0.98  # a source pixel this bright in any channel may be clipped: not albedo × shading
 
 
 def interior(alpha: Tensor, margin: int = 1) -> Tensor:
@@ -52,40 +56,63 @@ def interior(alpha: Tensor, margin: int = 1) -> Tensor:
     return -F.max_pool2d(-solid, 2 * margin + 1, stride=1, padding=margin)[0]
 
 
-def observations(avatar: EditableAvatar, frames: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(colours, normals, Gaussian ids, weights) of every Gaussian seen in `frames`, one row per sighting.
+def observations(
+    avatar: EditableAvatar, probe: SurfaceProbe, frames: list[int]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(colours, normals, probe point ids, weights) of each surface point seen in `frames`, a row a sighting.
 
-    Only pixels inside the person count: at the silhouette the source mixes the person with what is
-    behind it, which no light explains.
+    The points are the surface probe's (surface.py), small and flat on the mesh, so a point's colour is
+    the source over about one pixel of its surface. Only unclipped pixels inside the person count:
+    at the silhouette the source mixes the person with what is behind it, and where the camera
+    clipped it the colour stops growing with the shading; no light explains either. (On the
+    Lambertian procedural portrait lit to 31% clipped pixels, keeping them left the fitted light 10%
+    off with the true Gaussians.)
     """
     rows: list[tuple[Tensor, ...]] = []
-    g = avatar.gaussians()
     for t in frames:
         source = avatar.asset.background[t]
         with torch.no_grad():
             _, alpha, _ = avatar.render(t)
-            normals = gaussian_normals(avatar.body, avatar.tracking, t, g["tri_id"], g["bary"])
-        inside = interior(alpha)
-        sums = avatar.splat_sums(t, torch.cat([source * inside, inside]))
+            normals = probe.normals(avatar.body, avatar.tracking, t)
+        inside = interior(alpha) * (source.amax(0, keepdim=True) < CLIPPED)
+        sums = probe.sums(avatar.body, avatar.tracking, t, torch.cat([source * inside, inside]))
         weight = sums[:, 3]
         ids = (weight > MIN_WEIGHT).nonzero()[:, 0]
         rows.append((sums[ids, :3] / weight[ids, None], normals[ids], ids, weight[ids].clamp(max=1)))
     if not rows or sum(len(r[2]) for r in rows) == 0:
-        raise UserError("no Gaussian is seen in the source frames; check the fit before relighting")
+        raise UserError("no part of the body is seen in the source frames; check the fit before relighting")
     return tuple(torch.cat(parts) for parts in zip(*rows, strict=True))  # type: ignore[return-value]
 
 
-def estimate_light(avatar: EditableAvatar, frames: list[int]) -> tuple[Tensor, Tensor, dict[str, Any]]:
-    """The clip's light (9×3), each Gaussian's albedo (N×3) and the fit's residual."""
-    colours, normals, ids, weights = observations(avatar, frames)
-    light, albedo = fit_light(colours, normals, ids, len(avatar.features), weights=weights)
+def estimate_light(
+    sightings: tuple[Tensor, Tensor, Tensor, Tensor], n_points: int
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """The clip's light (9×3), each Gaussian's albedo (N×3) and the fit's residual, from `observations`."""
+    colours, normals, ids, weights = sightings
+    light, albedo = fit_light(colours, normals, ids, n_points, weights=weights)
     predicted = albedo[ids] * shading(normals, light)
     residual = float(((predicted - colours).abs() * weights[:, None]).sum() / (3 * weights.sum()))
-    return light, albedo, {"light_frames": frames, "sightings": len(ids), "light_fit_l1": round(residual, 5)}
+    return light, albedo, {"sightings": len(ids), "light_fit_l1": round(residual, 5)}
+
+
+def as_bright(light: Tensor, normals: Tensor, weights: Tensor, intensity: float) -> Tensor:
+    """`light` scaled so its mean shading over the clip's observed normals (mean over RGB) is `intensity`.
+
+    The fitted light's is 1 (fit_light's normalisation), so both lights measure brightness on the
+    same surfaces: at intensity 1 a relit clip keeps the fit's brightness, rather than drifting by
+    how far the normals the clip shows are from a hemisphere's. The light's colour is kept.
+    """
+    mean = float(((weights[:, None] * shading(normals, light)).sum(0) / weights.sum()).mean())
+    if mean <= 1e-6:
+        raise UserError("the new light does not reach the face (it is dark from the front); choose another")
+    return light * (intensity / mean)
 
 
 def target_light(cfg: RelightConfig) -> Tensor:
-    """The new light (9×3), its brightness on a face-on surface `intensity`."""
+    """The new light (9×3); `as_bright` sets its brightness once the clip's normals are known.
+
+    A light that is dark over the camera-facing hemisphere fails here, before any work is done.
+    """
     if cfg.preset:
         light = preset_light(cfg.preset)
     elif cfg.envmap:
@@ -97,44 +124,39 @@ def target_light(cfg: RelightConfig) -> Tensor:
     brightness = float(front_brightness(light).mean())
     if brightness <= 1e-6:
         raise UserError("the new light does not reach the face (it is dark from the front); choose another")
-    return light * (cfg.intensity / brightness)
+    return light
 
 
 def refit_albedo(
-    avatar: EditableAvatar, fitted: Tensor, cfg: RelightConfig, progress: bool
-) -> tuple[Tensor, float]:
-    """Train features and decoder so decoded albedo × shading reproduces the source; refine the light too.
+    avatar: EditableAvatar, probe: SurfaceProbe, light: Tensor, cfg: RelightConfig, progress: bool
+) -> float:
+    """Train features and decoder so decoded albedo × shading(n, `light`) reproduces the source; the loss.
 
-    The light's directional bands (1 and 2) are refined with the albedo, through the renderer: the
-    per-Gaussian colours `fit_light` starts from are blurred by the footprints (each pixel mixes
-    several Gaussians), which biases it; rendering the model removes that bias. Its constant band
-    stays, which keeps the albedo–light scale where `fit_light` fixed it. Returns the light and the
-    final loss.
+    The light stays as `fit_light` found it from the probe's sightings: refining its bands with the
+    albedo through the renderer, as this once did, moved it from 2.3% to 5.1% off the truth on the
+    procedural portrait and cost 3 dB under a new light.
     """
-    bands = fitted[1:].clone().requires_grad_(True)
     opt = torch.optim.Adam(
         [
             {"params": [avatar.features], "lr": cfg.lr_features},
             {"params": list(avatar.decoder.parameters()), "lr": cfg.lr_decoder},
-            {"params": [bands], "lr": cfg.lr_light},
         ]
     )
+    lit = Relighting(fitted=light, target=light, albedo=True, blur=cfg.shading_blur)
     picks = torch.Generator().manual_seed(0)
     loss = torch.zeros(())
     for _ in tqdm(range(cfg.refit_steps), desc="albedo", disable=not progress):
         t = int(torch.randint(avatar.T, (1,), generator=picks))
-        light = torch.cat([fitted[:1], bands])
-        lit = Relighting(fitted=light, target=light, albedo=True)
         pred, _ = render_relit(
             avatar.body, avatar.gaussians(), avatar.decoder, avatar.tracking, t, avatar.camera(t),
-            avatar.asset.background[t], lit,
+            avatar.asset.background[t], lit, probe,
         )  # fmt: skip
         target = avatar.asset.background[t]
         loss = (pred - target).abs().mean() + 0.2 * ssim_loss(pred[None], target[None], 11)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return torch.cat([fitted[:1], bands]).detach(), float(loss.detach())
+    return float(loss.detach())
 
 
 def relight(
@@ -142,9 +164,14 @@ def relight(
 ) -> tuple[Relighting, dict[str, Any]]:
     """Fit the clip's light, refit the albedo if asked, and set the new light; edit.json's record."""
     new = target_light(cfg)  # a bad environment map fails before any work
-    light, _, stats = estimate_light(avatar, spread(avatar.T, cfg.light_frames))
-    if cfg.albedo == "refit" and cfg.refit_steps > 0:
-        light, loss = refit_albedo(avatar, light, cfg, progress)
-        stats["albedo_refit_loss"] = round(loss, 5)
-    lit = Relighting(fitted=light, target=new, rotate=cfg.rotate, albedo=cfg.albedo == "refit")
+    frames = spread(avatar.T, cfg.light_frames)
+    probe = SurfaceProbe.covering(avatar.body, avatar.tracking, avatar.tri_id)
+    sightings = observations(avatar, probe, frames)
+    light, _, stats = estimate_light(sightings, len(probe))
+    new = as_bright(new, sightings[1], sightings[3], cfg.intensity)
+    stats["light_frames"] = frames
+    refitted = cfg.albedo == "refit" and cfg.refit_steps > 0
+    if refitted:
+        stats["albedo_refit_loss"] = round(refit_albedo(avatar, probe, light, cfg, progress), 5)
+    lit = Relighting(fitted=light, target=new, rotate=cfg.rotate, albedo=refitted, blur=cfg.shading_blur)
     return lit, {**stats, "fitted_light": light.tolist(), "light": new.tolist()}

@@ -1,14 +1,15 @@
-"""Shading of the avatar: mesh normals at each Gaussian, the clip's light, and relit frames.
+"""Shading of the avatar: the clip's light, the new one, and relit frames.
 
 The light is fitted to the *source frames*, not to the avatar: the avatar's appearance is static,
 while the source shows each surface point under the different normals the head turns it through
 (a fixed light), which is what separates light from albedo (lighting.fit_light). A point's observed
 colour in a frame is the source averaged over the pixels it makes, weighted by its blending weight.
 
-A relit frame is the decoded colour times shading(n, new light) ÷ shading(n, divisor), with n the
-rasterised normal image in the tracked camera's frame (the light stays put when a novel view turns
-the camera). The divisor is the fitted light when the decoder still shows the shaded fit ("ratio")
-and absent once the decoder has been refitted to albedo ("albedo", relight.py).
+A relit frame is the decoded colour times a gain: the rendered shading under the new light over the
+rendered shading under the divisor, each from mesh normals in the tracked camera's frame (the light
+stays put when a novel view turns the camera), blended over the surface probe (surface.py). The
+divisor is the fitted light when the decoder still shows the shaded fit ("ratio") and absent once
+the decoder has been refitted to albedo ("albedo", relight.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d
 from torch import Tensor
 
 from canon_edit.errors import UserError
@@ -27,25 +28,10 @@ from .body import BodyModel
 from .camera import Camera
 from .lighting import rotate_light, shading, yaw_rotation
 from .render import NeuralDecoder, decode_rgb, render_features
+from .surface import SurfaceProbe, gaussian_normals
 from .tracking import Tracking
 
 MIN_SHADING = 0.05  # below this a ratio would amplify noise in the dark
-
-
-def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
-    """V×3 unit normals: area-weighted sums of the adjacent faces' normals."""
-    tri = vertices[faces]
-    face = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
-    normals = torch.zeros_like(vertices).index_add_(0, faces.reshape(-1), face.repeat_interleave(3, 0))
-    return F.normalize(normals, dim=-1)
-
-
-def gaussian_normals(body: BodyModel, tracking: Tracking, t: int, tri_id: Tensor, bary: Tensor) -> Tensor:
-    """N×3 unit normals of the posed mesh at each Gaussian, in frame t's tracked camera coordinates."""
-    vertices = body(tracking.pose[t : t + 1], tracking.expression[t : t + 1], tracking.shape).vertices[0]
-    normals = vertex_normals(vertices, body.faces)[body.faces[tri_id]]
-    world = F.normalize((normals * bary[..., None]).sum(1), dim=-1)
-    return world @ tracking.viewmat[t, :3, :3].T
 
 
 @dataclass
@@ -56,6 +42,7 @@ class Relighting:
     target: Tensor  # 9×3: the new light, in the tracked camera's frame
     rotate: float = 0.0  # degrees the new light turns about the vertical axis over the clip
     albedo: bool = False  # True: the decoder outputs albedo (refitted); False: the shaded fit (ratio)
+    blur: float = 0.0  # σ of the shading images' blur, as a share of the frame height (RelightConfig)
 
     def light(self, t: int, T: int) -> Tensor:
         if self.rotate == 0:
@@ -68,6 +55,7 @@ class Relighting:
             "target": self.target.tolist(),
             "rotate": self.rotate,
             "albedo": self.albedo,
+            "blur": self.blur,
         }
 
     @classmethod
@@ -78,6 +66,7 @@ class Relighting:
                 target=torch.tensor(data["target"], dtype=torch.float32),
                 rotate=float(data["rotate"]),
                 albedo=bool(data["albedo"]),
+                blur=float(data.get("blur", 0.0)),  # edits made before the blur existed had none
             )
         except (KeyError, TypeError, ValueError):
             raise UserError(f"{where} is corrupt; make the relit edit again") from None
@@ -95,18 +84,36 @@ def render_relit(
     camera: Camera,
     background: Tensor,
     relight: Relighting,
+    probe: SurfaceProbe,
 ) -> tuple[Tensor, Tensor]:
-    """Frame t seen from `camera`, relit: composite over `background` and alpha (render_frame's shape)."""
-    normals = gaussian_normals(body, tracking, t, gaussians["tri_id"], gaussians["bary"])
+    """Frame t seen from `camera`, relit: composite over `background` and alpha (render_frame's shape).
+
+    The gain is a ratio of rendered shadings, the new light's over the divisor's, each blended from
+    per-point shadings as the source blends per-point colours. The surface probe gives them where the
+    mesh is; the avatar's own Gaussians fill in where it is not (hair beyond the mesh).
+    """
+    light = relight.light(t, tracking.T)
+
+    def shadings(normals: Tensor) -> Tensor:  # N×6: the new light's shading, then the divisor's
+        new = shading(normals, light).clamp(min=0)
+        divisor = torch.ones_like(new) if relight.albedo else shading(normals, relight.fitted).clamp(min=0)
+        return torch.cat([new, divisor], 1)
+
+    own = gaussian_normals(body, tracking, t, gaussians["tri_id"], gaussians["bary"])
     c = gaussians["features"].shape[1]
-    both = {**gaussians, "features": torch.cat([gaussians["features"], normals], 1)}
+    both = {**gaussians, "features": torch.cat([gaussians["features"], shadings(own)], 1)}
     feats, alpha = render_features(
         body, both, tracking.pose[t], tracking.expression[t], tracking.shape, camera
     )
     rgb = decode_rgb(decoder, feats[:c], alpha)
-    n = F.normalize(feats[c:], dim=0).permute(1, 2, 0)
-    gain = shading(n, relight.light(t, tracking.T)).clamp(min=0)
-    if not relight.albedo:
-        gain = gain / shading(n, relight.fitted).clamp(min=MIN_SHADING)
-    relit = (rgb * gain.permute(2, 0, 1)).clamp(0, 1)
+    surface, cover = probe.splat(body, tracking, t, shadings(probe.normals(body, tracking, t)), camera)
+    shade = surface + (1 - cover) * feats[c:]  # premultiplied by `weight`
+    weight = cover + (1 - cover) * alpha
+    if relight.blur > 0:  # a normalised convolution: the blur spreads shading, not coverage
+        sigma = relight.blur * camera.height
+        size = 2 * math.ceil(3 * sigma) + 1
+        blurred = gaussian_blur2d(torch.cat([shade, weight])[None], (size, size), (sigma, sigma))[0]
+        shade, weight = blurred[:6], blurred[6:]
+    gain = shade[:3] / torch.maximum(shade[3:], MIN_SHADING * weight).clamp(min=1e-6)
+    relit = (rgb * gain).clamp(0, 1)
     return relit * alpha + background * (1 - alpha), alpha
