@@ -33,13 +33,12 @@ from .lighting import preset_light, rotate_light, yaw_rotation
 from .procedural import make_portrait_clip
 from .synthetic_body import write_synthetic_smplx
 
-FRAMES, SIZE = 24, 96
 EXPOSURE = 0.6  # the presets light a face-on surface at 1, which would clip the lit cheek
 TURN = 90.0  # degrees each new light turns around the head over the clip
 RELIGHTS = ("key-right", "sunset")
 STYLE = "stylized"
-STEPS = {"fit": 800, "refit": 300, "style": 100}
-QUICK_STEPS = {"fit": 150, "refit": 30, "style": 10}  # --quick: checks an install, not the figures
+FULL = {"frames": 24, "size": 96, "fit": 800, "refit": 300, "style": 100}
+QUICK = {"frames": 12, "size": 64, "fit": 150, "refit": 30, "style": 10}  # --quick: checks an install
 # what the demo writes in its folder: the only entries `--force` removes
 ENTRIES = frozenset(
     {"body", "clip", "run", "style.png", "source.mp4", "side_by_side.mp4", f"{STYLE}.mp4"}
@@ -65,12 +64,13 @@ def run_portrait_demo(
 ) -> dict[str, Any]:
     """Run the portrait demo into `out`; returns (and prints) the figures and paths."""
     claim_folder(out, "portrait demo", ENTRIES, force=force)
-    steps = QUICK_STEPS if quick else STEPS
+    plan = QUICK if quick else FULL
+    frames, size = plan["frames"], plan["size"]
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     write_synthetic_smplx(out / "body")
     body = SMPLXBody(out / "body")
-    portrait = make_portrait_clip(body, FRAMES, SIZE, light=preset_light("key-left") * EXPOSURE)
+    portrait = make_portrait_clip(body, frames, size, light=preset_light("key-left") * EXPOSURE)
     clip_dir = out / "clip"
     write_pngs(clip_dir / "frames", portrait.clip.frames)
     write_pngs(clip_dir / "masks", portrait.clip.masks.expand(-1, 3, -1, -1))
@@ -81,7 +81,7 @@ def run_portrait_demo(
         "body_model_dir": str(out / "body"),
         "tracking": str(clip_dir / "tracking.json"),
         "texel_resolution": 128,
-        "train": {"steps": steps["fit"], "warmup_steps": 20},
+        "train": {"steps": plan["fit"], "warmup_steps": 20},
     }
     run = fit_video(
         ClipOptions(source=str(clip_dir)),
@@ -100,12 +100,12 @@ def run_portrait_demo(
     }
     for name in RELIGHTS:
         start = time.perf_counter()
-        options = {"preset": name, "rotate": TURN, "refit_steps": steps["refit"]}
+        options = {"preset": name, "rotate": TURN, "refit_steps": plan["refit"]}
         edit_relight(EditTarget(run.path, f"relit_{name}"), options, progress=show_progress)
         videos[f"relit_{name}"] = edited_bake(run, bake, f"relit_{name}").render(background=behind)
         seconds[f"relit_{name}"] = round(time.perf_counter() - start, 1)
     truth = make_portrait_clip(
-        body, FRAMES, SIZE, light=turning(preset_light("key-right") * EXPOSURE, FRAMES)
+        body, frames, size, light=turning(preset_light("key-right") * EXPOSURE, frames)
     )
     figures["relit_key-right_psnr_vs_truth"] = round(
         psnr(videos["relit_key-right"], truth.clip.frames, mask), 2
@@ -114,7 +114,7 @@ def run_portrait_demo(
 
     start = time.perf_counter()
     write_image(out / "style.png", striped(96))
-    style_options = {"mode": "texture", "steps": steps["style"], "crop": 64}
+    style_options = {"mode": "texture", "steps": plan["style"], "crop": 64}
     edit_stylize(EditTarget(run.path, STYLE), out / "style.png", style_options, progress=show_progress)
     videos[STYLE] = edited_bake(run, bake, STYLE).render(background=behind)
     seconds[STYLE] = round(time.perf_counter() - start, 1)
