@@ -16,6 +16,7 @@ from canon_edit_representations.portrait.tracking import (
     KEYPOINT_JOINTS,
     TrackerConfig,
     fill_missing,
+    keypoint_targets,
     load_tracking,
     project_points,
     track_landmarks,
@@ -105,3 +106,17 @@ def test_body_keypoints_place_the_arms_that_face_landmarks_cannot_see(body, port
     faces_only = elbow_error(track_landmarks(body, landmarks, 64, 64, cfg)[0])
     with_keypoints = elbow_error(track_landmarks(body, landmarks, 64, 64, cfg, keypoints=keypoints)[0])
     assert with_keypoints < 1.0 < faces_only, (with_keypoints, faces_only)
+
+
+def test_keypoints_outside_the_frame_do_not_pull(body):
+    """mediapipe places keypoints it cannot see outside the frame with some visibility; they weigh 0."""
+    keypoints = torch.full((3, 33, 3), float("nan"))
+    keypoints[:, 11] = torch.tensor([10.0, 20.0, 0.9])  # left shoulder, inside a 64×48 frame
+    keypoints[:, 12] = torch.tensor([-5.0, 20.0, 0.9])  # right shoulder, left of it
+    keypoints[:, 13] = torch.tensor([30.0, 60.0, 0.4])  # left elbow, below it
+    keypoints[1, 14] = torch.tensor([63.0, 47.0, 0.5])  # right elbow, inside, in one frame only
+    joints, targets, weight = keypoint_targets(body, keypoints, 64, 48)
+    assert joints == [body.joint_index(n) for n in KEYPOINT_JOINTS.values()]
+    expected = torch.tensor([[0.9, 0.0, 0.0, 0.0], [0.9, 0.0, 0.0, 0.5], [0.9, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(weight, expected)
+    assert torch.isfinite(targets).all()

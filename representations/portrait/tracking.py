@@ -184,7 +184,12 @@ def fill_missing(landmarks: Tensor, max_missing: float = 0.5) -> tuple[Tensor, l
 class TrackerConfig:
     iterations: int = 200
     lr: float = 0.04
-    smooth_weight: float = 1.0  # on frame-to-frame changes of pose, expression and camera
+    smooth_weight: float = 1.0  # on frame-to-frame changes of the head's joints and the expression
+    # the same for the camera and the arm joints, which change slowly in a portrait. At 1,
+    # portrait_lp_d13's right shoulder flipped between two equally good rotations every few frames,
+    # and the camera with it: a shimmer over the whole person (bench/RESULTS.md). The face keeps
+    # the lighter weight: a jaw can open and close within six frames.
+    body_smooth_weight: float = 10.0
     pose_weight: float = 1e-3  # keeps joint rotations (and expressions) small where landmarks are silent
     # face landmarks alone cannot tell a head turn from a camera orbit; the orbit also swings the
     # shoulders off the person, so the camera's deviation from its clip mean costs more than a head turn
@@ -208,16 +213,26 @@ def project_points(points: Tensor, viewmat: Tensor, K: Tensor) -> Tensor:
 KEYPOINT_JOINTS = {11: "left_shoulder", 12: "right_shoulder", 13: "left_elbow", 14: "right_elbow"}
 
 
-def keypoint_targets(body: BodyModel, keypoints: Tensor) -> tuple[list[int], Tensor, Tensor]:
+def keypoint_targets(
+    body: BodyModel, keypoints: Tensor, width: int, height: int
+) -> tuple[list[int], Tensor, Tensor]:
     """Body joints marked by mediapipe pose keypoints T×33×3: joint ids, T×K×2 pixels, T×K weights.
 
-    The weight is the detector's visibility (0 where it found no person), so an elbow it only
-    guesses below the frame pulls the arm down gently and a missing frame not at all.
+    The weight is the detector's visibility, and 0 where it found no person or placed the keypoint
+    outside the frame: there it only guesses. On portrait_lp_d13 such a guess (an elbow 60 px left
+    of and 40 px below the frame, visibility 0.42) gave the right shoulder two equally good rotations.
     """
     pairs = [(i, body.joint_index(n)) for i, n in KEYPOINT_JOINTS.items() if n in body.joint_names]
     points = keypoints[:, [i for i, _ in pairs]]
-    weight = torch.nan_to_num(points[..., 2], nan=0.0).clamp(0, 1)
+    x, y = points[..., 0], points[..., 1]
+    inside = (x >= 0) & (x <= width) & (y >= 0) & (y <= height)
+    weight = torch.where(inside, torch.nan_to_num(points[..., 2], nan=0.0).clamp(0, 1), 0.0)
     return [j for _, j in pairs], torch.nan_to_num(points[..., :2], nan=0.0), weight
+
+
+def _steps(x: Tensor) -> Tensor:
+    """Squared frame-to-frame changes of per-frame parameters (T×… → (T-1)×…)."""
+    return (x[1:] - x[:-1]) ** 2
 
 
 def annealed_lr_factor(iteration: int, iterations: int, floor: float = 0.05) -> float:
@@ -273,9 +288,13 @@ def track_landmarks(
     names = list(cfg.tracked_joints) + (list(cfg.arm_joints) if keypoints is not None else [])
     joints = [body.joint_index(name) for name in names if name in body.joint_names]
     kp_joints, kp_target, kp_weight = (
-        keypoint_targets(body, keypoints) if keypoints is not None else ([], None, None)
+        keypoint_targets(body, keypoints, width, height) if keypoints is not None else ([], None, None)
     )
     joint_rot = torch.zeros(T, len(joints), 3, requires_grad=True)
+    tracked = [name for name in names if name in body.joint_names]
+    joint_smooth = torch.tensor(
+        [cfg.body_smooth_weight if name in cfg.arm_joints else cfg.smooth_weight for name in tracked]
+    )[:, None]
     expression = torch.zeros(T, body.n_expression, requires_grad=True)
     shape = torch.zeros(1, body.n_shape, requires_grad=True)
     optimizer = torch.optim.Adam([cam_rot, cam_trans, joint_rot, expression, shape], lr=cfg.lr)
@@ -299,12 +318,16 @@ def track_landmarks(
             kp = project_points(out.joints[:, kp_joints], viewmat, K)
             per_point = torch.nn.functional.huber_loss(kp, kp_target, delta=cfg.huber_px, reduction="none")
             data = data + cfg.keypoint_weight * (per_point.mean(-1) * kp_weight).mean()
-        smooth = sum(((x[1:] - x[:-1]) ** 2).mean() for x in (cam_rot, cam_trans * 10, joint_rot, expression))
+        smooth = (
+            cfg.body_smooth_weight * (_steps(cam_rot).mean() + _steps(cam_trans * 10).mean())
+            + (_steps(joint_rot) * joint_smooth).mean()
+            + cfg.smooth_weight * _steps(expression).mean()
+        )
         prior = (joint_rot**2).mean() + (expression**2).mean() + (shape**2).mean()
         orbit = ((cam_rot - cam_rot.mean(0)) ** 2).mean() + (
             ((cam_trans - cam_trans.mean(0)) * 10) ** 2
         ).mean()
-        loss = data + cfg.smooth_weight * smooth + cfg.pose_weight * prior + cfg.camera_weight * orbit
+        loss = data + smooth + cfg.pose_weight * prior + cfg.camera_weight * orbit
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
