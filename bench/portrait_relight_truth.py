@@ -32,33 +32,15 @@ from canon_edit.metrics import psnr, ssim
 from canon_edit.run import versions
 from canon_edit_representations.portrait.avatar import EditableAvatar
 from canon_edit_representations.portrait.body import SMPLXBody
+from canon_edit_representations.portrait.demo import EXPOSURE, striped
 from canon_edit_representations.portrait.edit_config import RelightConfig
 from canon_edit_representations.portrait.editing import EditablePortrait
-from canon_edit_representations.portrait.lighting import preset_light, shading
+from canon_edit_representations.portrait.lighting import preset_light, shading_error
 from canon_edit_representations.portrait.procedural import make_portrait_clip, truth_asset
 from canon_edit_representations.portrait.relight import refit_albedo
 from canon_edit_representations.portrait.shading import Relighting
 from canon_edit_representations.portrait.stylize import gram_distance, person_crops
 from canon_edit_representations.portrait.synthetic_body import write_synthetic_smplx
-
-# The presets light a face-on surface at mean shading 1, which clips the lit cheek of the procedural
-# skin (albedo 0.86) in 31% of the person's pixels; a camera exposes a face below that.
-EXPOSURE = 0.6
-
-
-def light_error(found: torch.Tensor, true: torch.Tensor) -> float:
-    generator = torch.Generator().manual_seed(0)
-    normals = torch.nn.functional.normalize(torch.randn(4000, 3, generator=generator), dim=-1)
-    normals = normals[normals[:, 2] < -0.2]
-    a, b = shading(normals, true), shading(normals, found)
-    scale = (a * b).sum(0) / (b * b).sum(0)
-    return round(float((b * scale - a).abs().mean() / a.mean()), 4)
-
-
-def striped(size: int) -> torch.Tensor:
-    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    band = (((xs + ys) // 6) % 2).float()
-    return torch.stack([0.8 + 0.1 * band, 0.2 + 0.6 * band, 0.1 + 0.0 * band])
 
 
 def relighting(body: SMPLXBody, model_dir: Path, folder: Path, steps: int, blur: float) -> dict:
@@ -91,7 +73,7 @@ def relighting(body: SMPLXBody, model_dir: Path, folder: Path, steps: int, blur:
             "relit_vs_truth_b": against(relit, clip_b),
             "identity_vs_source": against(same, clip_a),
             "identity_vs_fit": round(psnr(same.render(background=behind), fitted, mask), 2),
-            "light_error": light_error(lights.fitted, a),
+            "light_error": round(shading_error(lights.fitted, a), 4),
         }
     true_albedo = truth_asset(clip_a, body, str(model_dir))
     out["ceiling_true_albedo_and_light"] = against(

@@ -251,13 +251,11 @@ class Atlas(fields.LayeredRepresentation):
                 for t in range(self.T)
             ]
             uvs.append(torch.stack([s.uv for s in frames]).reshape(*shape, 2).cpu() * 2 - 1)
-            residuals = [
-                self.frame_residuals(la.shading, la.detail, s.uv, grid, t) for t, s in enumerate(frames)
-            ]
-            shadings.append(None if la.shading is None else torch.stack([r[0] for r in residuals]).half())
-            details.append(
-                None if la.detail is None else fields.baked_detail(torch.stack([r[1] for r in residuals]))
+            shading, detail = fields.baked_residuals(
+                [self.frame_residuals(la.shading, la.detail, s.uv, grid, t) for t, s in enumerate(frames)]
             )
+            shadings.append(shading)
+            details.append(detail)
             if la.alpha is not None:
                 alphas.append(torch.sigmoid(torch.stack([s.logit for s in frames])).reshape(shape).cpu())
         comp = composite_weights(alphas)

@@ -151,14 +151,13 @@ class CoDeF(LayeredRepresentation):
         weights = self.weights.permute(3, 0, 1, 2).cpu()
         layers = []
         for k, la in enumerate(self.layers):
-            uvs, shadings, details = [], [], []
+            uvs, residuals = [], []
             for t in range(self.T):
                 unit = la.mapping.to_unit(la.mapping(grid, torch.full((len(grid),), t, device=dev), lw)[0])
                 uvs.append((unit * 2 - 1).reshape(self.H, self.W, 2).cpu())
-                s, d = self.frame_residuals(la.shading, la.detail, unit, grid, t)
-                shadings.append(s)
-                details.append(d)
+                residuals.append(self.frame_residuals(la.shading, la.detail, unit, grid, t))
             uv = torch.stack(uvs)
+            shading, detail = fields.baked_residuals(residuals)
             texture = la.texture.bake()
             seen = splat(weights[k].reshape(-1, 1), uv.reshape(-1, 2), la.texture.texture_hw)[0]
             layers.append(
@@ -166,8 +165,8 @@ class CoDeF(LayeredRepresentation):
                     texture=texture,
                     uv=uv.half(),
                     alpha=None if k == 0 else self.alphas[k].half(),
-                    shading=None if la.shading is None else torch.stack(shadings).half(),
-                    detail=None if la.detail is None else fields.baked_detail(torch.stack(details)),
+                    shading=shading,
+                    detail=detail,
                     coverage=(seen > 0.25).float(),
                     name="background" if k == 0 else f"foreground_{k}",
                 )

@@ -203,9 +203,17 @@ def residual_terms(cfg: LayeredFitConfig, parts: list[Appearance]) -> dict[str, 
     return terms
 
 
-def baked_detail(detail: Tensor) -> Tensor | None:
-    """The baked detail as float16, or None where the fit never learned any (no cost to render)."""
-    return detail.half() if bool((detail.abs() > 1 / 512).any()) else None
+def baked_residuals(
+    frames: list[tuple[Tensor | None, Tensor | None]],
+) -> tuple[Tensor | None, Tensor | None]:
+    """A layer's bake of `frame_residuals` over every frame: (shading, detail), float16 or None.
+
+    The detail is None too where the fit never learned any, so it costs nothing to render.
+    """
+    shading = None if frames[0][0] is None else torch.stack([s for s, _ in frames]).half()
+    detail = None if frames[0][1] is None else torch.stack([d for _, d in frames])
+    learned = detail is not None and bool((detail.abs() > 1 / 512).any())
+    return shading, detail.half() if learned else None
 
 
 class TextureField(nn.Module):

@@ -22,8 +22,9 @@ from canon_edit.style.vgg import VGGFeatures
 from canon_edit.video import write_image
 from canon_edit_representations.portrait import relight as relight_module
 from canon_edit_representations.portrait.avatar import EditableAvatar
+from canon_edit_representations.portrait.demo import EXPOSURE, striped
 from canon_edit_representations.portrait.editing import EditablePortrait
-from canon_edit_representations.portrait.lighting import preset_light, shading
+from canon_edit_representations.portrait.lighting import preset_light, shading, shading_error
 from canon_edit_representations.portrait.procedural import make_portrait_clip, truth_asset
 from canon_edit_representations.portrait.relight import CLIPPED, as_bright, estimate_light, observations
 from canon_edit_representations.portrait.stylize import gram_distance, person_crops
@@ -31,9 +32,6 @@ from canon_edit_representations.portrait.surface import SurfaceProbe
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAMES, SIZE, FIT_STEPS = 12, 64, 300
-# The presets light a face-on surface at mean shading 1, which would clip the lit cheek of the
-# procedural skin in 31% of the person's pixels; a camera exposes a face below that.
-EXPOSURE = 0.6
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +51,6 @@ def lit(body, smplx_dir, tmp_path_factory):
     }
     run = fit_clip(clip_a.clip, folder / "run", "portrait", overrides=overrides, show_progress=False)
     return clip_a, clip_b, run
-
-
-def light_error(found: torch.Tensor, true: torch.Tensor) -> float:
-    """Shading error over camera-facing normals, up to the albedo–light scale (best scale per channel)."""
-    generator = torch.Generator().manual_seed(0)
-    normals = torch.nn.functional.normalize(torch.randn(4000, 3, generator=generator), dim=-1)
-    normals = normals[normals[:, 2] < -0.2]
-    a, b = shading(normals, true), shading(normals, found)
-    scale = (a * b).sum(0) / (b * b).sum(0)
-    return float((b * scale - a).abs().mean() / a.mean())
 
 
 def test_relighting_reaches_the_true_render_under_a_new_light(lit):
@@ -86,7 +74,7 @@ def test_relighting_reaches_the_true_render_under_a_new_light(lit):
         assert psnr(identity, clip_a.clip.frames, mask) >= fit_psnr - 0.3, albedo
         if albedo == "ratio":
             assert psnr(identity, fitted, mask) >= 50
-        assert light_error(lights.fitted, preset_light("key-left")) < 0.05
+        assert shading_error(lights.fitted, preset_light("key-left")) < 0.05
         assert meta["sightings"] > 10000
 
 
@@ -109,7 +97,7 @@ def test_the_light_is_fitted_on_the_mesh_surface_without_clipped_pixels(body, sm
     light, _, _ = estimate_light((colours, normals, ids, weights), len(probe))
     monkeypatch.setattr(relight_module, "CLIPPED", 10.0)  # keep every pixel, clipped or not
     with_clipped, _, _ = estimate_light(observations(avatar, probe, frames), len(probe))
-    assert light_error(light, a) < min(0.085, light_error(with_clipped, a) - 0.01)
+    assert shading_error(light, a) < min(0.085, shading_error(with_clipped, a) - 0.01)
     brighter = as_bright(preset_light("top"), normals, weights, 1.5)
     mean = (weights[:, None] * shading(normals, brighter)).sum(0) / weights.sum()
     assert abs(float(mean.mean()) - 1.5) < 1e-4
@@ -181,13 +169,6 @@ def test_the_scripts_have_help():
         assert out.returncode == 0 and flag in out.stdout, out.stderr
 
 
-def striped(size: int = 96) -> torch.Tensor:
-    """A style image: diagonal red/yellow stripes."""
-    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    band = (((xs + ys) // 6) % 2).float()
-    return torch.stack([0.8 + 0.1 * band, 0.2 + 0.6 * band, 0.1 + 0.0 * band])
-
-
 def crops(asset: EditablePortrait, frames: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     avatar = EditableAvatar(asset)
     with torch.no_grad():
@@ -197,7 +178,7 @@ def crops(asset: EditablePortrait, frames: list[int]) -> tuple[torch.Tensor, tor
 
 def test_texture_stylization_beats_colour_only_at_kept_content(portrait_run):
     asset = EditablePortrait.load(portrait_run.canonical)
-    style, frames = striped(), [0, 3, 6]
+    style, frames = striped(96), [0, 3, 6]
     colour, _ = asset.stylize(style, {"mode": "colour"}, None, progress=False)
     options = {"mode": "texture", "steps": 100, "crop": 64}
     texture, meta = asset.stylize(style, options, None, progress=False)

@@ -33,7 +33,9 @@ from .lighting import preset_light, rotate_light, yaw_rotation
 from .procedural import make_portrait_clip
 from .synthetic_body import write_synthetic_smplx
 
-EXPOSURE = 0.6  # the presets light a face-on surface at 1, which would clip the lit cheek
+# the presets light a face-on surface at mean shading 1, which would clip the lit cheek of the
+# procedural skin in 31% of the person's pixels; a camera exposes a face below that
+EXPOSURE = 0.6
 TURN = 90.0  # degrees each new light turns around the head over the clip
 RELIGHTS = ("key-right", "sunset")
 STYLE = "stylized"

@@ -171,7 +171,7 @@ class EditablePortrait(PortraitAsset):
         avatar = EditableAvatar(self)
         if cfg.iclight:
             return self._relight_iclight(avatar, cfg, progress)
-        lit, meta = relight(avatar, cfg, progress)
+        lit, meta = relight(avatar, cfg, self.surface_probe, progress)
         return dataclasses.replace(self._from(avatar), relighting=lit), {**meta, "config": to_dict(cfg)}
 
     def _relight_iclight(

@@ -87,8 +87,7 @@ def make_portrait_clip(
     With `light` (9×3 SH, lighting.py, or T×9×3 for a light that changes over the clip) the surface is
     Lambertian: each Gaussian shows its painted colour (the albedo) × shading(its mesh normal in the
     camera's frame), so the shading changes as the head turns under the light; the truth then holds
-    the light too. `turn` scales the
-    head's turns (what makes a light recoverable from a clip).
+    the light too. `turn` scales the head's turns (what makes a light recoverable from a clip).
     """
     pose, expression = portrait_motion(body, frames, turn)
     shape = torch.zeros(1, body.n_shape)

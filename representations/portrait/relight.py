@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -160,12 +161,16 @@ def refit_albedo(
 
 
 def relight(
-    avatar: EditableAvatar, cfg: RelightConfig, progress: bool = True
+    avatar: EditableAvatar, cfg: RelightConfig, surface: Callable[[], SurfaceProbe], progress: bool = True
 ) -> tuple[Relighting, dict[str, Any]]:
-    """Fit the clip's light, refit the albedo if asked, and set the new light; edit.json's record."""
+    """Fit the clip's light, refit the albedo if asked, and set the new light; edit.json's record.
+
+    `surface` gives the asset's surface probe (`EditablePortrait.surface_probe`, which keeps it for the
+    relit renders); it is asked for only once the new light has been checked.
+    """
     new = target_light(cfg)  # a bad environment map fails before any work
     frames = spread(avatar.T, cfg.light_frames)
-    probe = SurfaceProbe.covering(avatar.body, avatar.tracking, avatar.tri_id)
+    probe = surface()
     sightings = observations(avatar, probe, frames)
     light, _, stats = estimate_light(sightings, len(probe))
     new = as_bright(new, sightings[1], sightings[3], cfg.intensity)

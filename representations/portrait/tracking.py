@@ -286,12 +286,12 @@ def track_landmarks(
     cam_rot = torch.zeros(T, 3, requires_grad=True)
     cam_trans = torch.cat([shift, torch.zeros(T, 1)], 1).requires_grad_(True)
     names = list(cfg.tracked_joints) + (list(cfg.arm_joints) if keypoints is not None else [])
-    joints = [body.joint_index(name) for name in names if name in body.joint_names]
+    tracked = [name for name in names if name in body.joint_names]
+    joints = [body.joint_index(name) for name in tracked]
     kp_joints, kp_target, kp_weight = (
         keypoint_targets(body, keypoints, width, height) if keypoints is not None else ([], None, None)
     )
     joint_rot = torch.zeros(T, len(joints), 3, requires_grad=True)
-    tracked = [name for name in names if name in body.joint_names]
     joint_smooth = torch.tensor(
         [cfg.body_smooth_weight if name in cfg.arm_joints else cfg.smooth_weight for name in tracked]
     )[:, None]
