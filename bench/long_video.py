@@ -15,7 +15,10 @@ painted) and lifted with `canon-edit edit --keyframe 10`. One JSON line per leng
   surface frame 10 saw (`procedural.seen_mask`); `recon_psnr` of the reconstruction as a reference;
 - `seam_warp_ratio`: the edited video's warping error (source flow) over frame pairs that touch an
   overlap, divided by that over pairs inside segments (`recon_seam_warp_ratio`: the same for the
-  unedited reconstruction, what the fits' disagreement in the overlaps costs by itself).
+  unedited reconstruction, what the fits' disagreement in the overlaps costs by itself;
+  `source_seam_warp_ratio`: the same for the source, whose seam pairs hold the sprite by design, so
+  they are harder than the pure pan between; `seam_warp_ratio_vs_source`: the edited video's seam
+  ratio over the source's, what the seams add).
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ def bench_length(args: argparse.Namespace, length: int, folder: Path) -> dict:
     at_seam = torch.tensor([t in shared or t + 1 in shared for t in range(length - 1)])
     seam, inside = seam_and_inside(video, flow, at_seam)
     recon_seam, recon_inside = seam_and_inside(recon, flow, at_seam)
+    source_seam, source_inside = seam_and_inside(proc.clip.frames, flow, at_seam)
     info = run.info()
     return {
         "frames": length,
@@ -138,6 +142,8 @@ def bench_length(args: argparse.Namespace, length: int, folder: Path) -> dict:
         "inside_warp_error": inside,
         "seam_warp_ratio": round(seam / inside, 3),
         "recon_seam_warp_ratio": round(recon_seam / recon_inside, 3),
+        "source_seam_warp_ratio": round(source_seam / source_inside, 3),
+        "seam_warp_ratio_vs_source": round((seam / source_seam) / (inside / source_inside), 3),
     }
 
 

@@ -4,7 +4,8 @@
 
 Relighting: a Lambertian procedural portrait (12 frames of 64², known albedo, normals and light
 key-left, exposed at EXPOSURE so no pixel clips) is fitted with its true tracking, relit to
-key-right with `albedo` ratio and refit, and compared inside the person with its true render under
+key-right with `albedo` ratio and refit (the avatar's render) and with the footage relit (tracked
+views: the source frames × new ÷ fitted shading), and compared inside the person with its true render under
 key-right, every render composited over the clip's true background. Also reported: the unrelit fit
 against that truth; the identity (relit under its own fitted light) against the source and against
 the fit; the fitted light's error (shading over camera-facing normals, best scale per channel); the
@@ -62,13 +63,17 @@ def relighting(body: SMPLXBody, model_dir: Path, folder: Path, steps: int, blur:
 
     out: dict = {"fit_psnr": round(psnr(fitted, clip_a.clip.frames, mask), 2)}
     out["unrelit_vs_truth_b"] = round(psnr(fitted, clip_b.clip.frames, mask), 2)
-    for albedo in ("ratio", "refit"):
+    modes = {
+        "ratio": {"albedo": "ratio", "footage": False},
+        "refit": {"albedo": "refit", "footage": False},
+        "footage": {"albedo": "ratio", "footage": True},
+    }
+    for mode, options in modes.items():
         start = time.perf_counter()
-        options = {"preset": "key-right", "albedo": albedo, "shading_blur": blur}
-        relit, _ = asset.relight(options, progress=False)
+        relit, _ = asset.relight({"preset": "key-right", "shading_blur": blur, **options}, progress=False)
         lights = relit.relighting
         same = dataclasses.replace(relit, relighting=dataclasses.replace(lights, target=lights.fitted))
-        out[albedo] = {
+        out[mode] = {
             "seconds": round(time.perf_counter() - start, 1),
             "relit_vs_truth_b": against(relit, clip_b),
             "identity_vs_source": against(same, clip_a),

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = dataclasses.replace(TrackerConfig(), **parse_overrides(args.overrides))
     start = time.perf_counter()
     tracking, error = track_landmarks(
-        bake.get_body(), detections["face"], clip.W, clip.H, cfg, keypoints=detections["pose"]
+        bake.get_body(), detections["face"], clip.W, clip.H, cfg, keypoints=detections["pose"], fps=clip.fps
     )
     seconds = time.perf_counter() - start
     flow = load_or_compute_flow(run.flow, clip.frames)

@@ -335,7 +335,7 @@ def splat(values: Tensor, uv: Tensor, size: tuple[int, int]) -> Tensor:
     return out.reshape(-1, hc, wc)
 
 
-def _supersample_factor(uv: Tensor, weight: Tensor, tex_hw: tuple[int, int]) -> int:
+def supersample_factor(uv: Tensor, weight: Tensor, tex_hw: tuple[int, int]) -> int:
     """How finely to resample frame t so splatting leaves no holes where the texture is magnified."""
     hc, wc = tex_hw
     du = (uv[:, 1:, :] - uv[:, :-1, :]) * torch.tensor([wc / 2, hc / 2])
@@ -378,7 +378,7 @@ def lift_keyframe(
     for k, la in enumerate(cv.layers):
         tex = la.texture
         w_all = weights[k]
-        s = _supersample_factor(uvs[k], w_all * change, tuple(tex.shape[1:]))
+        s = supersample_factor(uvs[k], w_all * change, tuple(tex.shape[1:]))
         fields = torch.cat([uvs[k].permute(2, 0, 1), _unshade(la, t, edited), w_all[None], change[None]])
         if s > 1:
             fields = F.interpolate(fields[None], scale_factor=s, mode="bilinear", align_corners=False)[0]

@@ -252,6 +252,12 @@ def _add_relight(sub: argparse._SubParsersAction) -> None:
         metavar="DEG",
         help="turn the light around the head by DEG over the clip",
     )
+    p.add_argument(
+        "--from-avatar",
+        action="store_true",
+        help="render the relit video from the avatar (default: relight the source frames themselves, "
+        "keeping their detail; the avatar serves novel views)",
+    )
     p.add_argument("--prompt", help="with --iclight: the light in words, e.g. 'warm sunset light'")
     p.add_argument(
         "--direction", help="with --iclight: where the light comes from: left, right, top, bottom, none"
@@ -507,6 +513,7 @@ def _cmd_relight(args: argparse.Namespace) -> None:
         "intensity": args.intensity,
         "envmap": args.envmap,
         "rotate": args.rotate_light,
+        "footage": False if args.from_avatar else None,
         "iclight": args.iclight,
         "prompt": args.prompt,
         "model": args.model,

@@ -8,16 +8,17 @@ run splits the clip into segments of N frames that share K frames with the next 
 
 `SegmentedVideo` is the bake of such a run: frame t is rendered by the segment that holds it, and in
 an overlap by both, cross-faded linearly, so the seam is a dissolve rather than a jump. An edit
-made in one segment reaches the others through the overlaps: the edited segment renders the
-overlap frames, and those are lifted into the neighbour's canonical (the keyframe lift), segment
-after segment in both directions. An edit therefore crosses a seam only through what the overlap
+made in one segment reaches the others through the overlaps: each overlap frame says which texel
+of the neighbour's canonical shows what texel of the edited one, and these correspondences are
+chained segment after segment in both directions (PaintMap), so every segment samples the paint
+from the edited canonical once. An edit therefore crosses a seam only through what the overlap
 frames show.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,12 @@ from torch import Tensor
 from .atomic import write_json
 from .canonical import (
     CanonicalVideo,
-    changed_mask,
+    Layer,
     keyframe_textures,
-    lift_keyframe,
     read_textures,
     sample_texture,
+    splat,
+    supersample_factor,
     write_textures,
 )  # fmt: skip
 from .errors import UserError
@@ -132,49 +134,65 @@ def shared_frames(a: Segment, b: Segment) -> range:
     return range(max(a.start, b.start), min(a.end, b.end))
 
 
-def carry_edit(
-    src: CanonicalVideo, src_seg: Segment, edited: list[Tensor], dst: CanonicalVideo, dst_seg: Segment
-) -> list[Tensor]:
-    """`dst`'s textures with what `edited` changed in `src`, lifted layer by layer from the frames
-    the two segments share.
+@dataclass
+class PaintMap:
+    """Where a segment's layer texels were painted: coordinates into one seed segment's edited texture.
 
-    Layers are carried one by one, not as the composited frame: a layer's uv covers the pixels other
-    layers hide, so background the foreground covers is carried too. The middle shared frame goes
-    first and later frames add only texels still unpainted: two fits never agree exactly, and
-    lifting the same paint from every frame would leave it ghosted at slightly different places.
-    A foreground layer counts only where it is present.
+    Carrying an edit seam after seam by rendering it and lifting it again resamples the colours at
+    every seam, and two fits never agree exactly, so the paint blurred and drifted by about 1.5 dB a
+    seam (bench/RESULTS.md). Carrying *coordinates* instead samples the colours once, from the seed,
+    however many seams away; and coordinates from several overlap frames average to a mean position
+    where colours would ghost.
     """
-    if len(src.layers) != len(dst.layers):
-        raise UserError(f"segments have {len(src.layers)} and {len(dst.layers)} layers; fit the clip again")
-    shared = shared_frames(src_seg, dst_seg)
-    order = sorted(shared, key=lambda t: abs(t - (shared.start + shared.stop - 1) / 2))
-    textures = dst.textures()
-    for k, (layer, target) in enumerate(zip(src.layers, dst.layers, strict=True)):
-        if torch.equal(edited[k], layer.texture):
-            continue
-        bare_src = CanonicalVideo([replace(layer, alpha=None, shading=None, detail=None)])
-        texture = target.texture
-        painted = torch.zeros(texture.shape[1:])
-        for t in order:
-            local, there = t - src_seg.start, t - dst_seg.start
-            before = bare_src.render([local])[0]
-            after = bare_src.render([local], textures=[edited[k]])[0]
-            mask = changed_mask(after, before) * (
-                sample_texture(painted[None], target.uv[there : there + 1])[0, 0] < 0.5
-            )
+
+    seed: int  # the segment whose edited texture holds the paint
+    coords: Tensor  # 2×Hc×Wc grid_sample coordinates into the seed's texture
+    known: Tensor  # Hc×Wc: the share of each texel whose coordinates the overlaps gave
+
+
+def texel_grid(height: int, width: int) -> Tensor:
+    """2×H×W grid_sample coordinates (align_corners=False) of every texel's centre."""
+    y = (torch.arange(height) + 0.5) / height * 2 - 1
+    x = (torch.arange(width) + 0.5) / width * 2 - 1
+    return torch.stack(torch.meshgrid(x, y, indexing="xy"))
+
+
+def carry_map(src: Layer, src_seg: Segment, paint: PaintMap, dst: Layer, dst_seg: Segment) -> PaintMap:
+    """`dst`'s texels mapped through the frames the segments share into `src`'s, and on to the seed.
+
+    Every shared frame splats, at each pixel where both layers are present, the seed coordinates
+    `src` holds there into `dst`'s texture; a texel's coordinates are their weighted mean.
+    """
+    hc, wc = dst.texture.shape[1:]
+    acc = torch.zeros(4, hc, wc)
+    fields = torch.cat([paint.coords, paint.known[None]])
+    for t in shared_frames(src_seg, dst_seg):
+        local, there = t - src_seg.start, t - dst_seg.start
+        seen = sample_texture(fields, src.uv[local : local + 1].float())[0]  # 3×H×W
+        weight = torch.ones(seen.shape[1:])
+        for layer, i in ((src, local), (dst, there)):
             if layer.alpha is not None:
-                mask = mask * (layer.alpha[local].float() > 0.5)
-            if not mask.any():
-                continue
-            bare_dst = CanonicalVideo(
-                [replace(target, texture=texture, alpha=None, shading=None, detail=None)]
-            )
-            lifted = lift_keyframe(bare_dst, there, after, before, mask=mask)[0]
-            new = ((lifted - texture).abs().amax(0) > 1e-6).float()
-            painted = torch.maximum(painted, F.max_pool2d(new[None], 5, stride=1, padding=2)[0])
-            texture = lifted
-        textures[k] = texture
-    return textures
+                weight = weight * (layer.alpha[i].float().squeeze(-1) > 0.5)
+        uv = dst.uv[there].float()
+        s = supersample_factor(uv, weight, (hc, wc))
+        frame = torch.cat([uv.permute(2, 0, 1), seen, weight[None]])
+        if s > 1:
+            frame = F.interpolate(frame[None], scale_factor=s, mode="bilinear", align_corners=False)[0]
+        w = (frame[5] * frame[4]).reshape(-1, 1)  # presence × known
+        values = torch.cat([frame[2:4].reshape(2, -1).T * w, w, frame[5].reshape(-1, 1)], 1)
+        acc += splat(values, frame[:2].permute(1, 2, 0).reshape(-1, 2), (hc, wc))
+    coords = acc[:2] / acc[2].clamp_min(1e-6)
+    known = (acc[2] / acc[3].clamp_min(1e-6)) * (acc[3] > 1e-4)
+    return PaintMap(paint.seed, coords, known)
+
+
+def painted_texture(fitted: Tensor, paint: PaintMap, seed_fitted: Tensor, seed_edited: Tensor) -> Tensor:
+    """`fitted` with the seed's paint sampled once at the texels' seed coordinates, where it painted."""
+    changed = ((seed_edited - seed_fitted).abs().amax(0, keepdim=True) > 1e-6).float()
+    grid = paint.coords.permute(1, 2, 0)[None]
+    colour, share = sample_texture(torch.cat([seed_edited, changed]), grid)[0].split([3, 1])
+    a = share[0] * (paint.known > 0.5)
+    return fitted * (1 - a) + colour * a
 
 
 class SegmentedVideo:
@@ -259,15 +277,33 @@ class SegmentedVideo:
         return self.spread(seeds), {"segments": [self.segments[k].name for k in seeds]}
 
     def spread(self, seeds: dict[int, list[Tensor]]) -> SegmentedVideo:
-        """Every segment's edited bake, from the edited textures of the `seeds` segments outwards."""
+        """Every segment's edited bake, from the edited textures of the `seeds` segments outwards.
+
+        Each layer's paint is carried as a map into its seed (PaintMap), segment after segment
+        through the overlaps, and sampled from the seed once.
+        """
         textures = [seeds.get(k, bake.textures()) for k, bake in enumerate(self.bakes)]
+        if any(len(b.layers) != len(self.bakes[0].layers) for b in self.bakes):
+            raise UserError("the segments have different numbers of layers; fit the clip again")
         first, last = min(seeds), max(seeds)
         order = [(k, k - 1) for k in range(last + 1, len(self.bakes))]
         order += [(k, k + 1) for k in range(first - 1, -1, -1)]
-        for k, src in order:
-            textures[k] = carry_edit(
-                self.bakes[src], self.segments[src], textures[src], self.bakes[k], self.segments[k]
-            )
+        for layer in range(len(self.bakes[0].layers)):
+            fitted = [b.layers[layer].texture for b in self.bakes]
+            maps = {
+                k: PaintMap(k, texel_grid(*fitted[k].shape[1:]), torch.ones(fitted[k].shape[1:]))
+                for k in seeds
+                if not torch.equal(seeds[k][layer], fitted[k])
+            }
+            for k, src in order:
+                if src not in maps:
+                    continue
+                layers = self.bakes[src].layers[layer], self.bakes[k].layers[layer]
+                paint = carry_map(layers[0], self.segments[src], maps[src], layers[1], self.segments[k])
+                maps[k] = paint
+                textures[k][layer] = painted_texture(
+                    fitted[k], paint, fitted[paint.seed], textures[paint.seed][layer]
+                )
         return self.with_bakes(
             [bake.with_textures(tex) for bake, tex in zip(self.bakes, textures, strict=True)]
         )

@@ -39,7 +39,10 @@ def _head_in_camera(body, tracking) -> torch.Tensor:
 def test_tracking_recovers_head_and_jaw_from_landmarks(body, portrait):
     gen = torch.Generator().manual_seed(0)
     landmarks = portrait.landmarks + NOISE_PX * torch.randn(portrait.landmarks.shape, generator=gen)
-    tracking, error = track_landmarks(body, landmarks, 64, 64, TrackerConfig(iterations=120))
+    # the procedural landmarks move by almost half the face's size each frame, far faster than a filmed
+    # one: the landmark filter (tested on its own in test_landmark_filter.py) would flatten it
+    cfg = TrackerConfig(iterations=120, filter_min_cutoff=0.0)
+    tracking, error = track_landmarks(body, landmarks, 64, 64, cfg)
     assert float(error.max()) < 2 * NOISE_PX + 0.2
     relative = _head_in_camera(body, tracking) @ _head_in_camera(body, portrait.tracking).transpose(1, 2)
     head_error = matrix_to_axis_angle(relative).norm(dim=-1).rad2deg()

@@ -139,7 +139,9 @@ def test_keyframe_edit_reaches_every_segment(segmented_run, long_clip, tmp_path,
         part = slice(seg.start, seg.end)
         # every segment shows painted pixels (the sprite comes back), and they match the true edit
         assert (changed[part] * seen[part].bool()).sum() >= 20, seg.name
-        assert psnr(video[part], expected[part], seen[part].expand(-1, 3, -1, -1)) >= 28, seg.name
+        # the paint is sampled from the edited canonical once, however many seams away: no decay
+        # (lifted again at every seam, the last segment fell to 37 dB)
+        assert psnr(video[part], expected[part], seen[part].expand(-1, 3, -1, -1)) >= 39, seg.name
 
     out = tmp_path / "edit.mp4"
     assert main(["render", str(segmented_run.path), "--edit", name, "-o", str(out)]) in (0, None)

@@ -102,6 +102,9 @@ class RelightConfig:
     allow_download: bool = False  # IC-Light: fetch an uncached hub model
     rotate: float = 0.0  # degrees the light turns around the head over the clip (a light orbit)
     albedo: str = "refit"  # refit: the decoder refitted to albedo | ratio: the fit's colour ÷ fitted shading
+    # the video relights the source frames (× new ÷ fitted shading), keeping their detail and
+    # stillness; `albedo` then serves novel views (orbits, the viewer). false: the avatar throughout.
+    footage: bool = True
     light_frames: int = 24  # frames (evenly spread) whose pixels fit the clip's light
     refit_steps: int = 300
     # σ of the blur of the rendered shading, as a share of the frame height: a body mesh never fits a

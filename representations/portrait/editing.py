@@ -59,13 +59,22 @@ class EditablePortrait(PortraitAsset):
         return self._probe[2]
 
     def frame(
-        self, t: int, camera: Camera, background: Tensor, decoder: NeuralDecoder | None = None
+        self,
+        t: int,
+        camera: Camera,
+        background: Tensor,
+        decoder: NeuralDecoder | None = None,
+        tracked: bool = False,
     ) -> tuple[Tensor, Tensor]:
-        """Frame t (as posed then) seen from `camera` over `background`, relit when the edit says so."""
+        """Frame t (as posed then) seen from `camera` over `background`, relit when the edit says so.
+
+        `tracked`: `camera` is frame t's tracked camera, so an edit relighting the footage may use it.
+        """
         tr, body, decoder = self.tracking, self.get_body(), decoder or self.decoder()
         if self.relighting is not None:
             lit, probe = self.relighting, self.surface_probe()
-            return render_relit(body, self.gaussians, decoder, tr, t, camera, background, lit, probe)
+            footage = self.background[t] if tracked and lit.footage else None
+            return render_relit(body, self.gaussians, decoder, tr, t, camera, background, lit, probe, footage)
         g = self.gaussians
         return render_frame(body, g, decoder, tr.pose[t], tr.expression[t], tr.shape, camera, background)
 
@@ -77,7 +86,7 @@ class EditablePortrait(PortraitAsset):
         if self.relighting is None:
             return super().render_person(frames)
         black, decoder = torch.zeros(3, self.tracking.height, self.tracking.width), self.decoder()
-        out = [self.frame(t, self.tracking.camera(t), black, decoder) for t in frames]
+        out = [self.frame(t, self.tracking.camera(t), black, decoder, tracked=True) for t in frames]
         return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
 
     @torch.no_grad()

@@ -93,7 +93,9 @@ def prepare_portrait(
                 f"the detector gives {face.shape[1]} face landmarks but the '{body.name}' body model has "
                 f"{body.landmark_faces.numel()}; pass --body smplx or --tracking FILE"
             )
-        tracking, error = track_landmarks(body, face, clip.W, clip.H, cfg.tracker, keypoints=detections.pose)
+        tracking, error = track_landmarks(
+            body, face, clip.W, clip.H, cfg.tracker, keypoints=detections.pose, fps=clip.fps
+        )
         per_frame = [round(float(e), 4) for e in error]
         write_json(run.path / TRACKING_ERROR, {"mean_px": float(error.mean()), "per_frame_px": per_frame})
     if not cached.is_file():

@@ -15,7 +15,8 @@
    its true render under a new light (bench/RESULTS.md, default shading_blur): refit 30.8 dB,
    ratio 26.1 dB.
 3. The new light replaces the fitted one at render time (shading.render_relit), so the same edit
-   renders every frame, and novel views, under it.
+   renders every frame, and novel views, under it. By default ("footage") the tracked views relight
+   the source frames themselves by the same ratio; the albedo serves novel views.
 """
 
 from __future__ import annotations
@@ -178,5 +179,5 @@ def relight(
     refitted = cfg.albedo == "refit" and cfg.refit_steps > 0
     if refitted:
         stats["albedo_refit_loss"] = round(refit_albedo(avatar, probe, light, cfg, progress), 5)
-    lit = Relighting(fitted=light, target=new, rotate=cfg.rotate, albedo=refitted, blur=cfg.shading_blur)
+    lit = Relighting(light, new, cfg.rotate, refitted, cfg.shading_blur, cfg.footage)
     return lit, {**stats, "fitted_light": light.tolist(), "light": new.tolist()}

@@ -37,6 +37,7 @@ from canon_edit.errors import UserError
 
 from .body import BodyModel, rotation_matrix
 from .camera import Camera
+from .landmark_filter import one_euro
 
 FORMAT = "canon-edit-tracking"
 
@@ -199,6 +200,13 @@ class TrackerConfig:
     # tracked too when body keypoints are given: the shoulders and arms a portrait's torso hangs on
     arm_joints: tuple[str, ...] = ("left_collar", "right_collar", "left_shoulder", "right_shoulder")
     keypoint_weight: float = 1.0  # body keypoints (× their visibility) against face landmarks
+    # the one-euro filter on the detected face landmarks before tracking (landmark_filter.py): the
+    # cutoff in Hz while still, and its rise per face size (the landmarks' mean distance from their
+    # centre) per second of speed; 0 leaves them as detected. Measured on portrait_lp_d13
+    # (bench/RESULTS.md): it steadies the tracking and lowers the landmark error against the raw
+    # detections; min_cutoff 0.5 smoothed less well there.
+    filter_min_cutoff: float = 1.0
+    filter_beta: float = 2.0
     focal: float = 0.0  # pixels; 0 = 1.8 × the image's short side (a portrait lens)
 
 
@@ -248,6 +256,7 @@ def track_landmarks(
     height: int,
     cfg: TrackerConfig | None = None,
     keypoints: Tensor | None = None,
+    fps: float = 30.0,
 ) -> tuple[Tracking, Tensor]:
     """Fit per-frame camera, head/arm pose and expression, and a shared shape, to 2D landmarks.
 
@@ -255,8 +264,9 @@ def track_landmarks(
     ``body.landmarks``; optional ``keypoints`` T×33×3 (mediapipe pose: x, y, visibility) place the
     shoulders and arms, so a torso-length body lines up with the person below the face. The camera
     starts frontal at the distance that matches the landmarks' spread; everything is optimised
-    jointly over the clip with a temporal smoothness term.
-    Returns the tracking and the per-frame mean landmark error in pixels.
+    jointly over the clip with a temporal smoothness term, to the landmarks after `cfg`'s one-euro
+    filter (at the clip's `fps`). Returns the tracking and the per-frame mean landmark error in pixels,
+    against the landmarks as detected.
     """
     if body.landmark_faces.numel() == 0:
         raise UserError(
@@ -270,6 +280,10 @@ def track_landmarks(
             f"no face found in frames {missing}; their landmarks were interpolated from neighbouring frames",
             stacklevel=2,
         )
+    spread2d = (landmarks - landmarks.mean(1, keepdim=True)).norm(dim=-1).mean()  # the face's size, px
+    # filtered in face sizes, so the speed that opens the filter is the same at any resolution
+    smoothed = one_euro(landmarks / spread2d, fps, cfg.filter_min_cutoff, cfg.filter_beta) * spread2d
+    detected, landmarks = landmarks, smoothed
     T = len(landmarks)
     f = cfg.focal or 1.8 * min(width, height)
     K = torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
@@ -278,7 +292,6 @@ def track_landmarks(
         rest_lm = body.landmarks(body(**zero).vertices)[0]
     centre = rest_lm.mean(0)
     spread3d = (rest_lm[:, :2] - centre[:2]).norm(dim=-1).mean()
-    spread2d = (landmarks - landmarks.mean(1, keepdim=True)).norm(dim=-1).mean()
     distance = float(f * spread3d / spread2d)
     base = look_at_viewmat(centre + torch.tensor([0.0, 0.0, distance]), centre)
     # the landmarks' centroid sets the initial lateral offset of the camera
@@ -335,7 +348,7 @@ def track_landmarks(
     with torch.no_grad():
         pose, viewmat = assemble()
         pred = project_points(body.landmarks(body(pose, expression, shape).vertices), viewmat, K)
-        error = (pred - landmarks).norm(dim=-1).mean(1)
+        error = (pred - detected).norm(dim=-1).mean(1)
     tracking = Tracking(
         pose.detach(), expression.detach(), shape.detach(), viewmat.detach(), K, width, height, body.name
     )

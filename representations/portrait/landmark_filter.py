@@ -1,0 +1,44 @@
+"""The one-euro filter (Casiez, Roussel and Vogel, CHI 2012) on detected landmarks, run both ways.
+
+A detector's landmarks jitter by about a pixel from frame to frame where the face is still. Tracked
+as they are, that jitter moves the avatar where the source does not move: a shimmer over a still
+face. A fixed low-pass would also lag and flatten a jaw that opens within a few frames. The one-euro
+filter's cutoff rises with the landmark's speed, `min_cutoff + beta × speed`: heavy smoothing while
+still, little while moving. Offline, the clip is filtered forward and then backward, which cancels
+the lag a one-sided filter leaves.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def smoothing_factor(cutoff: Tensor | float, fps: float) -> Tensor:
+    """The exponential smoothing weight of a first-order low-pass at `cutoff` Hz sampled at `fps`."""
+    tau = 1.0 / (2 * math.pi * torch.as_tensor(cutoff))
+    return 1.0 / (1.0 + tau * fps)
+
+
+def one_euro_pass(x: Tensor, fps: float, min_cutoff: float, beta: float, d_cutoff: float) -> Tensor:
+    """T×N×D points filtered forward in time; each point's cutoff follows its speed (norm over D)."""
+    out = torch.empty_like(x)
+    out[0] = x[0]
+    speed = torch.zeros(x.shape[1:-1] + (1,), dtype=x.dtype)
+    a_d = smoothing_factor(d_cutoff, fps)
+    for t in range(1, len(x)):
+        raw_speed = (x[t] - out[t - 1]).norm(dim=-1, keepdim=True) * fps  # pixels per second
+        speed = speed + a_d * (raw_speed - speed)
+        a = smoothing_factor(min_cutoff + beta * speed, fps)
+        out[t] = out[t - 1] + a * (x[t] - out[t - 1])
+    return out
+
+
+def one_euro(x: Tensor, fps: float, min_cutoff: float, beta: float, d_cutoff: float = 1.0) -> Tensor:
+    """T×N×D points filtered forward, then backward (zero lag); `min_cutoff` ≤ 0 returns `x` as it is."""
+    if min_cutoff <= 0 or len(x) < 2:
+        return x
+    forward = one_euro_pass(x, fps, min_cutoff, beta, d_cutoff)
+    return one_euro_pass(forward.flip(0), fps, min_cutoff, beta, d_cutoff).flip(0)
