@@ -23,10 +23,14 @@ def smoothing_factor(cutoff: Tensor | float, fps: float) -> Tensor:
 
 
 def one_euro_pass(x: Tensor, fps: float, min_cutoff: float, beta: float, d_cutoff: float) -> Tensor:
-    """T×N×D points filtered forward in time; each point's cutoff follows its speed (norm over D)."""
+    """T×N×D points filtered forward in time; each point's cutoff follows its speed (norm over D).
+
+    The speed starts at the first step's, not at 0 as online filters must: a clip that opens in
+    motion would otherwise be smoothed as if still until the speed's own low-pass caught up.
+    """
     out = torch.empty_like(x)
     out[0] = x[0]
-    speed = torch.zeros(x.shape[1:-1] + (1,), dtype=x.dtype)
+    speed = (x[1] - x[0]).norm(dim=-1, keepdim=True) * fps
     a_d = smoothing_factor(d_cutoff, fps)
     for t in range(1, len(x)):
         raw_speed = (x[t] - out[t - 1]).norm(dim=-1, keepdim=True) * fps  # pixels per second
