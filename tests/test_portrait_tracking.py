@@ -123,3 +123,21 @@ def test_keypoints_outside_the_frame_do_not_pull(body):
     expected = torch.tensor([[0.9, 0.0, 0.0, 0.0], [0.9, 0.0, 0.0, 0.5], [0.9, 0.0, 0.0, 0.0]])
     torch.testing.assert_close(weight, expected)
     assert torch.isfinite(targets).all()
+
+
+def test_the_landmark_filter_steadies_a_still_face(body, portrait):
+    """A still face whose detections jitter: the tracked landmarks move less from frame to frame
+    with the filter (the default) than without, and stay on the face."""
+    gen = torch.Generator().manual_seed(1)
+    still = portrait.landmarks[:1].expand(16, -1, -1)
+    detected = still + 0.5 * torch.randn(still.shape, generator=gen)
+
+    def tracked_steps(cfg: TrackerConfig) -> tuple[float, float]:
+        tracking, error = track_landmarks(body, detected, 64, 64, cfg, fps=25.0)
+        out = body(tracking.pose, tracking.expression, tracking.shape)
+        points = project_points(body.landmarks(out.vertices), tracking.viewmat, tracking.K)
+        return float((points[1:] - points[:-1]).norm(dim=-1).mean()), float(error.mean())
+
+    filtered, error = tracked_steps(TrackerConfig(iterations=80))
+    raw, _ = tracked_steps(TrackerConfig(iterations=80, filter_min_cutoff=0.0))
+    assert filtered < 0.6 * raw and error < 1.0  # measured 0.078 against 0.172 px a frame

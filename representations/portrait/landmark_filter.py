@@ -33,7 +33,7 @@ def one_euro_pass(x: Tensor, fps: float, min_cutoff: float, beta: float, d_cutof
     speed = (x[1] - x[0]).norm(dim=-1, keepdim=True) * fps
     a_d = smoothing_factor(d_cutoff, fps)
     for t in range(1, len(x)):
-        raw_speed = (x[t] - out[t - 1]).norm(dim=-1, keepdim=True) * fps  # pixels per second
+        raw_speed = (x[t] - out[t - 1]).norm(dim=-1, keepdim=True) * fps  # x's units per second
         speed = speed + a_d * (raw_speed - speed)
         a = smoothing_factor(min_cutoff + beta * speed, fps)
         out[t] = out[t - 1] + a * (x[t] - out[t - 1])
