@@ -36,7 +36,7 @@ from .body import BodyModel
 from .camera import Camera
 from .lighting import rotate_light, shading, yaw_rotation
 from .render import NeuralDecoder, decode_rgb, render_features
-from .surface import SurfaceProbe, gaussian_normals
+from .surface import SurfaceProbe, camera_vertex_normals, normals_at
 from .tracking import Tracking
 
 MIN_SHADING = 0.05  # below this a ratio would amplify noise in the dark
@@ -114,14 +114,16 @@ def render_relit(
         divisor = torch.ones_like(new) if albedo else shading(normals, relight.fitted).clamp(min=0)
         return torch.cat([new, divisor], 1)
 
-    own = gaussian_normals(body, tracking, t, gaussians["tri_id"], gaussians["bary"])
+    vertex = camera_vertex_normals(body, tracking, t)  # one posed mesh for both sets of normals
+    own = normals_at(vertex, body.faces, gaussians["tri_id"], gaussians["bary"])
     c = gaussians["features"].shape[1]
     both = {**gaussians, "features": torch.cat([gaussians["features"], shadings(own)], 1)}
     feats, alpha = render_features(
         body, both, tracking.pose[t], tracking.expression[t], tracking.shape, camera
     )
     rgb = decode_rgb(decoder, feats[:c], alpha) if footage is None else footage
-    surface, cover = probe.splat(body, tracking, t, shadings(probe.normals(body, tracking, t)), camera)
+    probe_normals = normals_at(vertex, body.faces, probe.tri_id, probe.bary)
+    surface, cover = probe.splat(body, tracking, t, shadings(probe_normals), camera)
     shade = surface + (1 - cover) * feats[c:]  # premultiplied by `weight`
     weight = cover + (1 - cover) * alpha
     if relight.blur > 0:  # a normalised convolution: the blur spreads shading, not coverage

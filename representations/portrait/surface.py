@@ -65,12 +65,20 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     return F.normalize(normals, dim=-1)
 
 
+def camera_vertex_normals(body: BodyModel, tracking: Tracking, t: int) -> Tensor:
+    """V×3 unit vertex normals of frame t's posed mesh, in its tracked camera coordinates."""
+    vertices = body(tracking.pose[t : t + 1], tracking.expression[t : t + 1], tracking.shape).vertices[0]
+    return vertex_normals(vertices, body.faces) @ tracking.viewmat[t, :3, :3].T
+
+
+def normals_at(normals: Tensor, faces: Tensor, tri_id: Tensor, bary: Tensor) -> Tensor:
+    """N×3 unit normals at barycentric points, interpolated from the vertex `normals` (V×3)."""
+    return F.normalize((normals[faces[tri_id]] * bary[..., None]).sum(1), dim=-1)
+
+
 def gaussian_normals(body: BodyModel, tracking: Tracking, t: int, tri_id: Tensor, bary: Tensor) -> Tensor:
     """N×3 unit normals of the posed mesh at each Gaussian, in frame t's tracked camera coordinates."""
-    vertices = body(tracking.pose[t : t + 1], tracking.expression[t : t + 1], tracking.shape).vertices[0]
-    normals = vertex_normals(vertices, body.faces)[body.faces[tri_id]]
-    world = F.normalize((normals * bary[..., None]).sum(1), dim=-1)
-    return world @ tracking.viewmat[t, :3, :3].T
+    return normals_at(camera_vertex_normals(body, tracking, t), body.faces, tri_id, bary)
 
 
 @dataclass(frozen=True)
