@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from canon_edit.canonical import CanonicalVideo, Layer, composite_weights, splat
+from canon_edit.canonical import CanonicalVideo, Layer, composite_weights
 from canon_edit.errors import UserError
 from canon_edit.flow import Flow
 from canon_edit.video import Clip
@@ -170,7 +170,7 @@ class Atlas(fields.LayeredRepresentation):
         self.layers = nn.ModuleList()
         self.baked_hw: list[tuple[int, int]] = []
         for k, (A, lo, hi) in enumerate(init):
-            scale = cfg.texture_scale or auto_texture_scale(A, weights[k], cfg.max_texture_scale)
+            scale = cfg.texture_scale or fields.auto_texture_scale(A, weights[k], cfg.max_texture_scale)
             hw = fields.texture_size(lo, hi, H, W, scale, cfg.max_texture)
             self.baked_hw.append(
                 fields.texture_size(lo, hi, H, W, scale * cfg.bake_oversample, cfg.max_texture)
@@ -179,7 +179,7 @@ class Atlas(fields.LayeredRepresentation):
 
     def bootstrap_weight(self, step: int) -> float:
         """Mask supervision of alpha: full at step 0, half-cosine down to 0, then released."""
-        end = self.cfg.alpha_bootstrap * self.cfg.train.steps
+        end = self.cfg.alpha_bootstrap * self.schedule_steps
         progress = min(1.0, step / end) if end > 0 else 1.0
         return self.cfg.alpha_weight * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -266,7 +266,7 @@ class Atlas(fields.LayeredRepresentation):
                 alpha=None if k == 0 else alphas[k].half(),
                 shading=shadings[k],
                 detail=details[k],
-                coverage=texture_coverage(comp[k], uvs[k], la.texture.texture_hw, self.baked_hw[k]),
+                coverage=fields.texture_coverage(comp[k], uvs[k], la.texture.texture_hw, self.baked_hw[k]),
                 name="background" if k == 0 else f"foreground_{k}",
             )
             for k, la in enumerate(self.layers)
@@ -309,35 +309,6 @@ def check_masks(clip: Clip, cfg: AtlasConfig) -> Tensor:
             f"layers; merge labels in the mask PNGs or pass --set max_foreground={k}"
         )
     return clip.masks.float()
-
-
-def auto_texture_scale(A: Tensor, weights: Tensor, cap: float) -> float:
-    """Texels per reference pixel so that the most magnified frame still gets one texel per pixel.
-
-    A maps frame NDC to reference NDC; its smallest singular value below 1 means the frame shows the
-    layer larger than the reference does (a zoom-in), and a texture sized for the reference would
-    blur that frame. Frames where the layer is absent do not count.
-    """
-    present = weights.flatten(1).amax(1) > 0.05
-    if not present.any():
-        return 1.0
-    smin = torch.linalg.svdvals(A[present][:, :, :2])[:, -1].min()
-    return float(min(cap, max(1.0, 1 / float(smin))))
-
-
-def texture_coverage(
-    weight: Tensor, uv: Tensor, field_hw: tuple[int, int], baked_hw: tuple[int, int]
-) -> Tensor:
-    """Hc×Wc: 1 where some frame sees the texel with composite weight (so edits there show), else 0.
-
-    Splatted at the field's resolution (about one texel per pixel, so a seen texel gathers about one
-    pixel's weight) and then resized to the baked grid; a 3×3 closing fills the pinholes that
-    splatting leaves where the texture is magnified, so the PNG shows one clean used region.
-    """
-    seen = splat(weight.reshape(-1, 1), uv.reshape(-1, 2), field_hw)[0]
-    cov = (seen > 0.25).float()[None, None]
-    closed = -F.max_pool2d(-F.max_pool2d(cov, 3, stride=1, padding=1), 3, stride=1, padding=1)
-    return F.interpolate(torch.maximum(cov, closed), size=baked_hw, mode="nearest")[0, 0]
 
 
 def mask_iou(pred: Tensor, target: Tensor) -> float:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from canon_edit.canonical import CanonicalVideo, Layer, composite_weights, splat
+from canon_edit.canonical import CanonicalVideo, Layer, composite_weights
 from canon_edit.flow import Flow
 from canon_edit.video import Clip
 
@@ -34,12 +34,14 @@ from .fields import (
     MappingField,
     TextureField,
     appearance,
+    auto_texture_scale,
     gradient_loss,
     layered_param_groups,
     pixel_ndc,
     planes,
     residual_fields,
     residual_terms,
+    texture_coverage,
     texture_size,
 )
 
@@ -59,7 +61,12 @@ class CoDeFConfig(LayeredFitConfig):
     # drifted by a texel a frame away from the keyframe (edit 28.3 dB against 34.0 at 0.005) and
     # DAVIS blackswan / car-turn gained 0.3 / 0.2 dB at 0.005 (bench/RESULTS.md)
     smooth_weight: float = 0.005
-    texture_scale: float = 1.0  # canonical texels per pixel of the reference frame
+    # canonical texels per pixel of the reference frame; 0 = one per pixel where the layer is most
+    # magnified (as the atlas). 1 and no oversampling in the dataclass, so that runs from before
+    # resume with the texture shapes they were fitted with; the preset asks for 0 and 2.
+    texture_scale: float = 1.0
+    max_texture_scale: float = 2.0
+    bake_oversample: float = 1.0  # baked texels per field texel, so detail survives bilinear re-rendering
 
 
 class CoDeFLayer(nn.Module):
@@ -89,8 +96,11 @@ class CoDeF(LayeredRepresentation):
         self.alphas = alphas
         init = self.setup(clip, flow, cfg, composite_weights(alphas))  # weights L×T×H×W
         self.layers = nn.ModuleList()
-        for A, lo, hi in init:
-            hw = texture_size(lo, hi, H, W, cfg.texture_scale, cfg.max_texture)
+        self.baked_hw: list[tuple[int, int]] = []
+        for k, (A, lo, hi) in enumerate(init):
+            scale = cfg.texture_scale or auto_texture_scale(A, self.weights[..., k], cfg.max_texture_scale)
+            hw = texture_size(lo, hi, H, W, scale, cfg.max_texture)
+            self.baked_hw.append(texture_size(lo, hi, H, W, scale * cfg.bake_oversample, cfg.max_texture))
             self.layers.append(CoDeFLayer(cfg, A, lo, hi, hw))
 
     def param_groups(self) -> list[dict[str, Any]]:
@@ -158,16 +168,14 @@ class CoDeF(LayeredRepresentation):
                 residuals.append(self.frame_residuals(la.shading, la.detail, unit, grid, t))
             uv = torch.stack(uvs)
             shading, detail = fields.baked_residuals(residuals)
-            texture = la.texture.bake()
-            seen = splat(weights[k].reshape(-1, 1), uv.reshape(-1, 2), la.texture.texture_hw)[0]
             layers.append(
                 Layer(
-                    texture=texture,
+                    texture=la.texture.bake(self.baked_hw[k]),
                     uv=uv.half(),
                     alpha=None if k == 0 else self.alphas[k].half(),
                     shading=shading,
                     detail=detail,
-                    coverage=(seen > 0.25).float(),
+                    coverage=texture_coverage(weights[k], uv, la.texture.texture_hw, self.baked_hw[k]),
                     name="background" if k == 0 else f"foreground_{k}",
                 )
             )

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from canon_edit.canonical import CanonicalVideo
+from canon_edit.canonical import CanonicalVideo, splat
 from canon_edit.flow import Flow
 from canon_edit.representation import Representation
 from canon_edit.train import TrainConfig
@@ -282,6 +283,35 @@ def texture_size(
     shrink = min(1.0, max_texture / float(size.max()))
     wc, hc = (max(8, round(float(s) * shrink)) for s in size)
     return hc, wc
+
+
+def auto_texture_scale(A: Tensor, weights: Tensor, cap: float) -> float:
+    """Texels per reference pixel so that the most magnified frame still gets one texel per pixel.
+
+    A maps frame NDC to reference NDC; its smallest singular value below 1 means the frame shows the
+    layer larger than the reference does (a zoom-in), and a texture sized for the reference would
+    blur that frame. Frames where the layer is absent do not count.
+    """
+    present = weights.flatten(1).amax(1) > 0.05
+    if not present.any():
+        return 1.0
+    smin = torch.linalg.svdvals(A[present][:, :, :2])[:, -1].min()
+    return float(min(cap, max(1.0, 1 / float(smin))))
+
+
+def texture_coverage(
+    weight: Tensor, uv: Tensor, field_hw: tuple[int, int], baked_hw: tuple[int, int]
+) -> Tensor:
+    """Hc×Wc: 1 where some frame sees the texel with composite weight (so edits there show), else 0.
+
+    Splatted at the field's resolution (about one texel per pixel, so a seen texel gathers about one
+    pixel's weight) and then resized to the baked grid; a 3×3 closing fills the pinholes that
+    splatting leaves where the texture is magnified, so the PNG shows one clean used region.
+    """
+    seen = splat(weight.reshape(-1, 1), uv.reshape(-1, 2), field_hw)[0]
+    cov = (seen > 0.25).float()[None, None]
+    closed = -F.max_pool2d(-F.max_pool2d(cov, 3, stride=1, padding=1), 3, stride=1, padding=1)
+    return F.interpolate(torch.maximum(cov, closed), size=baked_hw, mode="nearest")[0, 0]
 
 
 def layered_param_groups(cfg: LayeredFitConfig, fields: list[nn.Module], affines: list[Tensor]) -> list[dict]:
