@@ -4,6 +4,8 @@ Improvements over the paper's recipe, each aimed at a sharp, editable canonical 
 - the deformation is a per-frame affine map (initialised by chaining robust affine fits of the
   optical flow) plus a residual field, so camera pans and object motion need no large offsets;
 - the residual field is annealed coarse-to-fine and kept smooth inside each training patch;
+- the canonical has one texel per pixel where its layer is most magnified and is baked at twice
+  that (as the atlas), so a zoom does not blur and bilinear re-rendering keeps the detail;
 - training batches are small patches, which gives the gradient (edge) loss and the smoothness
   term for free, and the flow-consistency loss ties deformations of neighbouring frames.
 One canonical/deformation pair per mask group (background + one layer per mask label), and, as in
