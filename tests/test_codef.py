@@ -63,4 +63,4 @@ def test_keyframe_edit_propagates_like_the_same_edit_on_the_true_texture(fitted)
     overall = psnr(edited, gt, seen)
     far = [t for t in range(proc.clip.T) if abs(t - KEYFRAME) >= 4]
     away = psnr(edited[far], gt[far], seen[far])
-    assert overall >= 28.0 and away >= 26.0, (overall, away)
+    assert overall >= 28.5 and away >= 27.0, (overall, away)  # 29.2 / 27.9 when written

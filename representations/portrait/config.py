@@ -33,6 +33,16 @@ class PortraitConfig:
     offset_weight: float = 1e-2  # on (offset / texel size)²: Gaussians stay near their texel
     scale_weight: float = 1.0  # on scales beyond `max_scale_texels` texels
     max_scale_texels: float = 3.0
+    # per-frame corrections of the tracked camera and joints, learned with the Gaussians (refine.py);
+    # off in the dataclass so that runs from before resume as they were fitted. A tracking file the
+    # user gives is trusted as it is unless `refine_given_tracking`: only canon-edit's own landmark
+    # tracking is known to be pixels off (on the procedural portrait, whose given tracking is exact,
+    # refining it cost the relit truth 4 dB)
+    refine_tracking: bool = False
+    refine_given_tracking: bool = False
+    lr_refine: float = 3e-4  # radians (and camera distances) per step
+    refine_smooth_weight: float = 1.0  # on the corrections' frame-to-frame change
+    refine_weight: float = 1e-2  # on their size
 
     # options older run.json files may hold, dropped on --resume: detector_python named an interpreter
     # to execute, and a run folder (possibly someone else's) must not choose what canon-edit runs

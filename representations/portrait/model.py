@@ -35,6 +35,7 @@ from .config import PortraitConfig
 from .editing import EditablePortrait
 from .gaussians import texel_binding, texel_sizes
 from .prepare import DETECTIONS, TRACKING, TRACKING_ERROR, prepare_portrait
+from .refine import corrected_pose, corrected_viewmat, correction_size, trajectory_roughness
 from .render import NeuralDecoder, render_frame
 from .surface import visible_faces
 from .tracking import Tracking
@@ -124,6 +125,18 @@ class Portrait(Representation):
         features[:, :3] = torch.logit(mean_colour.clamp(0.05, 0.95))
         self.features = nn.Parameter(features)
         self.decoder = NeuralDecoder(cfg.feature_dim, cfg.decoder_hidden)
+        self.refining = cfg.refine_tracking and (cfg.tracking is None or cfg.refine_given_tracking)
+        if self.refining:
+            names = [
+                n
+                for n in (*cfg.tracker.tracked_joints, *cfg.tracker.arm_joints)
+                if n in self.body.joint_names
+            ]
+            joints = torch.tensor([self.body.joint_index(n) for n in names], dtype=torch.long)
+            self.register_buffer("refined_joints", joints, persistent=False)
+            self.pose_delta = nn.Parameter(torch.zeros(self.T, len(names), 3))
+            self.camera_delta = nn.Parameter(torch.zeros(self.T, 6))
+            self.depth = float(self.viewmat[:, 2, 3].abs().mean().clamp(min=0.1))
 
     def _apply(self, fn: Any, recurse: bool = True) -> Portrait:
         self.body._apply(fn)
@@ -138,17 +151,33 @@ class Portrait(Representation):
             {"params": [self.log_scales], "lr": c.lr_scale},
             {"params": [self.quats_local], "lr": c.lr_rotation},
             {"params": [self.opacity_logits], "lr": c.lr_opacity},
-        ]
+        ] + ([{"params": [self.pose_delta, self.camera_delta], "lr": c.lr_refine}] if self.refining else [])
+
+    def frame_tracking(self, t: int) -> tuple[Tensor, Tensor]:
+        """Frame t's pose and world→camera matrix, corrected where the fit refines the tracking."""
+        if not self.refining:
+            return self.pose[t], self.viewmat[t]
+        return (
+            corrected_pose(self.pose[t], self.refined_joints, self.pose_delta[t]),
+            corrected_viewmat(self.viewmat[t], self.camera_delta[t], self.depth),
+        )
+
+    def tracking(self) -> Tracking:
+        """The tracking the fit ends with: the corrections folded in, so an edit renders what was fitted."""
+        frames = [self.frame_tracking(t) for t in range(self.T)]
+        pose = torch.stack([p for p, _ in frames]).detach()
+        viewmat = torch.stack([v for _, v in frames]).detach()
+        return Tracking(pose, self.expression, self.shape, viewmat, self.K, self.W, self.H, self.body_name)
 
     def gaussian_params(self) -> dict[str, Tensor]:
         return {key: getattr(self, key) for key in GAUSSIAN_KEYS}
 
     def render(self, t: int, background: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Frame t composited over `background` (default: the source frame) and its alpha."""
-        camera = Camera(self.viewmat[t], self.K, self.W, self.H)
+        pose, viewmat = self.frame_tracking(t)
         return render_frame(
-            self.body, self.gaussian_params(), self.decoder, self.pose[t], self.expression[t], self.shape,
-            camera, self.frames[t] if background is None else background,
+            self.body, self.gaussian_params(), self.decoder, pose, self.expression[t], self.shape,
+            Camera(viewmat, self.K, self.W, self.H), self.frames[t] if background is None else background,
         )  # fmt: skip
 
     def sample(self, step: int, generator: torch.Generator) -> dict[str, Tensor]:
@@ -168,6 +197,10 @@ class Portrait(Representation):
             "scale": c.scale_weight
             * F.relu(self.log_scales.exp() / self.texel_size[:, None] - c.max_scale_texels).mean(),
         }
+        if self.refining:
+            deltas = (self.pose_delta, self.camera_delta)
+            terms["refine_smooth"] = c.refine_smooth_weight * sum(trajectory_roughness(d) for d in deltas)
+            terms["refine"] = c.refine_weight * sum(correction_size(d) for d in deltas)
         with torch.no_grad():
             mse = float(((pred - target) ** 2 * mask).sum() / (3 * mask.sum()).clamp(min=1))
         return terms, {"mse": mse}
@@ -192,10 +225,7 @@ class Portrait(Representation):
 
     @torch.no_grad()
     def bake(self) -> EditablePortrait:
-
-        tracking = Tracking(
-            self.pose, self.expression, self.shape, self.viewmat, self.K, self.W, self.H, self.body_name
-        )
+        tracking = self.tracking()
         return EditablePortrait(
             gaussians={k: v.detach().cpu().clone() for k, v in self.gaussian_params().items()},
             decoder_state={k: v.detach().cpu().clone() for k, v in self.decoder.state_dict().items()},
