@@ -1,4 +1,4 @@
-"""Per-frame corrections of the tracking, learned with the Gaussians (as GaussianAvatars and FlashAvatar do).
+"""Per-frame corrections of the tracking, learned with the Gaussians, as GaussianAvatars does.
 
 Landmark tracking leaves the mesh a pixel or more off the person in many frames (2.5 px on
 portrait_lp_d13), and a Gaussian fitted across frames that disagree by that much blurs. The fit may
