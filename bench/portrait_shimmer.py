@@ -18,13 +18,13 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import Tensor
 
 from canon_edit.flow import Flow, load_or_compute_flow
 from canon_edit.metrics import psnr, warping_error
 from canon_edit.representation import load_bake
 from canon_edit.run import RunFolder, versions
+from canon_edit_representations.portrait.detect import Detections
 from canon_edit_representations.portrait.prepare import DETECTIONS, MASK_THRESHOLD
 
 BAND = 7  # px: the silhouette band's width
@@ -46,8 +46,7 @@ def person_mask(run: RunFolder) -> Tensor:
     masks = run.clip().masks
     if masks is not None:
         return (masks.amax(1) > 0.5).float()
-    mask = load_file(str(run.path / DETECTIONS))["mask"]
-    return (mask.reshape(mask.shape[0], *mask.shape[-2:]) > MASK_THRESHOLD).float()
+    return (Detections.load(run.path / DETECTIONS).mask[:, 0] > MASK_THRESHOLD).float()
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -40,8 +40,8 @@ def test_tracking_recovers_head_and_jaw_from_landmarks(body, portrait):
     gen = torch.Generator().manual_seed(0)
     landmarks = portrait.landmarks + NOISE_PX * torch.randn(portrait.landmarks.shape, generator=gen)
     # the procedural landmarks move by almost half the face's size each frame, far faster than a filmed
-    # one: the landmark filter (tested on its own in test_landmark_filter.py) would flatten it
-    cfg = TrackerConfig(iterations=120, filter_min_cutoff=0.0)
+    # one: the landmark and trajectory filters (tested in test_landmark_filter.py) would flatten it
+    cfg = TrackerConfig(iterations=120, filter_min_cutoff=0.0, trajectory_min_cutoff=0.0)
     tracking, error = track_landmarks(body, landmarks, 64, 64, cfg)
     assert float(error.max()) < 2 * NOISE_PX + 0.2
     relative = _head_in_camera(body, tracking) @ _head_in_camera(body, portrait.tracking).transpose(1, 2)
@@ -139,5 +139,7 @@ def test_the_landmark_filter_steadies_a_still_face(body, portrait):
         return float((points[1:] - points[:-1]).norm(dim=-1).mean()), float(error.mean())
 
     filtered, error = tracked_steps(TrackerConfig(iterations=80))
-    raw, _ = tracked_steps(TrackerConfig(iterations=80, filter_min_cutoff=0.0))
-    assert filtered < 0.6 * raw and error < 1.0  # measured 0.078 against 0.172 px a frame
+    landmarks_only, _ = tracked_steps(TrackerConfig(iterations=80, trajectory_min_cutoff=0.0))
+    raw, _ = tracked_steps(TrackerConfig(iterations=80, filter_min_cutoff=0.0, trajectory_min_cutoff=0.0))
+    assert landmarks_only < 0.6 * raw and error < 1.0  # measured 0.078 against 0.172 px a frame
+    assert filtered < landmarks_only
