@@ -127,7 +127,8 @@ def test_keypoints_outside_the_frame_do_not_pull(body):
 
 def test_the_landmark_filter_steadies_a_still_face(body, portrait):
     """A still face whose detections jitter: the tracked landmarks move less from frame to frame
-    with the filter (the default) than without, and stay on the face."""
+    with the landmark filter than without, less again with the trajectory's filter too (the
+    defaults), and stay on the face."""
     gen = torch.Generator().manual_seed(1)
     still = portrait.landmarks[:1].expand(16, -1, -1)
     detected = still + 0.5 * torch.randn(still.shape, generator=gen)
@@ -142,4 +143,4 @@ def test_the_landmark_filter_steadies_a_still_face(body, portrait):
     landmarks_only, _ = tracked_steps(TrackerConfig(iterations=80, trajectory_min_cutoff=0.0))
     raw, _ = tracked_steps(TrackerConfig(iterations=80, filter_min_cutoff=0.0, trajectory_min_cutoff=0.0))
     assert landmarks_only < 0.6 * raw and error < 1.0  # measured 0.078 against 0.172 px a frame
-    assert filtered < landmarks_only
+    assert filtered < 0.6 * landmarks_only, (filtered, landmarks_only)  # measured 0.028 px a frame
