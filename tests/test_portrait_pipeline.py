@@ -66,7 +66,7 @@ def test_fit_eval_render_resume_from_detections(tmp_path, smplx_dir, body, portr
     fit = ["fit", str(tmp_path / "clip"), "-o", str(out), "--method", "portrait", "--body", "smplx"]
     fit += ["--body-model-dir", str(smplx_dir), "--steps", str(FIT_STEPS), "--quiet"]
     # the procedural landmarks move by almost half the face's size a frame, which the landmark
-    # and trajectory filters (tested in test_landmark_filter.py) would flatten: they are off here
+    # and trajectory filters (test_landmark_filter.py, test_trajectory_filter.py) would flatten: off here
     options = ("texel_resolution=96", "train.warmup_steps=10", "tracker.iterations=200")
     for option in (*options, "tracker.filter_min_cutoff=0", "tracker.trajectory_min_cutoff=0"):
         fit += ["--set", option]

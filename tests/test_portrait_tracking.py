@@ -40,7 +40,8 @@ def test_tracking_recovers_head_and_jaw_from_landmarks(body, portrait):
     gen = torch.Generator().manual_seed(0)
     landmarks = portrait.landmarks + NOISE_PX * torch.randn(portrait.landmarks.shape, generator=gen)
     # the procedural landmarks move by almost half the face's size each frame, far faster than a filmed
-    # one: the landmark and trajectory filters (tested in test_landmark_filter.py) would flatten it
+    # one: the landmark and trajectory filters (test_landmark_filter.py, test_trajectory_filter.py) would
+    # flatten it
     cfg = TrackerConfig(iterations=120, filter_min_cutoff=0.0, trajectory_min_cutoff=0.0)
     tracking, error = track_landmarks(body, landmarks, 64, 64, cfg)
     assert float(error.max()) < 2 * NOISE_PX + 0.2
