@@ -26,7 +26,7 @@ from canon_edit.metrics import psnr, ssim, warping_error
 from canon_edit.representation import load_bake
 from canon_edit.run import RunFolder, versions
 from canon_edit_representations.portrait.tracking import TrackerConfig, Tracking
-from canon_edit_representations.portrait.trajectory_filter import filter_camera, filter_pose
+from canon_edit_representations.portrait.trajectory_filter import filter_camera, filter_trajectory
 
 
 def filtered(tracking: Tracking, joints: torch.Tensor, fps: float, spec: str) -> Tracking:
@@ -46,7 +46,7 @@ def filtered(tracking: Tracking, joints: torch.Tensor, fps: float, spec: str) ->
     if kind == "camera-euro":
         return dataclasses.replace(tracking, viewmat=viewmat)
     if kind == "euro":
-        pose = filter_pose(tracking.pose, joints, fps, cutoff, beta)
+        pose, viewmat = filter_trajectory(tracking.pose, tracking.viewmat, joints, fps, cutoff, beta)
         return dataclasses.replace(tracking, pose=pose, viewmat=viewmat)
     raise SystemExit(f"unknown filter {spec!r}; use none, gauss:S, euro:C,B or camera-euro:C,B")
 

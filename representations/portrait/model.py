@@ -39,7 +39,7 @@ from .refine import corrected_pose, corrected_viewmat, correction_size, trajecto
 from .render import NeuralDecoder, render_frame
 from .surface import visible_faces
 from .tracking import Tracking
-from .trajectory_filter import filter_camera, filter_pose
+from .trajectory_filter import filter_trajectory
 
 GAUSSIAN_KEYS = ("tri_id", "bary", "offset", "quats_local", "log_scales", "opacity_logits", "features")
 
@@ -136,7 +136,8 @@ class Portrait(Representation):
             joints = torch.tensor([self.body.joint_index(n) for n in names], dtype=torch.long)
             self.register_buffer("refined_joints", joints, persistent=False)
             steadied = [self.body.joint_index(n) for n in names if n in cfg.tracker.trajectory_joints]
-            self.steadied_joints = torch.tensor(steadied, dtype=torch.long)
+            steadied_joints = torch.tensor(steadied, dtype=torch.long)
+            self.register_buffer("steadied_joints", steadied_joints, persistent=False)
             self.pose_delta = nn.Parameter(torch.zeros(self.T, len(names), 3))
             self.camera_delta = nn.Parameter(torch.zeros(self.T, 6))
             self.depth = float(self.viewmat[:, 2, 3].abs().mean().clamp(min=0.1))
@@ -177,10 +178,11 @@ class Portrait(Representation):
         frames = [self.frame_tracking(t) for t in range(self.T)]
         pose = torch.stack([p for p, _ in frames]).detach()
         viewmat = torch.stack([v for _, v in frames]).detach()
-        cutoff, beta = self.cfg.tracker.trajectory_min_cutoff, self.cfg.tracker.trajectory_beta
-        if self.refining and cutoff > 0:
-            pose = filter_pose(pose, self.steadied_joints.to(pose.device), self.fps, cutoff, beta)
-            viewmat = filter_camera(viewmat, self.fps, cutoff, beta)
+        if self.refining:
+            tr = self.cfg.tracker
+            pose, viewmat = filter_trajectory(
+                pose, viewmat, self.steadied_joints, self.fps, tr.trajectory_min_cutoff, tr.trajectory_beta
+            )
         return Tracking(pose, self.expression, self.shape, viewmat, self.K, self.W, self.H, self.body_name)
 
     def gaussian_params(self) -> dict[str, Tensor]:

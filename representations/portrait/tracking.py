@@ -38,7 +38,7 @@ from canon_edit.errors import UserError
 from .body import BodyModel, rotation_matrix
 from .camera import Camera
 from .landmark_filter import one_euro
-from .trajectory_filter import filter_camera, filter_pose
+from .trajectory_filter import filter_trajectory
 
 FORMAT = "canon-edit-tracking"
 
@@ -360,11 +360,11 @@ def track_landmarks(
         schedule.step()
     with torch.no_grad():
         pose, viewmat = assemble()
-        if cfg.trajectory_min_cutoff > 0:
-            cutoff, beta = cfg.trajectory_min_cutoff, cfg.trajectory_beta
-            kept = [j for n, j in zip(tracked, joints, strict=True) if n in cfg.trajectory_joints]
-            pose = filter_pose(pose, torch.tensor(kept, dtype=torch.long), fps, cutoff, beta)
-            viewmat = filter_camera(viewmat, fps, cutoff, beta)
+        kept = [j for n, j in zip(tracked, joints, strict=True) if n in cfg.trajectory_joints]
+        kept_joints = torch.tensor(kept, dtype=torch.long)
+        pose, viewmat = filter_trajectory(
+            pose, viewmat, kept_joints, fps, cfg.trajectory_min_cutoff, cfg.trajectory_beta
+        )
         pred = project_points(body.landmarks(body(pose, expression, shape).vertices), viewmat, K)
         error = (pred - detected).norm(dim=-1).mean(1)
     tracking = Tracking(

@@ -40,3 +40,14 @@ def filter_pose(pose: Tensor, joints: Tensor, fps: float, min_cutoff: float, bet
     out = pose.clone()
     out[:, joints] = one_euro(pose[:, joints], fps, min_cutoff, beta)
     return out
+
+
+def filter_trajectory(
+    pose: Tensor, viewmat: Tensor, joints: Tensor, fps: float, min_cutoff: float, beta: float
+) -> tuple[Tensor, Tensor]:
+    """`filter_pose` and `filter_camera` together: the solve trades a camera turn against a neck turn
+    from frame to frame, so one filtered alone leaves the other's jitter (bench/RESULTS.md).
+    `min_cutoff` ≤ 0 returns both as they are."""
+    if min_cutoff <= 0:
+        return pose, viewmat
+    return filter_pose(pose, joints, fps, min_cutoff, beta), filter_camera(viewmat, fps, min_cutoff, beta)
