@@ -18,7 +18,10 @@ painted) and lifted with `canon-edit edit --keyframe 10`. One JSON line per leng
   unedited reconstruction, what the fits' disagreement in the overlaps costs by itself;
   `source_seam_warp_ratio`: the same for the source, whose seam pairs hold the sprite by design, so
   they are harder than the pure pan between; `seam_warp_ratio_vs_source`: the edited video's seam
-  ratio over the source's, what the seams add).
+  ratio over the source's, what the seams add);
+- `seam_warp_ratio_matched`: the same ratio with like content on both sides, over only the pairs
+  with the whole sprite in view in both frames (`matched_pairs`: how many at the seams and inside;
+  `source_seam_warp_ratio_matched` for the source).
 """
 
 from __future__ import annotations
@@ -72,11 +75,20 @@ def pair_errors(video: torch.Tensor, flow: Flow) -> list[float]:
     ]
 
 
-def seam_and_inside(video: torch.Tensor, flow: Flow, at_seam: torch.Tensor) -> tuple[float, float]:
-    """Mean warping error of the frame pairs at the seams and of those inside segments."""
+def seam_and_inside(
+    video: torch.Tensor, flow: Flow, at_seam: torch.Tensor, among: torch.Tensor | None = None
+) -> tuple[float, float]:
+    """Mean warping error of the frame pairs at the seams and of those inside segments (`among` only)."""
     errors = torch.tensor(pair_errors(video, flow))
-    ok = ~errors.isnan()
+    ok = ~errors.isnan() if among is None else ~errors.isnan() & among
     return errors[at_seam & ok].mean().item(), errors[~at_seam & ok].mean().item()
+
+
+def whole_sprite_pairs(alpha: torch.Tensor) -> torch.Tensor:
+    """(T-1,) bool: pairs (t, t+1) with the whole sprite in view in both frames (≥ 98% of its area)."""
+    area = alpha.float().sum((1, 2))
+    whole = area >= 0.98 * area.max()
+    return whole[:-1] & whole[1:]
 
 
 def bench_length(args: argparse.Namespace, length: int, folder: Path) -> dict:
@@ -124,6 +136,9 @@ def bench_length(args: argparse.Namespace, length: int, folder: Path) -> dict:
     seam, inside = seam_and_inside(video, flow, at_seam)
     recon_seam, recon_inside = seam_and_inside(recon, flow, at_seam)
     source_seam, source_inside = seam_and_inside(proc.clip.frames, flow, at_seam)
+    whole = whole_sprite_pairs(proc.truth.layers[1].alpha)
+    seam_matched, inside_matched = seam_and_inside(video, flow, at_seam, whole)
+    source_seam_matched, source_inside_matched = seam_and_inside(proc.clip.frames, flow, at_seam, whole)
     info = run.info()
     return {
         "frames": length,
@@ -144,6 +159,9 @@ def bench_length(args: argparse.Namespace, length: int, folder: Path) -> dict:
         "recon_seam_warp_ratio": round(recon_seam / recon_inside, 3),
         "source_seam_warp_ratio": round(source_seam / source_inside, 3),
         "seam_warp_ratio_vs_source": round((seam / source_seam) / (inside / source_inside), 3),
+        "matched_pairs": {"seam": int((whole & at_seam).sum()), "inside": int((whole & ~at_seam).sum())},
+        "seam_warp_ratio_matched": round(seam_matched / inside_matched, 3),
+        "source_seam_warp_ratio_matched": round(source_seam_matched / source_inside_matched, 3),
     }
 
 

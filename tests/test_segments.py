@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from canon_edit.canonical import CanonicalVideo, Layer, over
 from canon_edit.cli import main
-from canon_edit.edit.commands import EditTarget, edit_keyframe, edited_bake, render_run
+from canon_edit.edit.commands import EditTarget, edit_canonical, edit_keyframe, edited_bake, render_run
 from canon_edit.errors import UserError
 from canon_edit.fitting import ClipOptions, finish_run
 from canon_edit.flow import Flow
@@ -27,7 +27,10 @@ from canon_edit.representation import load_bake
 from canon_edit.run import RunFolder
 from canon_edit.segmented_fit import fit_segmented_video
 from canon_edit.segments import SEGMENTS_DIR, SegmentedVideo, blend_weights, plan_by_motion, plan_segments
-from canon_edit.video import read_clip, write_image, write_pngs
+from canon_edit.video import read_clip, read_image, write_image, write_pngs
+from canon_edit.viewer.probe import uv_to_texel
+from canon_edit.viewer.session2d import with_canonical, with_keyframe
+from canon_edit.viewer.view2d import ProbePixel, ProbeTexel, Scene2D, State2D
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +271,60 @@ def test_auto_segments_cut_where_the_camera_has_travelled_a_frame():
     assert plan_by_motion(flow, masks, 1.0, 5, 60)[0].end == 60  # never longer than `longest`
     # without the masks the foreground's motion would pass for the camera's
     assert plan_by_motion(flow, None, 1.0, 5, 150)[0].end == 11
+
+
+def test_viewer_shows_the_canonicals_of_the_segment_that_holds_the_frame(segmented_run, long_clip):
+    """The page of a segmented run: the cross-faded frames over the canonicals of the segment weighted
+    most at the frame; the probe maps through that segment's uv; an edit shows that segment's texture."""
+    bake = load_bake(segmented_run)
+    scene = Scene2D(bake, long_clip.clip.frames)
+    x, y = 20, 12
+    for t, shown in [(5, 0), (15, 0), (16, 1), (59, 3)]:  # 15 and 16: the overlap of segments 0 and 1
+        page = scene.draw(State2D(frame=t, probe=ProbePixel(x, y), width=800, height=600))
+        name = bake.segments[shown].name
+        assert page.names == [
+            "source", "reconstruction", f"layer 0 (background), {name}", f"layer 1 (sprite), {name}"
+        ]  # fmt: skip
+        local = t - bake.segments[shown].start
+        for k, la in enumerate(bake.bakes[shown].layers):
+            expected = uv_to_texel(la.uv[local, y, x], tuple(la.texture.shape[1:])).tolist()
+            assert page.marks[f"layer {k}"] == pytest.approx(expected, abs=1e-4)
+        front = int(bake.bakes[shown].layer_weights(local)[:, y, x].argmax())  # the layer seen there
+        col, row = (round(v) for v in page.marks[f"layer {front}"])
+        back = scene.draw(State2D(frame=t, probe=ProbeTexel(front, col, row), width=800, height=600))
+        assert abs(back.marks["frame"][0] - x) <= 1 and abs(back.marks["frame"][1] - y) <= 1
+
+    textures = [torch.zeros_like(tex) for tex in bake.bakes[1].textures()]
+    textures[0][0] = 1.0  # segment 1's background painted red, carried to the others
+    edited = bake.spread({1: textures})
+    for t, red in [(16, True), (5, False)]:  # segment 1's own texture is all red; segment 0's only partly
+        page = scene.draw(State2D(frame=t, edit=edited, edit_label="red", width=800, height=600))
+        assert page.names[2] == "edit: red"
+        r = page.rects[page.names.index(f"layer 0 (background), {bake.segments[1 if red else 0].name}")]
+        panel = page.image[r.y : r.y + r.h, r.x : r.x + r.w].astype(float)
+        is_red = (panel[..., 0] > 200) & (panel[..., 1] < 50)
+        assert is_red.mean() > 0.95 if red else 0.05 < is_red.mean() < 0.9
+
+
+def test_viewer_preview_is_the_edit_the_cli_saves(segmented_run, long_clip, tmp_path):
+    """What the viewer previews for an uploaded canonical (of the shown segment) or keyframe is what
+    `edit --canonical --segment` / `edit --keyframe` then save, and the paint reaches every segment."""
+    bake = load_bake(segmented_run)
+    hc, wc = bake.bakes[1].textures()[0].shape[1:]
+    paint = torch.zeros(4, hc, wc)
+    paint[0], paint[3, : hc // 3] = 1.0, 1.0  # a red band over the top of segment 1's background
+    write_image(tmp_path / "band.png", paint)
+    preview = with_canonical(bake, 1, 0, read_image(tmp_path / "band.png"))
+    edit_canonical(EditTarget(segmented_run.path, name="band"), tmp_path / "band.png", 0, segment=1)
+    saved = edited_bake(segmented_run, bake, "band")
+    for before, shown, kept in zip(bake.bakes, preview.bakes, saved.bakes, strict=True):
+        assert torch.equal(shown.textures()[0], kept.textures()[0])
+        assert not torch.equal(shown.textures()[0], before.textures()[0])  # the band reached it
+
+    t = 15  # in the overlap of segments 0 and 1
+    write_image(tmp_path / "frame.png", paint_seen(long_clip.truth, t).render([t])[0].clamp(0, 1))
+    edited = read_image(tmp_path / "frame.png")
+    preview = with_keyframe(bake, t, edited, segmented_run.clip().frames[t])
+    edit_keyframe(EditTarget(segmented_run.path, name="frame"), t, tmp_path / "frame.png")
+    saved = edited_bake(segmented_run, bake, "frame")
+    assert torch.equal(preview.render(), saved.render())

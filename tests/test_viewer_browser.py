@@ -170,7 +170,7 @@ def test_2d_probe_marks_the_texel_the_pixel_samples(truth_run, open_viewer, tmp_
     s = session(viewer)
     shots = Shots(page, tmp_path)
     before, _ = shots.changed(EMPTY, "before")
-    cv, rects = s.cv, s.page.rects
+    cv, rects = s.video, s.page.rects
     x, y = 50, 20  # a pixel of frame 0, on the sprite (layer 1) and over the background (layer 0)
     cx, cy = rects[1].to_canvas(x + 0.5, y + 0.5)  # the reconstruction panel
     box = shots.canvas.bounding_box()
@@ -202,7 +202,7 @@ def test_2d_uploaded_canonical_rerenders_the_frames(truth_run, open_viewer, tmp_
     s = session(viewer)
     shots = Shots(page, tmp_path)
     before, _ = shots.changed(EMPTY, "before")
-    cv = s.cv
+    cv = s.video
     hc, wc = cv.layers[0].texture.shape[1:]
     yy = torch.linspace(0, 1, hc)[:, None].expand(hc, wc)
     edited = torch.stack([torch.ones(hc, wc), yy, torch.zeros(hc, wc)])  # red to yellow, top to bottom

@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..extras import require
 from ..representation import Bake, load_bake
 from ..run import RunFolder
+from ..segments import SegmentedVideo
 from .canvas import compose, layout
 from .policy import ResolutionPolicy
 from .session import ClientSession
@@ -69,7 +70,7 @@ class Viewer:
                 file=sys.stderr,
             )
             return None, None
-        return bake, Scene2D(bake, self.source) if isinstance(bake, CanonicalVideo) else None
+        return bake, Scene2D(bake, self.source) if isinstance(bake, CanonicalVideo | SegmentedVideo) else None
 
     def _connect(self, client: Any) -> None:
         with self._lock:

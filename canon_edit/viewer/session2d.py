@@ -1,8 +1,10 @@
-"""A client of a 2D run (CanonicalVideo): the page of view2d.py as the background image, the
-canonical toggles, the probe (a click on the page), and the live edit preview.
+"""A client of a 2D run (CanonicalVideo, or a SegmentedVideo of them): the page of view2d.py as the
+background image, the canonical toggles, the probe (a click on the page), and the live edit preview.
 
 A preview re-renders the uploaded canonical or keyframe without refitting; "save" hands the same
 file to `canon_edit.edit.commands` (the code path of `canon-edit edit`), which takes the run's lock.
+In a segmented run an uploaded canonical is the shown segment's, carried to the others as
+`canon-edit edit --canonical --segment K` carries it, and a keyframe is lifted as the CLI lifts it.
 """
 
 from __future__ import annotations
@@ -13,34 +15,32 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..canonical import CanonicalVideo, apply_canonical_edit, keyframe_textures
-from ..edit.commands import (
-    EditTarget,
-    edit_canonical,
-    edit_keyframe,
-    edit_textures,
-    fit_image,
-)
+from torch import Tensor
+
+from ..canonical import apply_canonical_edit, keyframe_textures
+from ..edit.commands import EditTarget, edit_canonical, edit_keyframe, edited_bake, fit_image
 from ..errors import UserError
 from ..run import RunFolder
+from ..segments import SegmentedVideo
 from ..video import read_image
 from .session import NO_EDIT, ClientSession
-from .view2d import Page, Scene2D, State2D
+from .view2d import Page, Scene2D, State2D, Video
 
 
 @dataclass(frozen=True)
 class Upload:
-    """The previewed file: a canonical layer (`layer`) or a keyframe (`frame`)."""
+    """The previewed file: a canonical layer (`layer`, of segment `segment`) or a keyframe (`frame`)."""
 
     path: Path
     layer: int | None = None
     frame: int | None = None
+    segment: int | None = None
 
 
 class Session2D(ClientSession):
-    def __init__(self, client: Any, run: RunFolder, cv: CanonicalVideo, scene: Scene2D):
-        super().__init__(client, run, scene.source, cv.fps)
-        self.cv, self.scene = cv, scene
+    def __init__(self, client: Any, run: RunFolder, video: Video, scene: Scene2D):
+        super().__init__(client, run, scene.source, video.fps)
+        self.video, self.scene = video, scene
         self.state = State2D()
         self.page: Page | None = None
         self.upload: Upload | None = None
@@ -55,7 +55,7 @@ class Session2D(ClientSession):
             "Click a frame pixel or a canonical texel to probe it."
         )
         with gui.add_folder("edit preview"):
-            names = [scene.layer_name(k) for k in range(len(cv.layers))]
+            names = [scene.layer_name(k) for k in range(scene.layers)]
             self.layer = gui.add_dropdown("layer", options=names, initial_value=names[0])
             self.upload_canonical = gui.add_upload_button("upload canonical", mime_type="image/*")
             self.upload_keyframe = gui.add_upload_button("upload keyframe", mime_type="image/*")
@@ -89,12 +89,12 @@ class Session2D(ClientSession):
 
     def select_edit(self, name: str) -> None:
         try:
-            textures = None if name == NO_EDIT else edit_textures(self.cv, self.run, name)
+            edited = None if name == NO_EDIT else edited_bake(self.run, self.video, name)
         except UserError as e:
             self.report(str(e))
             return
         self.upload = None
-        self.state = replace(self.state, edit=textures, edit_label=name)
+        self.state = replace(self.state, edit=edited, edit_label=name)
         self.refresh()
 
     def close(self) -> None:
@@ -117,32 +117,34 @@ class Session2D(ClientSession):
             self.state = replace(self.state, probe=probe)
             self.refresh()
 
-    def _base(self) -> list:
-        """Textures an upload applies to: the selected edit's, else the reconstruction's."""
+    def _base(self) -> Video:
+        """The video an upload applies to: with the selected edit, else the reconstruction."""
         name = self.edit.value
-        return self.cv.textures() if name == NO_EDIT else edit_textures(self.cv, self.run, name)
+        return self.video if name == NO_EDIT else edited_bake(self.run, self.video, name)
 
     def _preview(self, file: Any, layer: bool) -> None:
         path = self.tmp / Path(file.name).name
         path.write_bytes(file.content)
+        t = self.current_frame()
         try:
             image = read_image(path)
             base = self._base()
             if layer:
-                k = [self.scene.layer_name(i) for i in range(len(self.cv.layers))].index(self.layer.value)
-                textures = list(base)
-                textures[k] = apply_canonical_edit(textures[k], image)
-                self.upload = Upload(path, layer=k)
+                k = [self.scene.layer_name(i) for i in range(self.scene.layers)].index(self.layer.value)
+                segment = self.scene.part(base, t)[0] if self.scene.segmented else None
+                preview = with_canonical(base, segment, k, image)
+                self.upload = Upload(path, layer=k, segment=segment)
+                where = f" on {base.segments[segment].name}" if segment is not None else ""
             else:
-                t = self.current_frame()
-                edited = fit_image(image[:3], self.cv.H, self.cv.W, f"the edited frame {file.name}")
-                textures = keyframe_textures(self.cv.with_textures(base), self.scene.source[t], t, edited)
+                edited = fit_image(image[:3], base.H, base.W, f"the edited frame {file.name}")
+                preview = with_keyframe(base, t, edited, self.scene.source[t])
                 self.upload = Upload(path, frame=t)
+                where = f" as frame {t}"
         except UserError as e:
             self.report(str(e))
             return
-        self.state = replace(self.state, edit=textures, edit_label=f"preview of {file.name}")
-        self.report(f"previewing {file.name}; name it and press 'save edit' to keep it")
+        self.state = replace(self.state, edit=preview, edit_label=f"preview of {file.name}")
+        self.report(f"previewing {file.name}{where}; name it and press 'save edit' to keep it")
         self.refresh()
 
     def _save(self) -> None:
@@ -153,7 +155,7 @@ class Session2D(ClientSession):
         target = EditTarget(run=self.run.path, name=self.name.value.strip() or None, from_edit=base)
         try:
             if self.upload.layer is not None:
-                folder = edit_canonical(target, self.upload.path, self.upload.layer)
+                folder = edit_canonical(target, self.upload.path, self.upload.layer, self.upload.segment)
             else:
                 folder = edit_keyframe(target, int(self.upload.frame or 0), self.upload.path)
         except UserError as e:
@@ -162,3 +164,23 @@ class Session2D(ClientSession):
         self.reload_facts()
         self.edit.value = folder.name  # show what was saved, read back from the run
         self.report(f"saved edit '{folder.name}' in {folder}")
+
+
+def with_canonical(video: Video, segment: int | None, layer: int, image: Tensor) -> Video:
+    """`video` with `image` painted over (RGBA) or replacing (RGB) canonical layer `layer` of segment
+    `segment` (None: unsegmented), carried to the other segments: what `edit_canonical` saves."""
+    if isinstance(video, SegmentedVideo):
+        assert segment is not None
+        textures = list(video.bakes[segment].textures())
+        textures[layer] = apply_canonical_edit(textures[layer], image)
+        return video.spread({segment: textures})
+    textures = list(video.textures())
+    textures[layer] = apply_canonical_edit(textures[layer], image)
+    return video.with_textures(textures)
+
+
+def with_keyframe(video: Video, t: int, edited: Tensor, source: Tensor) -> Video:
+    """`video` with frame t as edited in `edited` lifted into it: what `edit_keyframe` saves."""
+    if isinstance(video, SegmentedVideo):
+        return video.lift_keyframe(t, edited, source, None, None, False)[0]
+    return video.with_textures(keyframe_textures(video, source, t, edited))

@@ -2,6 +2,8 @@
 
 `Scene2D.draw` turns a client's state into one image plus the layout that maps clicks back to
 panels; the probe marks a frame pixel in every layer's canonical, or a canonical texel in the frame.
+A segmented run (`SegmentedVideo`) shows its cross-faded frames over the canonicals of the segment
+that holds the frame most (in an overlap, the one weighted more), and the probe works in that one.
 Everything here is plain tensors, so the page can be checked without a browser.
 """
 
@@ -13,11 +15,14 @@ import numpy as np
 from torch import Tensor
 
 from ..canonical import CanonicalVideo
+from ..segments import SegmentedVideo, blend_weights
 from .canvas import Rect, compose, draw_marker, layout
 from .overlays import coverage_count, heatmap, with_alpha, with_grid
 from .probe import frame_to_texel, texel_footprint, texel_to_frame
 
 MARK = (255, 0, 255)
+
+Video = CanonicalVideo | SegmentedVideo
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class State2D:
     """What one client looks at."""
 
     frame: int = 0
-    edit: list[Tensor] | None = None  # textures of the selected edit or the preview
+    edit: Video | None = None  # the video with the selected edit or the preview applied
     edit_label: str = ""
     alpha: bool = False
     coverage: bool = False
@@ -72,14 +77,27 @@ class Page:
 
 
 class Scene2D:
-    """Draws pages of one CanonicalVideo and its source frames (T×3×H×W)."""
+    """Draws pages of one CanonicalVideo (or SegmentedVideo) and its source frames (T×3×H×W)."""
 
-    def __init__(self, cv: CanonicalVideo, source: Tensor):
-        self.cv, self.source = cv, source
-        self._coverage: dict[int, Tensor] = {}
+    def __init__(self, video: Video, source: Tensor):
+        self.video, self.source = video, source
+        self.segmented = isinstance(video, SegmentedVideo)
+        self._coverage: dict[tuple[int, int], Tensor] = {}
+
+    @property
+    def layers(self) -> int:
+        return len(self.part(self.video, 0)[1].layers)
 
     def layer_name(self, k: int) -> str:
-        return f"layer {k}" + (f" ({self.cv.layers[k].name})" if self.cv.layers[k].name else "")
+        name = self.part(self.video, 0)[1].layers[k].name
+        return f"layer {k}" + (f" ({name})" if name else "")
+
+    def part(self, video: Video, t: int) -> tuple[int, CanonicalVideo, int]:
+        """(segment index, its CanonicalVideo, frame t in it) of the segment shown at frame t."""
+        if not isinstance(video, SegmentedVideo):
+            return 0, video, t
+        k = max(blend_weights(video.segments, t), key=lambda held: held[1])[0]
+        return k, video.bakes[k], t - video.segments[k].start
 
     def probe_at(self, page: Page, sx: float, sy: float) -> ProbePixel | ProbeTexel | None:
         """What a click at canvas point (sx, sy) probes."""
@@ -92,52 +110,65 @@ class Scene2D:
         return ProbePixel(col, row)
 
     def draw(self, state: State2D) -> Page:
-        t = min(max(state.frame, 0), self.cv.T - 1)
-        grid = with_grid if state.grid else (lambda x: x)
-        frames = {
-            "source": self.source[t],
-            "reconstruction": self.cv.render([t], [grid(x) for x in self.cv.textures()])[0],
-        }
-        textures = self.cv.textures() if state.edit is None else state.edit
-        shown = [grid(x) for x in textures]
+        t = min(max(state.frame, 0), self.video.T - 1)
+        video = gridded(self.video) if state.grid else self.video
+        frames = {"source": self.source[t], "reconstruction": video.render([t])[0]}
+        segment, part, local = self.part(self.video, t)
+        shown = part
         if state.edit is not None:
-            frames[f"edit: {state.edit_label}"] = self.cv.render([t], shown)[0]
-        canon = [self._canonical(k, shown[k], state) for k in range(len(self.cv.layers))]
-        names = list(frames) + [self.layer_name(k) for k in range(len(canon))]
+            edited = gridded(state.edit) if state.grid else state.edit
+            frames[f"edit: {state.edit_label}"] = edited.render([t])[0]
+            shown = self.part(edited, t)[1]
+        elif state.grid:
+            shown = self.part(video, t)[1]
+        canon = [self._canonical(segment, part, k, tex, state) for k, tex in enumerate(shown.textures())]
+        where = f", {self.video.segments[segment].name}" if self.segmented else ""
+        names = list(frames) + [self.layer_name(k) + where for k in range(len(canon))]
         images = [x.clamp(0, 1) for x in frames.values()] + canon
-        rows = [[(self.cv.W, self.cv.H)] * len(frames), [tuple(x.shape[:0:-1]) for x in canon]]
+        rows = [[(self.video.W, self.video.H)] * len(frames), [tuple(x.shape[:0:-1]) for x in canon]]
         placed = layout(rows, state.width, state.height)
         rects = placed[0] + placed[1]
         page = Page(compose(images, rects, state.width, state.height), names, rects)
         if state.probe is not None:
-            self._mark(page, state.probe, t, len(frames))
+            self._mark(page, state.probe, part, t, local, len(frames))
         return page
 
-    def _canonical(self, k: int, texture: Tensor, state: State2D) -> Tensor:
+    def _canonical(
+        self, segment: int, part: CanonicalVideo, k: int, texture: Tensor, state: State2D
+    ) -> Tensor:
         if state.coverage:
-            if k not in self._coverage:
-                self._coverage[k] = coverage_count(self.cv, k)
-            return heatmap(self._coverage[k], self.cv.T)
-        return with_alpha(self.cv, k, texture) if state.alpha else texture.clamp(0, 1)
+            if (segment, k) not in self._coverage:
+                self._coverage[segment, k] = coverage_count(part, k)
+            return heatmap(self._coverage[segment, k], part.T)
+        return with_alpha(part, k, texture) if state.alpha else texture.clamp(0, 1)
 
-    def _mark(self, page: Page, probe: ProbePixel | ProbeTexel, t: int, n_frames: int) -> None:
-        hw = [tuple(la.texture.shape[1:]) for la in self.cv.layers]
-        weights = self.cv.layer_weights(t)
+    def _mark(
+        self,
+        page: Page,
+        probe: ProbePixel | ProbeTexel,
+        cv: CanonicalVideo,
+        t: int,
+        local: int,
+        n_frames: int,
+    ) -> None:
+        """Marks and the probe's report for frame t, which is frame `local` of the shown canonical `cv`."""
+        hw = [tuple(la.texture.shape[1:]) for la in cv.layers]
+        weights = cv.layer_weights(local)
         lines = []
         if isinstance(probe, ProbePixel):
             pixel: tuple[int, int] | None = (probe.x, probe.y)
             lines.append(f"frame {t}, pixel ({probe.x}, {probe.y}):")
-            for k, la in enumerate(self.cv.layers):
-                col, row = frame_to_texel(la.uv[t], probe.x, probe.y, hw[k])
+            for k, la in enumerate(cv.layers):
+                col, row = frame_to_texel(la.uv[local], probe.x, probe.y, hw[k])
                 page.marks[f"layer {k}"] = (col, row)
                 self._draw(page, n_frames + k, col + 0.5, row + 0.5)
                 seen = float(weights[k, probe.y, probe.x])
                 lines.append(f"- {self.layer_name(k)}: texel ({col:.1f}, {row:.1f}), weight {seen:.2f}")
         else:
-            la = self.cv.layers[probe.layer]
+            la = cv.layers[probe.layer]
             self._draw(page, n_frames + probe.layer, probe.col + 0.5, probe.row + 0.5)
-            hit = texel_to_frame(la.uv[t], (probe.col, probe.row), hw[probe.layer], weights[probe.layer])
-            tol = 1.5 * max(1.0, texel_footprint(la.uv[t], hw[probe.layer]))
+            hit = texel_to_frame(la.uv[local], (probe.col, probe.row), hw[probe.layer], weights[probe.layer])
+            tol = 1.5 * max(1.0, texel_footprint(la.uv[local], hw[probe.layer]))
             pixel = (hit.x, hit.y) if hit is not None and hit.distance <= tol else None
             where = f"pixel ({pixel[0]}, {pixel[1]})" if pixel else "not visible in this frame"
             lines.append(
@@ -153,3 +184,10 @@ class Scene2D:
     def _draw(page: Page, index: int, col: float, row: float) -> None:
         x, y = page.rects[index].to_canvas(col, row)
         draw_marker(page.image, x, y, MARK)
+
+
+def gridded(video: Video) -> Video:
+    """The video with a uv grid drawn over every canonical texture (each segment's, if segmented)."""
+    if isinstance(video, SegmentedVideo):
+        return video.with_bakes([gridded(bake) for bake in video.bakes])
+    return video.with_textures([with_grid(x) for x in video.textures()])
