@@ -23,19 +23,21 @@ def smoothing_factor(cutoff: Tensor | float, fps: float) -> Tensor:
 
 
 def one_euro_pass(x: Tensor, fps: float, min_cutoff: float, beta: float, d_cutoff: float) -> Tensor:
-    """T×N×D points filtered forward in time; each point's cutoff follows its speed (norm over D).
+    """T×N×D points filtered forward in time; each point's cutoff follows its speed.
 
-    The speed starts at the first step's, not at 0 as online filters must: a clip that opens in
-    motion would otherwise be smoothed as if still until the speed's own low-pass caught up.
+    As in the paper, the velocity (a D-vector, x's units per second) is low-passed at `d_cutoff`
+    before its size is taken: jitter's steps point every way and cancel, a motion's add up. (Taking
+    each step's size first, as this did before, counted jitter as speed and smoothed a still face
+    less.) The velocity starts at the first step's, not at 0 as online filters must: a clip that
+    opens in motion would otherwise be smoothed as if still until the velocity's low-pass caught up.
     """
     out = torch.empty_like(x)
     out[0] = x[0]
-    speed = (x[1] - x[0]).norm(dim=-1, keepdim=True) * fps
+    velocity = (x[1] - x[0]) * fps
     a_d = smoothing_factor(d_cutoff, fps)
     for t in range(1, len(x)):
-        raw_speed = (x[t] - out[t - 1]).norm(dim=-1, keepdim=True) * fps  # x's units per second
-        speed = speed + a_d * (raw_speed - speed)
-        a = smoothing_factor(min_cutoff + beta * speed, fps)
+        velocity = velocity + a_d * ((x[t] - out[t - 1]) * fps - velocity)
+        a = smoothing_factor(min_cutoff + beta * velocity.norm(dim=-1, keepdim=True), fps)
         out[t] = out[t - 1] + a * (x[t] - out[t - 1])
     return out
 

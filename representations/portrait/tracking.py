@@ -212,8 +212,10 @@ class TrackerConfig:
     # the cutoff in Hz while still and its rise per radian per second; 0 leaves the solve as it is. The
     # jaw is left out: it follows the (filtered) landmarks of a mouth that moves faster than a head.
     # On portrait_lp_d13, rendering the fitted avatar along the filtered trajectory took its warping
-    # error from 7.3x the source's to 1.4x, with 0.65 dB more masked PSNR; beta 2 smoothed less (2.2x):
-    # the solve's own jitter reads as speed (bench/RESULTS.md).
+    # error from 7.3x the source's to 1.4x, with 0.65 dB more masked PSNR; beta 2 smoothed less (2.2x).
+    # Both were measured when the filter took each step's size before low-passing the speed, which
+    # counted jitter as speed; with the velocity low-passed first the command gives the same
+    # figures (bench/RESULTS.md).
     trajectory_min_cutoff: float = 1.0
     trajectory_beta: float = 0.5
     trajectory_joints: tuple[str, ...] = (
