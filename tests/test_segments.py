@@ -17,7 +17,14 @@ from safetensors.torch import load_file
 
 from canon_edit.canonical import CanonicalVideo, Layer, over
 from canon_edit.cli import main
-from canon_edit.edit.commands import EditTarget, edit_canonical, edit_keyframe, edited_bake, render_run
+from canon_edit.edit.commands import (
+    EditTarget,
+    edit_canonical,
+    edit_keyframe,
+    edited_bake,
+    painted_canonical,
+    render_run,
+)
 from canon_edit.errors import UserError
 from canon_edit.fitting import ClipOptions, finish_run
 from canon_edit.flow import Flow
@@ -29,7 +36,7 @@ from canon_edit.segmented_fit import fit_segmented_video
 from canon_edit.segments import SEGMENTS_DIR, SegmentedVideo, blend_weights, plan_by_motion, plan_segments
 from canon_edit.video import read_clip, read_image, write_image, write_pngs
 from canon_edit.viewer.probe import uv_to_texel
-from canon_edit.viewer.session2d import with_canonical, with_keyframe
+from canon_edit.viewer.session2d import with_keyframe
 from canon_edit.viewer.view2d import ProbePixel, ProbeTexel, Scene2D, State2D
 
 
@@ -314,7 +321,7 @@ def test_viewer_preview_is_the_edit_the_cli_saves(segmented_run, long_clip, tmp_
     paint = torch.zeros(4, hc, wc)
     paint[0], paint[3, : hc // 3] = 1.0, 1.0  # a red band over the top of segment 1's background
     write_image(tmp_path / "band.png", paint)
-    preview = with_canonical(bake, 1, 0, read_image(tmp_path / "band.png"))
+    preview = painted_canonical(bake, 1, 0, read_image(tmp_path / "band.png"))
     edit_canonical(EditTarget(segmented_run.path, name="band"), tmp_path / "band.png", 0, segment=1)
     saved = edited_bake(segmented_run, bake, "band")
     for before, shown, kept in zip(bake.bakes, preview.bakes, saved.bakes, strict=True):

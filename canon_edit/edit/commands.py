@@ -139,9 +139,22 @@ def edit_canonical(target: EditTarget, image: str | Path, layer: int = 0, segmen
     k = _layer(cv, layer)
     painted = read_image(image)
     with run_lock(run.path, "edit"):
-        textures = list(cv.textures())
-        textures[k] = apply_canonical_edit(textures[k], painted)
+        textures = painted_canonical(cv, None, k, painted).textures()
         return _save(run, target, "canonical", cv, textures, {"image": str(image), "layer": k})
+
+
+def painted_canonical(
+    video: CanonicalVideo | SegmentedVideo, segment: int | None, layer: int, image: Tensor
+) -> CanonicalVideo | SegmentedVideo:
+    """`video` with `image` over (RGBA) or in place of (RGB) canonical layer `layer`; in a segmented
+    video, of segment `segment`'s canonical, carried from it to the other segments."""
+    segmented = isinstance(video, SegmentedVideo)
+    if segmented and segment is None:
+        raise ValueError("a segmented video's canonical edit names its segment")
+    cv = video.bakes[segment] if segmented else video
+    textures = list(cv.textures())
+    textures[layer] = apply_canonical_edit(textures[layer], image)
+    return video.spread({segment: textures}) if segmented else cv.with_textures(textures)
 
 
 def _edit_segment(
@@ -162,10 +175,8 @@ def _edit_segment(
     k = _layer(cv, layer)
     painted = read_image(image)
     with run_lock(run.path, "edit"):
-        textures = list(cv.textures())
-        textures[k] = apply_canonical_edit(textures[k], painted)
         meta = {"image": str(image), "layer": k, "segment": bake.segments[segment].name}
-        return _save(run, target, "canonical", bake.spread({segment: textures}), None, meta)
+        return _save(run, target, "canonical", painted_canonical(bake, segment, k, painted), None, meta)
 
 
 def edit_keyframe(

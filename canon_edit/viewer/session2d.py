@@ -17,8 +17,15 @@ from typing import Any
 
 from torch import Tensor
 
-from ..canonical import apply_canonical_edit, keyframe_textures
-from ..edit.commands import EditTarget, edit_canonical, edit_keyframe, edited_bake, fit_image
+from ..canonical import keyframe_textures
+from ..edit.commands import (
+    EditTarget,
+    edit_canonical,
+    edit_keyframe,
+    edited_bake,
+    fit_image,
+    painted_canonical,
+)
 from ..errors import UserError
 from ..run import RunFolder
 from ..segments import SegmentedVideo
@@ -132,7 +139,7 @@ class Session2D(ClientSession):
             if layer:
                 k = [self.scene.layer_name(i) for i in range(self.scene.layers)].index(self.layer.value)
                 segment = self.scene.part(base, t)[0] if self.scene.segmented else None
-                preview = with_canonical(base, segment, k, image)
+                preview = painted_canonical(base, segment, k, image)
                 self.upload = Upload(path, layer=k, segment=segment)
                 where = f" on {base.segments[segment].name}" if segment is not None else ""
             else:
@@ -164,19 +171,6 @@ class Session2D(ClientSession):
         self.reload_facts()
         self.edit.value = folder.name  # show what was saved, read back from the run
         self.report(f"saved edit '{folder.name}' in {folder}")
-
-
-def with_canonical(video: Video, segment: int | None, layer: int, image: Tensor) -> Video:
-    """`video` with `image` painted over (RGBA) or replacing (RGB) canonical layer `layer` of segment
-    `segment` (None: unsegmented), carried to the other segments: what `edit_canonical` saves."""
-    if isinstance(video, SegmentedVideo):
-        assert segment is not None
-        textures = list(video.bakes[segment].textures())
-        textures[layer] = apply_canonical_edit(textures[layer], image)
-        return video.spread({segment: textures})
-    textures = list(video.textures())
-    textures[layer] = apply_canonical_edit(textures[layer], image)
-    return video.with_textures(textures)
 
 
 def with_keyframe(video: Video, t: int, edited: Tensor, source: Tensor) -> Video:
