@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import Tensor
 
 from canon_edit.canonical import CanonicalVideo, keyframe_textures
 from canon_edit.fitting import fit_clip
 from canon_edit.metrics import psnr
 from canon_edit.procedural import edited_truth, make_clip, seen_mask
+from canon_edit_representations.fields import auto_texture_scale
 
 KEYFRAME = 5
 
@@ -64,3 +66,37 @@ def test_keyframe_edit_propagates_like_the_same_edit_on_the_true_texture(fitted)
     far = [t for t in range(proc.clip.T) if abs(t - KEYFRAME) >= 4]
     away = psnr(edited[far], gt[far], seen[far])
     assert overall >= 28.5 and away >= 27.0, (overall, away)  # 29.2 / 27.9 when written
+
+
+def texels_per_pixel(layer) -> Tensor:
+    """T: each frame's median texels per pixel along x, read off the baked uv (in [-1, 1])."""
+    du = (layer.uv[:, :, 1:, 0] - layer.uv[:, :, :-1, 0]).float().abs() * layer.texture.shape[-1] / 2
+    return du.flatten(1).median(1).values
+
+
+def test_a_zoom_in_gets_the_texels_of_its_most_magnified_frame(fitted):
+    """The clip zooms in (the last frame shows the background 1.11× the middle, reference frame's
+    size): the canonical is sized for the last frame, one field texel per pixel there and the bake
+    twice that, so a slow zoom does not blur. Sized for the reference frame (`texture_scale: 1`),
+    the last frame would get 1.8 baked texels per pixel and fail this."""
+    _, run, cv = fitted
+    density = texels_per_pixel(cv.layers[0])
+    assert float(density[0] / density[-1]) > 1.2  # the zoom: the last frame shows it 1 / 0.8 the first's size
+    oversample = run.info()["config"]["bake_oversample"]
+    assert float(density.min()) >= 0.97 * oversample, density
+    assert float(density.min()) <= 1.1 * oversample, density  # and not needlessly larger
+
+
+def test_texture_scale_follows_the_most_magnified_frame_where_the_layer_is_present():
+    zooms = torch.tensor([1.0, 0.8, 0.5])  # frame NDC → reference NDC: 0.5 shows the layer 2× larger
+    angle = torch.tensor(0.3)
+    rot = torch.stack([torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])])
+    A = torch.zeros(3, 2, 3)
+    A[:, :, :2] = zooms[:, None, None] * rot
+    present = torch.ones(3, 4, 4)
+    assert auto_texture_scale(A, present, cap=4.0) == pytest.approx(2.0)
+    assert auto_texture_scale(A, present, cap=1.5) == pytest.approx(1.5)
+    present[2] = 0  # the 2× frame does not show the layer
+    assert auto_texture_scale(A, present, cap=4.0) == pytest.approx(1.25)
+    A[:, :, :2] *= 2.0  # every frame shows it smaller than the reference: never below one texel per pixel
+    assert auto_texture_scale(A, present, cap=4.0) == pytest.approx(1.0)
