@@ -13,6 +13,7 @@ import torch
 from canon_edit.canonical import CanonicalVideo, Layer
 from canon_edit.cli import main
 from canon_edit.edit.store import list_edits
+from canon_edit.viewer import view2d
 from canon_edit.viewer.camera import (
     fov_y,
     intrinsics,
@@ -22,7 +23,7 @@ from canon_edit.viewer.camera import (
 )
 from canon_edit.viewer.canvas import layout
 from canon_edit.viewer.facts import facts_markdown, run_facts
-from canon_edit.viewer.overlays import coverage_count
+from canon_edit.viewer.overlays import coverage_count, with_grid
 from canon_edit.viewer.policy import ResolutionPolicy, moving_scale, scaled_size, settled, update_cost
 from canon_edit.viewer.probe import frame_to_texel, texel_footprint, texel_to_frame, uv_to_texel
 from canon_edit.viewer.render_worker import RenderWorker
@@ -249,3 +250,19 @@ def test_uv_grid_changes_the_renders_but_not_the_source(procedural):
     src, rec = plain.rects[0], plain.rects[1]
     assert diff[src.y : src.y + src.h, src.x : src.x + src.w].max() == 0
     assert (diff[rec.y : rec.y + rec.h, rec.x : rec.x + rec.w] > 60).float().mean() > 0.05
+
+
+def test_the_uv_grid_is_painted_once_per_video_not_once_per_draw(procedural, monkeypatch):
+    painted = []
+    monkeypatch.setattr(view2d, "with_grid", lambda x: painted.append(x) or with_grid(x))
+    scene = Scene2D(procedural.truth, procedural.clip.frames)
+    first = scene.draw(State2D(frame=3, grid=True, width=640, height=480))
+    assert len(painted) == len(procedural.truth.layers)
+    again = scene.draw(State2D(frame=5, grid=True, width=640, height=480))
+    assert len(painted) == len(procedural.truth.layers)  # the same video: its gridded copy is reused
+    assert not (first.image == again.image).all()
+    edit = procedural.truth.with_textures([1 - x for x in procedural.truth.textures()])
+    scene.draw(State2D(frame=5, grid=True, edit=edit, edit_label="inverted", width=640, height=480))
+    assert len(painted) == 2 * len(procedural.truth.layers)  # a new edit is gridded once
+    scene.draw(State2D(frame=6, grid=True, edit=edit, edit_label="inverted", width=640, height=480))
+    assert len(painted) == 2 * len(procedural.truth.layers)

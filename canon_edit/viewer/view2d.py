@@ -83,6 +83,7 @@ class Scene2D:
         self.video, self.source = video, source
         self.segmented = isinstance(video, SegmentedVideo)
         self._coverage: dict[tuple[int, int], Tensor] = {}
+        self._grids: dict[str, tuple[Video, Video]] = {}
 
     @property
     def layers(self) -> int:
@@ -111,12 +112,12 @@ class Scene2D:
 
     def draw(self, state: State2D) -> Page:
         t = min(max(state.frame, 0), self.video.T - 1)
-        video = gridded(self.video) if state.grid else self.video
+        video = self._gridded("video", self.video) if state.grid else self.video
         frames = {"source": self.source[t], "reconstruction": video.render([t])[0]}
         segment, part, local = self.part(self.video, t)
         shown = part
         if state.edit is not None:
-            edited = gridded(state.edit) if state.grid else state.edit
+            edited = self._gridded("edit", state.edit) if state.grid else state.edit
             frames[f"edit: {state.edit_label}"] = edited.render([t])[0]
             shown = self.part(edited, t)[1]
         elif state.grid:
@@ -132,6 +133,14 @@ class Scene2D:
         if state.probe is not None:
             self._mark(page, state.probe, part, t, local, len(frames))
         return page
+
+    def _gridded(self, slot: str, video: Video) -> Video:
+        """`gridded(video)`, kept per slot until another video takes it: painting the grid on every
+        segment's textures took longer than the draw itself for a long segmented run."""
+        held = self._grids.get(slot)
+        if held is None or held[0] is not video:
+            held = self._grids[slot] = (video, gridded(video))
+        return held[1]
 
     def _canonical(
         self, segment: int, part: CanonicalVideo, k: int, texture: Tensor, state: State2D
