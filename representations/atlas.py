@@ -31,6 +31,9 @@ Choices, measured on DAVIS blackswan at 426×240, 1500 steps, one CPU thread (be
   the bake samples it twice as finely (`bake_oversample`), which recovers the 0.3–0.6 dB that
   bilinear re-rendering of a 1:1 texture loses; fitting the field itself at 2× reached the same
   PSNR 43% slower;
+- colour only where a layer shows (`visible_colour`): texture, shading and detail are evaluated where
+  the layer's composite weight exceeds 1e-3, mapping and alpha everywhere; on car-roundabout a
+  step took 192 ms instead of 215 and a 600 s fit reached 28.6 dB instead of 28.3 (more steps);
 - no separate mapping pre-training: the chained-affine init is already an unfolded,
   identity-like layout at step 0, and the rigidity term keeps it so;
 - rigidity weight 1e-2, not 1e-3: on car-turn (600 s) 29.5 dB and a checkerboard edit's warping
@@ -125,21 +128,37 @@ class LayerSample(NamedTuple):
     q: Tensor  # N×2 reference-space points
     uv: Tensor  # N×2 texture coordinates in [0, 1]
     logit: Tensor | None  # N alpha logits (foreground layers)
-    look: fields.Appearance | None = None  # colour and residuals (None when only the geometry was asked for)
+    look: fields.Appearance | None = None  # colour and residuals, where the composite asked for them
 
 
-def evaluate_layer(
-    la: AtlasLayer, xy: Tensor, t: Tensor, map_w: Tensor, tex_w: Tensor | None, detail_on: bool = True,
-    color: bool = True,
-) -> LayerSample:  # fmt: skip
-    """Every field of one layer at frame points xy (N×2 NDC) of frames t (N,); the bake skips colour."""
+def evaluate_layer(la: AtlasLayer, xy: Tensor, t: Tensor, map_w: Tensor) -> LayerSample:
+    """One layer's geometry at frame points xy (N×2 NDC) of frames t (N,); colour is `visible_colour`."""
     q, _ = la.mapping(xy, t, map_w)
     uv = la.mapping.to_unit(q)
-    logit = la.alpha(uv, t)[:, 0] if la.alpha is not None else None
-    if not color:
-        return LayerSample(q, uv, logit)
-    detail = la.detail if detail_on else None
-    return LayerSample(q, uv, logit, fields.appearance(la.texture(uv, tex_w), la.shading, detail, uv, xy, t))
+    return LayerSample(q, uv, la.alpha(uv, t)[:, 0] if la.alpha is not None else None)
+
+
+HIDDEN = 1e-3  # composite weight at or under which a layer is not seen: its colour is not evaluated
+
+
+def visible_colour(
+    la: AtlasLayer, uv: Tensor, xy: Tensor, t: Tensor, tex_w: Tensor | None, detail_on: bool, weight: Tensor
+) -> fields.Appearance:
+    """A layer's appearance where its composite weight exceeds `HIDDEN`, zero elsewhere.
+
+    Elsewhere the colour adds under `HIDDEN` of itself to the prediction, and the rgb gradient its
+    alpha would get through it is scaled by the sigmoid's slope, α(1 − α) < `HIDDEN` there: a
+    foreground is absent from most of a frame and hides the background inside itself, so most of
+    the texture, shading and detail evaluations of a step were spent on pixels nobody sees.
+    The residual regularisers average over all points as before (zeros where skipped).
+    """
+    idx = (weight.detach() > HIDDEN).nonzero().squeeze(1)
+    look = fields.appearance(
+        la.texture(uv[idx], tex_w), la.shading, la.detail if detail_on else None, uv[idx], xy[idx], t[idx]
+    )
+    return fields.Appearance(
+        *(None if v is None else v.new_zeros(len(uv), 3).index_copy(0, idx, v) for v in look)
+    )
 
 
 def rigidity_energy(q: Tensor, A: Tensor, px_scale: Tensor) -> Tensor:
@@ -198,10 +217,18 @@ class Atlas(fields.LayeredRepresentation):
     def composite(
         self, xy: Tensor, t: Tensor, map_w: Tensor, tex_w: Tensor | None, detail_on: bool = True
     ) -> tuple[Tensor, list[LayerSample], list[Tensor]]:
-        """N×3 prediction: the back-to-front `over` composite `CanonicalVideo.render` computes."""
-        out = [evaluate_layer(la, xy, t, map_w, tex_w, detail_on) for la in self.layers]
+        """N×3 prediction: the back-to-front `over` composite `CanonicalVideo.render` computes.
+
+        A layer's colour is evaluated only where its composite weight exceeds `HIDDEN`
+        (`visible_colour`): the geometry (mapping, alpha) is evaluated everywhere.
+        """
+        out = [evaluate_layer(la, xy, t, map_w) for la in self.layers]
         alphas = [torch.ones_like(xy[:, 0])] + [torch.sigmoid(o.logit) for o in out[1:]]
         comp = composite_weights(alphas)
+        out = [
+            o._replace(look=visible_colour(la, o.uv, xy, t, tex_w, detail_on, w))
+            for la, o, w in zip(self.layers, out, comp, strict=True)
+        ]
         return (comp[..., None] * torch.stack([o.look.color for o in out])).sum(0), out, alphas
 
     def losses(self, batch: dict[str, Tensor], step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
@@ -250,7 +277,7 @@ class Atlas(fields.LayeredRepresentation):
         uvs, alphas, shadings, details = [], [torch.ones(shape)], [], []
         for la in self.layers:
             frames = [
-                evaluate_layer(la, grid, torch.full((len(grid),), t, device=dev), map_w, None, color=False)
+                evaluate_layer(la, grid, torch.full((len(grid),), t, device=dev), map_w)
                 for t in range(self.T)
             ]
             uvs.append(torch.stack([s.uv for s in frames]).reshape(*shape, 2).cpu() * 2 - 1)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from canon_edit.canonical import CanonicalVideo, over
+from canon_edit.canonical import CanonicalVideo, composite_weights, over
 from canon_edit.cli import main
 from canon_edit.config import load_config
 from canon_edit.errors import UserError
@@ -19,7 +19,8 @@ from canon_edit.metrics import psnr
 from canon_edit.procedural import ProceduralClip
 from canon_edit.train import make_optimizer
 from canon_edit.video import read_clip, read_image, write_image, write_pngs
-from canon_edit_representations.atlas import Atlas, AtlasConfig
+from canon_edit_representations import fields
+from canon_edit_representations.atlas import HIDDEN, Atlas, AtlasConfig
 from canon_edit_representations.motion import pixel_grid_ndc
 
 
@@ -85,8 +86,7 @@ def test_overlay_on_the_foreground_atlas_lands_on_the_sprite_in_every_frame(fitt
         assert float((changed[t] & interior[t]).sum() / interior[t].sum()) >= 0.95, f"frame {t}"
 
 
-def test_bake_renders_what_training_optimised(fitted):
-    proc, run, cv = fitted
+def fitted_model(run) -> Atlas:
     clip = read_clip(run.info()["clip"]["source"])
     model = Atlas(
         clip,
@@ -94,6 +94,12 @@ def test_bake_renders_what_training_optimised(fitted):
         load_config(AtlasConfig, "atlas_demo", package="canon_edit_representations.presets"),
     )
     run.load_checkpoint(model, make_optimizer(model))
+    return model
+
+
+def test_bake_renders_what_training_optimised(fitted):
+    proc, run, cv = fitted
+    model = fitted_model(run)
     grid = pixel_grid_ndc(cv.H, cv.W).reshape(-1, 2)
     t = 5
     with torch.no_grad():
@@ -101,6 +107,36 @@ def test_bake_renders_what_training_optimised(fitted):
         pred, _, _ = model.composite(grid, torch.full((len(grid),), t), map_w, None)
     field = pred.T.reshape(3, cv.H, cv.W)
     assert psnr(cv.render([t])[0].clamp(0, 1), field.clamp(0, 1)) >= 35.0
+
+
+def test_colour_skipped_where_a_layer_is_hidden_leaves_prediction_and_gradients(fitted):
+    """The composite evaluates a layer's colour only where it shows; against every colour everywhere."""
+    proc, run, cv = fitted
+    model = fitted_model(run)
+    xy = pixel_grid_ndc(cv.H, cv.W).reshape(-1, 2).repeat(2, 1)
+    t = torch.tensor([2, 9]).repeat_interleave(cv.H * cv.W)
+    target = proc.clip.frames[[2, 9]].permute(0, 2, 3, 1).reshape(-1, 3)
+    map_w = torch.ones(model.layers[0].mapping.enc.n_levels)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    pred, out, alphas = model.composite(xy, t, map_w, None)
+    comp = composite_weights(alphas)
+    plain = [
+        fields.appearance(la.texture(o.uv, None), la.shading, la.detail, o.uv, xy, t).color
+        for la, o in zip(model.layers, out, strict=True)
+    ]
+    reference = (comp[..., None] * torch.stack(plain)).sum(0)
+    skipped = float((comp.detach() <= HIDDEN).float().mean())
+    assert skipped > 0.3, skipped  # the foreground is absent from most of the frame
+    assert float((pred - reference).detach().abs().max()) < 2 * HIDDEN
+
+    fast = torch.autograd.grad(((pred - target) ** 2).mean(), params, retain_graph=True, allow_unused=True)
+    slow = torch.autograd.grad(((reference - target) ** 2).mean(), params, allow_unused=True)
+    pairs = [(a, b) for a, b in zip(fast, slow, strict=True) if b is not None]
+    fast_all = torch.cat([(a if a is not None else torch.zeros_like(b)).flatten() for a, b in pairs])
+    slow_all = torch.cat([b.flatten() for _, b in pairs])
+    assert float(F.cosine_similarity(fast_all, slow_all, dim=0)) > 0.999
+    assert float((fast_all - slow_all).norm() / slow_all.norm()) < 0.02
 
 
 def test_every_edit_mode_works_on_an_atlas_run(fitted, tmp_path):
