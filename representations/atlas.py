@@ -17,8 +17,8 @@ The prediction is the same back-to-front `over` composite `CanonicalVideo.render
 Losses, one term each in `losses`: reconstruction, gradient, sparsity (mean
 foreground alpha: a layer covers only what it must), flow on uv, local rigidity of the mapping
 (symmetric Dirichlet energy of the residual's Jacobian, which allows local rotation but not stretch
-or folding), alpha bootstrapped from the masks with a weight decaying to zero (then released) and
-regularisation of the log-shading towards 0.
+or folding), alpha supervised by the masks (for the whole fit by default; `alpha_bootstrap` > 0
+decays it to zero) and regularisation of the log-shading towards 0.
 
 Choices, measured on DAVIS blackswan at 426×240, 1500 steps, one CPU thread (bench/RESULTS.md):
 - texture encoding: feature fields.planes (default) 28.90 dB in 295 s against the hash grid (16 levels ×
