@@ -10,6 +10,7 @@ from canon_edit.canonical import CanonicalVideo, keyframe_textures
 from canon_edit.fitting import fit_clip
 from canon_edit.metrics import psnr
 from canon_edit.procedural import edited_truth, make_clip, seen_mask
+from canon_edit.viewer.probe import texel_footprint
 from canon_edit_representations.fields import auto_texture_scale
 
 KEYFRAME = 5
@@ -69,9 +70,9 @@ def test_keyframe_edit_propagates_like_the_same_edit_on_the_true_texture(fitted)
 
 
 def texels_per_pixel(layer) -> Tensor:
-    """T: each frame's median texels per pixel along x, read off the baked uv (in [-1, 1])."""
-    du = (layer.uv[:, :, 1:, 0] - layer.uv[:, :, :-1, 0]).float().abs() * layer.texture.shape[-1] / 2
-    return du.flatten(1).median(1).values
+    """T: each frame's median texels between neighbouring pixels (the viewer's `texel_footprint`)."""
+    hw = tuple(layer.texture.shape[1:])
+    return torch.tensor([texel_footprint(uv.float(), hw) for uv in layer.uv])
 
 
 def test_a_zoom_in_gets_the_texels_of_its_most_magnified_frame(fitted):
