@@ -1,7 +1,7 @@
 """Temporal consistency of one fixed edit through the layered atlas and through CoDeF: one JSON line.
 
     python bench/edit_consistency.py --clip ../shared/data/davis_blackswan --size 240 \
-        [--atlas-run RUN] [--codef-run RUN] [--steps N] [--time-budget S]
+        [--atlas-run RUN] [--codef-run RUN] [--steps N] [--time-budget S] [--methods atlas codef]
 
 The edit is a black-and-white checkerboard (8 cells across the short side of the used area) pasted
 opaquely over the used area of the first foreground layer's texture with `canonical.over`. For each
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, help="step limit for fits made here")
     p.add_argument("--time-budget", type=float, help="seconds per fit made here")
     p.add_argument("--out", help="keep fits made here in this folder (default: a temporary one)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="measure only these")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="canon-edit-bench-") as tmp:
         return measure(args, Path(args.out) if args.out else Path(tmp))
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Fit or open both runs, apply the edit through each and collect the figures."""
     figures: dict[str, Any] = {"bench": "edit_consistency", "clip": Path(args.clip).name}
-    for method in METHODS:
+    for method in args.methods:
         run, fit = method_run(method, getattr(args, f"{method}_run"), args, work)
         clip = run.clip()
         if clip.masks is None:

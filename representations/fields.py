@@ -129,14 +129,18 @@ class MappingField(nn.Module):
 
     def forward(self, xy: Tensor, t: Tensor, level_w: Tensor) -> tuple[Tensor, Tensor]:
         """Frame NDC points N×2 at frames t (N,) → reference-space points N×2 and the residual offsets."""
-        A = self.affine[t]
-        base = (A[:, :, :2] @ xy[:, :, None]).squeeze(-1) + A[:, :, 2]
+        base = self.affine_part(xy, t)
         tn = t.to(xy.dtype)[:, None] / max(1, self.frames - 1)
         # the residual lives in canonical-aligned coordinates, so motion attached to a moving
         # object (a bend, a wave) is low-rank in the factorised (x, y, t) planes
         feats = self.enc(torch.cat([self.to_unit(base), tn], 1).clamp(0, 1))
         offset = self.mlp(apply_level_weights(feats, level_w, self.enc.n_features))
         return base + offset, offset
+
+    def affine_part(self, xy: Tensor, t: Tensor) -> Tensor:
+        """The per-frame affine alone: the whole mapping at initialisation (the residual starts at 0)."""
+        A = self.affine[t]
+        return (A[:, :, :2] @ xy[:, :, None]).squeeze(-1) + A[:, :, 2]
 
     def to_unit(self, q: Tensor) -> Tensor:
         """Reference-space points → [0, 1]² canonical texture coordinates."""

@@ -20,7 +20,7 @@ from canon_edit.procedural import ProceduralClip
 from canon_edit.train import make_optimizer
 from canon_edit.video import read_clip, read_image, write_image, write_pngs
 from canon_edit_representations import fields
-from canon_edit_representations.atlas import HIDDEN, Atlas, AtlasConfig
+from canon_edit_representations.atlas import HIDDEN, Atlas, AtlasConfig, mask_iou
 from canon_edit_representations.motion import pixel_grid_ndc
 
 
@@ -95,6 +95,31 @@ def fitted_model(run) -> Atlas:
     )
     run.load_checkpoint(model, make_optimizer(model))
     return model
+
+
+def initial_alpha_iou(model: Atlas, matte: torch.Tensor) -> float:
+    """IoU of the foreground's alpha > 0.5 through its initial (affine) mapping against a T×H×W matte."""
+    la, grid = model.layers[1], pixel_grid_ndc(model.H, model.W).reshape(-1, 2)
+    ious = []
+    with torch.no_grad():
+        for t in range(model.T):
+            uv = la.mapping.to_unit(la.mapping.affine_part(grid, torch.full((len(grid),), t)))
+            alpha = torch.sigmoid(la.alpha(uv, torch.full((len(uv),), t))[:, 0]).reshape(model.H, model.W)
+            ious.append(mask_iou(alpha > 0.5, matte[t] > 0.5))
+    return sum(ious) / len(ious)
+
+
+def test_alpha_starts_as_the_mask_when_initialised_from_it(fitted):
+    """`alpha_init_steps` fits the alpha to the masks before the fit: the true matte at step 0."""
+    proc, run, _ = fitted
+    clip = read_clip(run.info()["clip"]["source"])
+    flow = load_or_compute_flow(run.flow, clip.frames)
+    cfg = load_config(AtlasConfig, "atlas_demo", package="canon_edit_representations.presets")
+    matte = proc.truth.layers[1].alpha.float()
+    torch.manual_seed(0)
+    cold = initial_alpha_iou(Atlas(clip, flow, replace(cfg, alpha_init_steps=0)), matte)
+    warm = initial_alpha_iou(Atlas(clip, flow, replace(cfg, alpha_init_steps=200)), matte)
+    assert cold < 0.5 < 0.9 <= warm, (cold, warm)
 
 
 def test_bake_renders_what_training_optimised(fitted):

@@ -42,3 +42,16 @@ def test_demo_lift_prints_one_json_line(capsys):
     figures = _load("demo_lift").main(["--set", "train.steps=10", "--set", "patches=16"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(figures))
     assert figures["edit"] > 10 and figures["recon"] > 10  # scored against the truth, not left empty
+
+
+def test_edit_consistency_on_the_true_canonical_keeps_the_checkerboard_on_the_sprite(truth_run, capsys):
+    """The procedural truth as a run: its edit lands on the true sprite and nowhere else; one method only."""
+    clip = truth_run.info()["clip"]["source"]
+    figures = _load("edit_consistency").main(
+        ["--clip", clip, "--codef-run", str(truth_run.path), "--methods", "codef"]
+    )
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(figures))
+    assert "atlas" not in figures  # nothing was fitted for the method left out
+    codef = figures["codef"]
+    assert codef["on_mask"] >= 0.99 and codef["mask_hit_min"] >= 0.9, codef
+    assert codef["edited_warp_error"] > codef["recon_warp_error"]  # the checkerboard's edges add to it
