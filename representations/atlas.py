@@ -39,7 +39,9 @@ Choices, measured on DAVIS blackswan at 426×240, 1500 steps, one CPU thread (be
 - the alpha starts as the masks (`init_alpha`, `alpha_init_steps`): before the fit each alpha field
   alone is fitted to its mask through the initial mapping, 10–20 s on one core. In 600 s on a CPU
   that took half the steps of the runs above, breakdance's alpha IoU went from 0.87 to 0.92 and a
-  checkerboard edit's on-mask share from 0.94 to 0.98; camel and car-roundabout gained 0.6 dB;
+  checkerboard edit's on-mask share from 0.94 to 0.98; camel and car-roundabout gained 0.6 dB, but
+  that edit's warping error rose 14–16% on car-turn and car-roundabout (car-turn twice), so it is
+  off by default: `--set alpha_init_steps=1000` for a clip whose silhouette the fit gets wrong;
 - rigidity weight 1e-2, not 1e-3: on car-turn (600 s) 29.5 dB and a checkerboard edit's warping
   error of 3.6e-3 against 26.4 dB and 8.0e-3 (the turning car's layout bent), on blackswan 29.9
   against 28.7 dB at the same edit error (part of both PSNR gains is more steps under less load);
@@ -96,7 +98,9 @@ class AtlasConfig(fields.LayeredFitConfig):
     # fit. Released at half of a 600 s fit, car-roundabout's alpha IoU fell from 0.99 to 0.96 and a
     # checkerboard edit's on-mask share from 1.0 to 0.98 (bench/RESULTS.md): a user's masks are kept.
     alpha_bootstrap: float = 0.0
-    alpha_init_steps: int = 1000  # Adam steps fitting each alpha alone to its mask before the fit
+    # Adam steps fitting each alpha alone to its mask before the fit; off by default: 1000 helped breakdance's
+    # alpha but raised car-turn's edited warping error by 12-14% in two runs (bench/RESULTS.md)
+    alpha_init_steps: int = 0
     texture_scale: float = 0.0  # field texels per reference pixel; 0 = 1 per pixel where most magnified
     max_texture_scale: float = 2.0
     bake_oversample: float = 2.0  # baked texels per field texel, so detail survives bilinear re-rendering
