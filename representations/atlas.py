@@ -37,7 +37,7 @@ Choices, measured on DAVIS blackswan at 426×240, 1500 steps, one CPU thread (be
 - no separate mapping pre-training: the chained-affine init is already an unfolded,
   identity-like layout at step 0, and the rigidity term keeps it so;
 - the alpha starts as the masks (`init_alpha`, `alpha_init_steps`): before the fit each alpha field
-  alone is fitted to its mask through the initial mapping, 10–20 s on one core. In 600 s on a CPU
+  alone is fitted to its mask through the initial mapping, about 20 s on a slow core. In 600 s on a CPU
   that took half the steps of the runs above, breakdance's alpha IoU went from 0.87 to 0.92 and a
   checkerboard edit's on-mask share from 0.94 to 0.98; camel and car-roundabout gained 0.6 dB, but
   that edit's warping error rose 14–16% on car-turn and car-roundabout (car-turn twice), so it is

@@ -103,8 +103,9 @@ def initial_alpha_iou(model: Atlas, matte: torch.Tensor) -> float:
     ious = []
     with torch.no_grad():
         for t in range(model.T):
-            uv = la.mapping.to_unit(la.mapping.affine_part(grid, torch.full((len(grid),), t)))
-            alpha = torch.sigmoid(la.alpha(uv, torch.full((len(uv),), t))[:, 0]).reshape(model.H, model.W)
+            frame = torch.full((len(grid),), t)
+            uv = la.mapping.to_unit(la.mapping.affine_part(grid, frame))
+            alpha = torch.sigmoid(la.alpha(uv, frame)[:, 0]).reshape(model.H, model.W)
             ious.append(mask_iou(alpha > 0.5, matte[t] > 0.5))
     return sum(ious) / len(ious)
 
