@@ -2,7 +2,8 @@
 
     python bench/fit_quality.py --clip ../shared/data/davis_blackswan --method codef --size 240
 
-Keys: psnr, ssim, seconds, steps, peak_mem_mb, device, frames, height, width, render_fps (re-rendering
+Keys: psnr, ssim, psnr_foreground and psnr_background (inside and outside the clip's masks, where it
+has masks), seconds, steps, peak_mem_mb, device, frames, height, width, render_fps (re-rendering
 every frame from the bake), for the 2D forms `sharpness` (mean squared gradient of the frames
 rendered from the canonical textures alone, no residual, over that of the source frames: 1 = as
 sharp as the video, less = a blurred canonical), plus the method's own (atlas: alpha_iou; portrait:
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         "method": info["method"],
         "psnr": metrics["psnr"],
         "ssim": metrics["ssim"],
+        **{k: metrics[k] for k in ("psnr_foreground", "psnr_background") if k in metrics},
         "seconds": round(seconds, 1),
         "fit_seconds": info["fit_seconds"],
         "steps": info["steps"],

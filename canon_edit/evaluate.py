@@ -8,7 +8,9 @@ RUN/flow.safetensors, so every run reports the same keys. The video, the clip an
 read a chunk at a time (the bake's render, the run's mapped clip and flow cache), so evaluating a
 long clip takes no more memory than a short one.
 
-JSON keys: run, edit, frames, height, width, psnr, ssim, warp_error, source_warp_error, and for the
+JSON keys: run, edit, frames, height, width, psnr, ssim, warp_error, source_warp_error;
+psnr_foreground and psnr_background (inside and outside the clip's masks) where the clip has masks,
+which tell whether the objects or the scene around them hold the error; and for the
 reconstruction `extra`, the representation's own figures (atlas: alpha IoU; portrait: masked_psnr
 and masked_ssim over the person mask, landmark_error_px when the tracking came from landmarks).
 """
@@ -81,7 +83,7 @@ def evaluate_video(
     flow, flow_file = stored_flow(run.flow, key, lambda: clip.read(0, clip.T))
     metrics = VideoMetrics(flow, clip.T)
     for chunk, source in paired(clip, video):
-        metrics.add(chunk.clamp(0, 1), source)
+        metrics.add(chunk.clamp(0, 1), source, clip.read_foreground(metrics.seen, metrics.seen + len(chunk)))
         if each is not None:
             each(chunk, source)
         flow_file.release()
@@ -96,6 +98,7 @@ def evaluate_video(
         "ssim": round(measured["ssim"], 4),
         "warp_error": measured["warp_error"],
         "source_warp_error": measured["source_warp_error"],
+        **{key: round(value, 3) for key, value in measured.items() if key.startswith("psnr_")},
     }
     if not edit:
         extra = extra if extra is not None else _stored_extra(run)

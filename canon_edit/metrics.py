@@ -117,11 +117,17 @@ class VideoMetrics:
     def __init__(self, flow: Flow, frames: int) -> None:
         self.flow, self.frames, self.seen = flow, frames, 0
         self._squared, self._ssim = [0.0, 0.0], [0.0, 0.0]
+        # squared error inside and outside the clip's masks, where it has masks
+        self._regions: dict[str, list[float]] = {"foreground": [0.0, 0.0], "background": [0.0, 0.0]}
         self._errors: dict[str, list[float]] = {"warp_error": [], "source_warp_error": []}
         self._last: dict[str, Tensor] = {}
 
-    def add(self, video: Tensor, source: Tensor) -> None:
-        """The next frames of the video and the source frames they render."""
+    def add(self, video: Tensor, source: Tensor, foreground: Tensor | None = None) -> None:
+        """The next frames of the video and the source frames they render.
+
+        `foreground` (B×H×W in [0, 1], the union of the clip's masks) splits the squared error into
+        the masked objects and the rest, so a figure says where a reconstruction falls short.
+        """
         if video.shape != source.shape:
             raise ValueError(f"video {tuple(video.shape)} and source {tuple(source.shape)} differ")
         _check_flow(self.flow, self.frames, tuple(video.shape))
@@ -135,6 +141,11 @@ class VideoMetrics:
         ):
             sums[0] += total
             sums[1] += weight
+        if foreground is not None:
+            for key, weight in (("foreground", foreground), ("background", 1 - foreground)):
+                total, count = _squared_error(video, source, weight)
+                self._regions[key][0] += total
+                self._regions[key][1] += count
         for key, frames in (("warp_error", video), ("source_warp_error", source)):
             sequence = [self._last[key], *frames] if self.seen else list(frames)
             first = self.seen - (len(sequence) - len(frames))
@@ -146,11 +157,14 @@ class VideoMetrics:
         self.seen += len(video)
 
     def figures(self) -> dict[str, float]:
-        """psnr, ssim, warp_error and source_warp_error of every frame added."""
+        """psnr, ssim, warp_error and source_warp_error of every frame added, and psnr_foreground and
+        psnr_background where foreground masks came with the frames and each region has pixels."""
         if self.seen != self.frames:
             raise ValueError(f"{self.seen} of {self.frames} frames were added")
+        regions = {f"psnr_{key}": _psnr_of(*sums) for key, sums in self._regions.items() if sums[1] > 0}
         return {
             "psnr": _psnr_of(*self._squared),
             "ssim": self._ssim[0] / self._ssim[1],
             **{key: _mean(errors) for key, errors in self._errors.items()},
+            **regions,
         }

@@ -95,6 +95,15 @@ class StoredClip:
         self.file.release()
         return frames
 
+    def read_foreground(self, start: int, stop: int) -> Tensor | None:
+        """The union of the masks' labels over frames [start, stop) (B×H×W), or None without masks."""
+        masks = self.file.tensors.get("masks")
+        if masks is None:
+            return None
+        union = _unpack(masks[start:stop].amax(1))
+        self.file.release()
+        return union
+
     def part(self, start: int, stop: int) -> Clip:
         """Frames [start, stop) and their masks in memory (a segment of a long clip), copied out."""
         masks = self.file.tensors.get("masks")

@@ -63,6 +63,10 @@ class Clip:
         """Frames [start, stop), as `run.StoredClip.read` gives them from a run's stored clip."""
         return self.frames[start:stop]
 
+    def read_foreground(self, start: int, stop: int) -> Tensor | None:
+        """The union of the masks' labels over frames [start, stop) (B×H×W), or None without masks."""
+        return None if self.masks is None else self.masks[start:stop].amax(1)
+
 
 def frame_chunks(n: int, size: int = CHUNK) -> Iterator[list[int]]:
     """Frame ids 0..n-1 in consecutive chunks of `size`."""

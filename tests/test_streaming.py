@@ -219,6 +219,22 @@ def test_chunked_metrics_equal_the_whole_clip_metrics(tmp_path, procedural):
         assert metrics.figures() == pytest.approx(whole, rel=1e-9, abs=1e-12)
 
 
+def test_chunked_metrics_split_the_error_between_the_masked_objects_and_the_rest(tmp_path, procedural):
+    source, sprite = procedural.clip.frames, procedural.clip.masks.amax(1)
+    video = source + torch.where(sprite[:, None] > 0.5, 0.1, 0.01)  # 20 dB on the sprite, 40 around it
+    load_or_compute_flow(tmp_path / "flow.safetensors", source)
+    flow, _, _ = map_flow(tmp_path / "flow.safetensors")
+    metrics = VideoMetrics(flow, len(source))
+    for ids in frame_chunks(len(source), 5):
+        metrics.add(video[ids], source[ids], sprite[ids])
+    figures = metrics.figures()
+    assert figures["psnr_foreground"] == pytest.approx(20.0, abs=1e-4)
+    assert figures["psnr_background"] == pytest.approx(40.0, abs=1e-4)
+    plain = VideoMetrics(flow, len(source))
+    plain.add(video, source)
+    assert "psnr_foreground" not in plain.figures()
+
+
 def test_eval_and_render_stream_the_run_as_the_whole_clip_functions_score_it(truth_run, tmp_path, encoded):
     figures = evaluate_run(truth_run.path)
     clip, bake = truth_run.clip(), load_bake(truth_run)
@@ -229,6 +245,9 @@ def test_eval_and_render_stream_the_run_as_the_whole_clip_functions_score_it(tru
     assert figures["ssim"] == round(ssim(video, clip.frames), 4)
     assert figures["warp_error"] == pytest.approx(warping_error(video, flow), abs=1e-9)
     assert figures["source_warp_error"] == pytest.approx(warping_error(clip.frames, flow), abs=1e-9)
+    sprite = clip.masks.amax(1)
+    assert figures["psnr_foreground"] == round(psnr(video, clip.frames, sprite), 3)
+    assert figures["psnr_background"] == round(psnr(video, clip.frames, 1 - sprite), 3)
     assert json.loads(truth_run.metrics.read_text())["psnr"] == figures["psnr"]
     render_run(truth_run.path, tmp_path / "compare.mp4", compare=True)
     reference_write_video(tmp_path / "before.mp4", torch.cat([clip.frames, video], dim=3), bake.fps)
