@@ -24,7 +24,8 @@ def test_fit_quality_prints_one_json_line(clip_dir, tmp_path, capsys):
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(line) == json.loads(json.dumps(figures))
     assert figures["steps"] == 10 and figures["frames"] == 6 and figures["render_fps"] > 0
-    assert figures["psnr_background"] > figures["psnr"] > figures["psnr_foreground"] > 0  # the sprite is harder
+    # the textured sprite is the harder part of the procedural clip
+    assert figures["psnr_background"] > figures["psnr"] > figures["psnr_foreground"] > 0
 
 
 def test_canonical_figure_shows_source_reconstruction_and_every_texture(truth_run, tmp_path, capsys):
