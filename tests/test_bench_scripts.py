@@ -6,6 +6,9 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+import torch
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
@@ -37,7 +40,29 @@ def test_canonical_figure_shows_source_reconstruction_and_every_texture(truth_ru
     image = read_image(figure)
     row = _load("canonical_figure").ROW
     assert image.shape[1] == 2 * row + _load("canonical_figure").GAP  # one row per run
-    assert image.shape[2] > 3 * row  # source, reconstruction and two textures side by side
+    assert image.shape[2] > 4 * row  # source, reconstruction, error map and two textures side by side
+    metrics = json.loads(truth_run.metrics.read_text())
+    assert result["psnr"] == [pytest.approx(metrics["psnr"], abs=0.05)] * 2  # the fit's own figure
+
+
+def test_error_map_is_each_pixels_rms_error_over_the_clip():
+    """A known answer: +0.1 on a square in 2 of 4 frames is RMS 0.1·√(2/4) there and 0 elsewhere."""
+    from canon_edit.canonical import CanonicalVideo, Layer
+    from canon_edit.video import Clip
+    from canon_edit_representations.motion import pixel_grid_ndc
+
+    figure = _load("canonical_figure")
+    image = torch.rand(3, 16, 24, generator=torch.Generator().manual_seed(0)) * 0.8
+    uv = pixel_grid_ndc(16, 24).expand(4, -1, -1, -1).half()
+    bake = CanonicalVideo(layers=[Layer(texture=image, uv=uv)])
+    frames = bake.render().clamp(0, 1)
+    frames[:2, :, 4:8, 10:14] += 0.1
+    error = figure.error_map(bake, Clip(frames=frames, fps=30.0))
+    inside = torch.zeros(16, 24, dtype=torch.bool)
+    inside[4:8, 10:14] = True
+    assert torch.allclose(error[inside], torch.full((16,), 0.1 * 0.5**0.5), atol=1e-4)
+    assert error[~inside].max() < 1e-5
+    assert figure.heat(error).shape == (3, 16, 24)
 
 
 def test_demo_lift_prints_one_json_line(capsys):
