@@ -107,7 +107,8 @@ class CoDeF(LayeredRepresentation):
 
     def param_groups(self) -> list[dict[str, Any]]:
         fields = [
-            f for la in self.layers for f in (la.mapping, la.texture, la.shading, la.detail) if f is not None
+            [f for f in (la.mapping, la.texture, la.shading, la.detail) if f is not None]
+            for la in self.layers
         ]
         return layered_param_groups(self.cfg, fields, [la.mapping.affine for la in self.layers])
 

@@ -45,6 +45,7 @@ class LayeredFitConfig:
     anneal_start: float = 0.05  # fraction of the steps at which finer mapping levels start to switch on
     anneal_end: float = 0.5  # ... and by which all are on
     lr_grid: float = 1e-2
+    lr_grid_background: float = 0.0  # the background layer's grids; 0 = lr_grid
     lr_mlp: float = 2e-3
     lr_affine: float = 3e-3
     patches: int = 256
@@ -318,11 +319,23 @@ def texture_coverage(
     return F.interpolate(torch.maximum(cov, closed), size=baked_hw, mode="nearest")[0, 0]
 
 
-def layered_param_groups(cfg: LayeredFitConfig, fields: list[nn.Module], affines: list[Tensor]) -> list[dict]:
-    """Adam groups: grid features, MLP weights and per-frame affines, each at its own learning rate."""
+def layered_param_groups(
+    cfg: LayeredFitConfig, layers: list[list[nn.Module]], affines: list[Tensor]
+) -> list[dict]:
+    """Adam groups: grid features, MLP weights and per-frame affines, each at its own learning rate.
+
+    `layers` holds each layer's fields, background first. With `lr_grid_background` set, the
+    background's grids get a group of their own: it has no silhouette for faster grids to outrun.
+    Without it the groups are those of runs from before the option, so their checkpoints resume.
+    """
+    grids = [[p for f in fields for p in f.enc.parameters()] for fields in layers]
+    own = cfg.lr_grid_background > 0 and cfg.lr_grid_background != cfg.lr_grid
+    grid_groups = [{"params": sum(grids[1:] if own else grids, []), "lr": cfg.lr_grid}]
+    if own:
+        grid_groups.insert(0, {"params": grids[0], "lr": cfg.lr_grid_background})
     return [
-        {"params": [p for f in fields for p in f.enc.parameters()], "lr": cfg.lr_grid},
-        {"params": [p for f in fields for p in f.mlp.parameters()], "lr": cfg.lr_mlp},
+        *grid_groups,
+        {"params": [p for fields in layers for f in fields for p in f.mlp.parameters()], "lr": cfg.lr_mlp},
         {"params": affines, "lr": cfg.lr_affine},
     ]
 

@@ -165,6 +165,25 @@ def test_colour_skipped_where_a_layer_is_hidden_leaves_prediction_and_gradients(
     assert float((fast_all - slow_all).norm() / slow_all.norm()) < 0.02
 
 
+def test_background_grids_at_their_own_rate_only_when_asked(fitted):
+    """`lr_grid_background` gives the background's grids a group at that rate; unset, the groups
+    (and so a checkpoint's optimiser state) are the ones runs from before the option have."""
+    model = fitted_model(fitted[1])
+    la = model.layers[0]
+    background_fields = [f for f in (la.mapping, la.texture, la.shading, la.detail) if f is not None]
+    background = {id(p) for f in background_fields for p in f.enc.parameters()}
+    plain = model.param_groups()
+    assert [g["lr"] for g in plain] == [model.cfg.lr_grid, model.cfg.lr_mlp, model.cfg.lr_affine]
+    model.cfg = replace(model.cfg, lr_grid_background=0.03)
+    split = model.param_groups()
+    assert [g["lr"] for g in split] == [0.03, model.cfg.lr_grid, model.cfg.lr_mlp, model.cfg.lr_affine]
+    assert {id(p) for p in split[0]["params"]} == background
+    assert not background & {id(p) for p in split[1]["params"]}
+    assert [len(g["params"]) for g in plain] == [len(split[0]["params"]) + len(split[1]["params"])] + [
+        len(g["params"]) for g in split[2:]
+    ]
+
+
 def test_every_edit_mode_works_on_an_atlas_run(fitted, tmp_path):
     proc, run, cv = fitted
     overlay = torch.zeros(4, *cv.layers[1].texture.shape[1:])
