@@ -315,10 +315,33 @@ class RunFolder:
         snapshot = {k: v.clone() for k, v in model.state_dict().items()}
         try:
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+            groups = regrouped(meta["param_groups"], optimizer, state)
+            optimizer.load_state_dict({"state": state, "param_groups": groups})
         except Exception:
             model.load_state_dict(snapshot)  # leave the model as it was for the next candidate
             raise
         if not isinstance(meta.get("step"), int):
             raise KeyError("step")
         return meta
+
+
+def regrouped(
+    saved: list[dict[str, Any]], optimizer: torch.optim.Optimizer, state: dict[int, dict]
+) -> list[dict]:
+    """The checkpoint's parameter groups, or the optimiser's own where the same parameters were regrouped.
+
+    A learning rate given to part of a group (`--set lr_grid_background=...` on resume) splits it. The
+    state is keyed by the parameters' order, which the split keeps; each state tensor's shape is checked
+    against its parameter, so a truly different model is still refused.
+    """
+    current = optimizer.state_dict()["param_groups"]
+    if [len(g["params"]) for g in saved] == [len(g["params"]) for g in current]:
+        return saved
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    fits = sum(len(g["params"]) for g in saved) == len(params) and all(
+        0 <= i < len(params) and all(v.ndim == 0 or v.shape == params[i].shape for v in st.values())
+        for i, st in state.items()
+    )
+    if not fits:
+        raise ValueError("its optimiser state holds other parameters")
+    return current

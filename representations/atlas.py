@@ -49,10 +49,11 @@ Choices, measured on DAVIS blackswan at 426×240, 1500 steps, one CPU thread (be
   demo clip the sprite gained 2.7 dB reconstructed and 1.6 dB edited against the truth. 1.5e-2 cost
   car-turn 0.5 dB more; a weaker rigidity, a finer mapping or a stronger shading regulariser did not
   help the cars;
-- the grids learn at 1e-2, and `lr_grid_background` (off) gives the background's its own rate: at
-  3e-2 and 1500 steps breakdance gained 1.0 dB (its crowd), car-roundabout 0.2, but in 600 s its
-  dancer's alpha lost ground (IoU 0.90 -> 0.82 and 0.89, the checkerboard's on-mask share 0.97 ->
-  0.91 and 0.96), so it is not the default; every grid at 3e-2 lost the dancer outright (IoU 0.23);
+- the grids learn at 1e-2; `lr_grid_background` (off) gives the background layer's a rate of their
+  own: at 3e-2 and 1500 steps breakdance gained 1.0 dB (its crowd), car-roundabout 0.2, but in 600 s
+  its dancer's alpha lost ground (IoU 0.90 -> 0.82 and 0.89, the checkerboard's on-mask share 0.97
+  -> 0.91 and 0.96), so it is not the default; every grid at 3e-2 lost the dancer outright (IoU
+  0.23);
 - rigidity weight 1e-2, not 1e-3: on car-turn (600 s) 29.5 dB and a checkerboard edit's warping
   error of 3.6e-3 against 26.4 dB and 8.0e-3 (the turning car's layout bent), on blackswan 29.9
   against 28.7 dB at the same edit error (part of both PSNR gains is more steps under less load);

@@ -13,7 +13,7 @@ from canon_edit.cli import phrase
 from canon_edit.errors import TrainingDiverged, UserError
 from canon_edit.fitting import config_of
 from canon_edit.representation import get_representation
-from canon_edit.run import RunFolder
+from canon_edit.run import RunFolder, regrouped
 from canon_edit.train import TrainConfig, lr_factor, make_optimizer, optimise, plan_line, with_quality
 
 
@@ -54,6 +54,51 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
     resumed = Toy()
     optimise(resumed, run, cfg, resume=True, show_progress=False)  # continues from step 20 without the fault
     assert abs(resumed.x.item() - 3) < 0.05
+
+
+class Pair(nn.Module):
+    """Two parameters in one Adam group, or (`split`) each in its own, as `lr_grid_background` does."""
+
+    def __init__(self, split: bool = False, size: int = 2):
+        super().__init__()
+        self.a, self.b = nn.Parameter(torch.zeros(size)), nn.Parameter(torch.zeros(3))
+        self.split = split
+
+    def param_groups(self):
+        if self.split:
+            return [{"params": [self.a], "lr": 0.1}, {"params": [self.b], "lr": 0.1}]
+        return [{"params": [self.a, self.b], "lr": 0.1}]
+
+
+def _adam_steps(model: Pair, steps: int) -> torch.optim.Optimizer:
+    opt = make_optimizer(model)
+    for _ in range(steps):
+        opt.zero_grad()
+        ((model.a - 1) ** 2).sum().add(((model.b + 2) ** 2).sum()).backward()
+        opt.step()
+    return opt
+
+
+def test_a_checkpoint_resumes_with_its_parameters_regrouped(tmp_path, capsys):
+    """A learning rate given to part of a group on resume splits the group: the checkpoint still
+    fits (the state follows the parameters' order); other parameters are still refused."""
+    run = RunFolder.create(tmp_path / "run")
+    fitted = Pair()
+    saved = _adam_steps(fitted, 7)
+    run.save_checkpoint(7, fitted, saved)
+    for split in (True, False):
+        resumed = Pair(split=split)
+        opt = make_optimizer(resumed)
+        assert run.load_checkpoint(resumed, opt)["step"] == 7
+        assert [len(g["params"]) for g in opt.param_groups] == ([1, 1] if split else [2])
+        torch.testing.assert_close(resumed.a.detach(), fitted.a.detach())
+        torch.testing.assert_close(opt.state[resumed.b]["exp_avg_sq"], saved.state[fitted.b]["exp_avg_sq"])
+    other = Pair(split=True, size=4)
+    assert run.load_checkpoint(other, make_optimizer(other)) is None
+    assert "does not fit this model" in capsys.readouterr().err
+    state = {i: {k: v.clone() for k, v in st.items()} for i, st in saved.state_dict()["state"].items()}
+    with pytest.raises(ValueError, match="other parameters"):
+        regrouped(saved.state_dict()["param_groups"], make_optimizer(other), state)
 
 
 def test_time_budget_stops_early_and_still_anneals(tmp_path):
