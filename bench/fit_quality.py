@@ -1,13 +1,15 @@
 """Fit quality of a representation on a real clip: one JSON line.
 
     python bench/fit_quality.py --clip ../shared/data/davis_blackswan --method codef --size 240
+    python bench/fit_quality.py --run RUN   # the figures of a finished run, not fitted again
 
 Keys: psnr, ssim, psnr_foreground and psnr_background (inside and outside the clip's masks, where it
 has masks), seconds, steps, peak_mem_mb, device, frames, height, width, render_fps (re-rendering
 every frame from the bake), for the 2D forms `sharpness` (mean squared gradient of the frames
 rendered from the canonical textures alone, no residual, over that of the source frames: 1 = as
-sharp as the video, less = a blurred canonical), plus the method's own (atlas: alpha_iou; portrait:
-masked_psnr, masked_ssim, landmark_error_px). A portrait clip without tracking needs the face detector's
+sharp as the video, less = a blurred canonical), `regions` for a layered bake of a clip with masks (see
+`alpha_regions`), plus the method's own (atlas: alpha_iou; portrait: masked_psnr, masked_ssim,
+landmark_error_px). A portrait clip without tracking needs the face detector's
 interpreter in $CANON_EDIT_DETECTOR_PYTHON (see the README).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import sys
 import tempfile
@@ -23,11 +26,14 @@ from pathlib import Path
 
 import torch
 
-from canon_edit.canonical import CanonicalVideo, Layer
+from canon_edit.canonical import CanonicalVideo, Layer, composite_weights
 from canon_edit.config import QUALITY_SECONDS
 from canon_edit.fitting import ClipOptions, fit_video
 from canon_edit.representation import load_bake
-from canon_edit.run import StoredClip, versions
+from canon_edit.run import RunFolder, StoredClip, versions
+from canon_edit.video import frame_chunks
+
+LEAK = 0.05  # visible foreground weight above which a background pixel counts as covered by it
 
 
 def peak_mem_mb(device: str) -> float:
@@ -51,9 +57,56 @@ def sharpness(bake: CanonicalVideo, clip: StoredClip) -> float:
     return gradient_energy(plain.render(ids).clamp(0, 1)) / gradient_energy(source)
 
 
+def alpha_regions(bake: CanonicalVideo, clip: StoredClip) -> dict[str, dict[str, float]] | None:
+    """Share of the pixels and PSNR of four regions: where the fitted foreground agrees with the masks.
+
+    The mask split (psnr_foreground / psnr_background) cannot tell a texture error from a silhouette
+    error. Here "clear" is background the fitted foreground leaves uncovered (visible weight under
+    `LEAK`), "leak" background it covers, "held" mask pixels it shows (weight 0.5 or more) and "lost"
+    mask pixels it does not. None for a single layer or a clip without masks.
+    """
+    foreground_layers = bake.layers[1:]
+    if not foreground_layers or any(la.alpha is None for la in foreground_layers):
+        return None
+    if clip.read_foreground(0, 1) is None:
+        return None
+    sums = {name: [0.0, 0] for name in ("clear", "leak", "held", "lost")}
+    with torch.no_grad():
+        for ids in frame_chunks(bake.T):
+            error = (bake.render(ids).clamp(0, 1) - clip.read(ids[0], ids[-1] + 1)).double().square().mean(1)
+            mask = clip.read_foreground(ids[0], ids[-1] + 1) > 0.5
+            alphas = [torch.ones_like(error)] + [la.alpha[ids].double() for la in foreground_layers]
+            foreground = 1 - composite_weights(alphas)[0]
+            regions = {
+                "clear": ~mask & (foreground < LEAK),
+                "leak": ~mask & (foreground >= LEAK),
+                "held": mask & (foreground >= 0.5),
+                "lost": mask & (foreground < 0.5),
+            }
+            for name, region in regions.items():
+                sums[name][0] += float(error[region].sum())
+                sums[name][1] += int(region.sum())
+    total = sum(n for _, n in sums.values())
+    return {
+        name: {"share": round(n / total, 4), "psnr": region_psnr(se, n)} for name, (se, n) in sums.items()
+    }
+
+
+def region_psnr(squared_error: float, pixels: int) -> float | None:
+    """PSNR of a region from its summed per-pixel mean squared error; None for an empty region."""
+    if pixels == 0:
+        return None
+    return math.inf if squared_error == 0 else round(10 * math.log10(pixels / squared_error), 2)
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--clip", required=True)
+    p.add_argument("--clip", help="the clip to fit (required unless --run is given)")
+    p.add_argument(
+        "--run",
+        help="measure this finished run instead of fitting: seconds, peak_mem_mb and threads are then left "
+        "out (they would describe the measuring, not the fit)",
+    )
     p.add_argument("--method", default="codef")
     p.add_argument("--preset")
     p.add_argument("--size", type=int, default=240)
@@ -65,6 +118,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", help="keep the run folder here (default: a temporary folder)")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     args = p.parse_args(argv)
+    if (args.clip is None) == (args.run is None):
+        p.error("give --clip (fit it) or --run (measure a finished run), one of the two")
+    if args.run:
+        return report(RunFolder.open(args.run), None)
     from canon_edit.config import deep_merge, parse_overrides
 
     overrides = parse_overrides(args.overrides)
@@ -82,20 +139,25 @@ def main(argv: list[str] | None = None) -> dict:
         device=args.device,
         show_progress=sys.stderr.isatty(),
     )
-    seconds = time.monotonic() - t0
+    return report(run, time.monotonic() - t0)
+
+
+def report(run: RunFolder, seconds: float | None) -> dict:
+    """Print and return the figures of a fitted run; `seconds` is the fit's wall time when fitted here."""
     info, metrics = run.info(), json.loads(run.metrics.read_text())
     bake = load_bake(run)
     t1 = time.monotonic()
     bake.render()
     render_fps = bake.T / (time.monotonic() - t1)
+    regions = alpha_regions(bake, run.stored_clip()) if isinstance(bake, CanonicalVideo) else None
     figures = {
         "bench": "fit_quality",
-        "clip": Path(args.clip).name,
+        "clip": Path(info["clip"]["source"]).name,
         "method": info["method"],
         "psnr": metrics["psnr"],
         "ssim": metrics["ssim"],
         **{k: metrics[k] for k in ("psnr_foreground", "psnr_background") if k in metrics},
-        "seconds": round(seconds, 1),
+        **({"seconds": round(seconds, 1)} if seconds is not None else {"run": str(run.path)}),
         "fit_seconds": info["fit_seconds"],
         "steps": info["steps"],
         "render_fps": round(render_fps, 1),
@@ -104,15 +166,19 @@ def main(argv: list[str] | None = None) -> dict:
             if isinstance(bake, CanonicalVideo)
             else {}
         ),
-        "peak_mem_mb": round(peak_mem_mb(info["device"]), 1),
+        **(
+            {"peak_mem_mb": round(peak_mem_mb(info["device"]), 1), "threads": torch.get_num_threads()}
+            if seconds is not None
+            else {}
+        ),
         "device": info["device"],
-        "threads": torch.get_num_threads(),
         "frames": info["frames"],
         "height": info["height"],
         "width": info["width"],
         "warp_error": metrics["warp_error"],
         "source_warp_error": metrics["source_warp_error"],
         **metrics.get("extra", {}),
+        **({"regions": regions} if regions else {}),
         "versions": versions(),
     }
     print(json.dumps(figures))

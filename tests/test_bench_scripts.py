@@ -29,6 +29,14 @@ def test_fit_quality_prints_one_json_line(clip_dir, tmp_path, capsys):
     assert figures["steps"] == 10 and figures["frames"] == 6 and figures["render_fps"] > 0
     # the textured sprite is the harder part of the procedural clip
     assert figures["psnr_background"] > figures["psnr"] > figures["psnr_foreground"] > 0
+    again = _load("fit_quality").main(["--run", str(tmp_path / "run")])  # measured, not fitted again
+    assert again["run"] == str(tmp_path / "run") and "seconds" not in again
+    assert {k: again[k] for k in ("clip", "psnr", "steps", "sharpness")} == {
+        k: figures[k] for k in ("clip", "psnr", "steps", "sharpness")
+    }
+    with pytest.raises(SystemExit) as exit_:
+        _load("fit_quality").main(["--method", "codef"])
+    assert exit_.value.code == 2
 
 
 def test_canonical_figure_shows_source_reconstruction_and_every_texture(truth_run, tmp_path, capsys):
@@ -82,3 +90,36 @@ def test_edit_consistency_on_the_true_canonical_keeps_the_checkerboard_on_the_sp
     codef = figures["codef"]
     assert codef["on_mask"] >= 0.99 and codef["mask_hit_min"] >= 0.9, codef
     assert codef["edited_warp_error"] > codef["recon_warp_error"]  # the checkerboard's edges add to it
+
+
+def test_alpha_regions_split_the_error_by_mask_and_fitted_foreground():
+    """A known answer: the foreground covers columns 0-3, the mask 2-5, errors of 0.1 and 0.01 placed."""
+    from canon_edit.canonical import CanonicalVideo, Layer
+    from canon_edit_representations.motion import pixel_grid_ndc
+
+    uv = pixel_grid_ndc(8, 8).expand(2, -1, -1, -1).half()
+    alpha = torch.zeros(2, 8, 8, dtype=torch.float16)
+    alpha[..., :4] = 1
+    flat = torch.full((3, 8, 8), 0.5)
+    bake = CanonicalVideo(layers=[Layer(texture=flat, uv=uv), Layer(texture=flat * 0.4, uv=uv, alpha=alpha)])
+    frames = bake.render().clamp(0, 1)
+    frames[..., 2:4] += 0.1  # held: inside the mask, shown by the foreground
+    frames[..., 6:] += 0.01  # clear: outside both
+    masks = torch.zeros(2, 8, 8)
+    masks[..., 2:6] = 1
+
+    class Stored:  # the two reads alpha_regions makes of a StoredClip
+        def read(self, start, stop):
+            return frames[start:stop]
+
+        def read_foreground(self, start, stop):
+            return masks[start:stop]
+
+    regions = _load("fit_quality").alpha_regions(bake, Stored())
+    assert {k: v["share"] for k, v in regions.items()} == dict.fromkeys(
+        ("clear", "leak", "held", "lost"), 0.25
+    )
+    assert regions["held"]["psnr"] == pytest.approx(20.0, abs=0.01)
+    assert regions["clear"]["psnr"] == pytest.approx(40.0, abs=0.01)
+    assert regions["leak"]["psnr"] == regions["lost"]["psnr"] == float("inf")
+    assert _load("fit_quality").alpha_regions(CanonicalVideo(layers=bake.layers[:1]), Stored()) is None
