@@ -9,8 +9,9 @@ every frame from the bake), for the 2D forms `sharpness` (mean squared gradient 
 rendered from the canonical textures alone, no residual, over that of the source frames: 1 = as
 sharp as the video, less = a blurred canonical), `regions` for a layered bake of a clip with masks (see
 `alpha_regions`), plus the method's own (atlas: alpha_iou; portrait: masked_psnr, masked_ssim,
-landmark_error_px). A portrait clip without tracking needs the face detector's
-interpreter in $CANON_EDIT_DETECTOR_PYTHON (see the README).
+landmark_error_px). With `--run`, the run's path stands in place of seconds, peak_mem_mb and threads.
+A portrait clip without tracking needs the face detector's interpreter in $CANON_EDIT_DETECTOR_PYTHON
+(see the README).
 """
 
 from __future__ import annotations
