@@ -8,6 +8,7 @@ steps an uninterrupted one would have taken.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -143,7 +144,8 @@ def optimise(
     try:
         for step in range(start, cfg.steps):
             if step >= total:
-                bar.write(f"time budget of {cfg.time_budget:.0f}s reached at step {done}")
+                # stderr, with the bar: stdout carries the figures the commands and benchmarks print
+                bar.write(f"time budget of {cfg.time_budget:g}s reached at step {done}", file=sys.stderr)
                 break
             gen.manual_seed(cfg.seed * 1_000_003 + step)
             batch = {k: v.to(device) for k, v in model.sample(step, gen).items()}

@@ -100,12 +100,14 @@ def test_a_checkpoint_resumes_with_its_parameters_regrouped(tmp_path, capsys):
         regrouped(saved.state_dict()["param_groups"], make_optimizer(other), saved.state_dict()["state"])
 
 
-def test_time_budget_stops_early_and_still_anneals(tmp_path):
+def test_time_budget_stops_early_and_still_anneals(tmp_path, capsys):
     run = RunFolder.create(tmp_path / "run")
     cfg = TrainConfig(steps=10_000, time_budget=0.5, checkpoint_every=1000)
     toy = Toy(delay=0.005)
     done = optimise(toy, run, cfg, show_progress=False)
     assert 20 < done < 10_000
+    said = capsys.readouterr()
+    assert f"time budget of 0.5s reached at step {done}" in said.err and said.out == ""
     assert json.loads(run.checkpoint_paths()[-1].read_text())["step"] == done
     # schedules that are fractions of the fit follow the steps the budget allowed, not the 10 000 asked
     assert done <= toy.schedule_steps <= done + 20
