@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import torch
 from canon_edit.canonical import CanonicalVideo, Layer, composite_weights
 from canon_edit.config import QUALITY_SECONDS
 from canon_edit.fitting import ClipOptions, fit_video
+from canon_edit.metrics import psnr_of, squared_error
 from canon_edit.representation import load_bake
 from canon_edit.run import RunFolder, StoredClip, versions
 from canon_edit.video import frame_chunks
@@ -71,13 +71,14 @@ def alpha_regions(bake: CanonicalVideo, clip: StoredClip) -> dict[str, dict[str,
         return None
     if clip.read_foreground(0, 1) is None:
         return None
-    sums = {name: [0.0, 0] for name in ("clear", "leak", "held", "lost")}
+    sums = dict.fromkeys(("clear", "leak", "held", "lost"), (0.0, 0.0))
     with torch.no_grad():
         for ids in frame_chunks(bake.T):
-            error = (bake.render(ids).clamp(0, 1) - clip.read(ids[0], ids[-1] + 1)).double().square().mean(1)
+            video = bake.render(ids).clamp(0, 1)
+            source = clip.read(ids[0], ids[-1] + 1)
             mask = clip.read_foreground(ids[0], ids[-1] + 1) > 0.5
-            alphas = [torch.ones_like(error)] + [la.alpha[ids].double() for la in foreground_layers]
-            foreground = 1 - composite_weights(alphas)[0]
+            alphas = [la.alpha[ids].double() for la in foreground_layers]
+            foreground = 1 - composite_weights([torch.ones_like(alphas[0]), *alphas])[0]
             regions = {
                 "clear": ~mask & (foreground < LEAK),
                 "leak": ~mask & (foreground >= LEAK),
@@ -85,19 +86,16 @@ def alpha_regions(bake: CanonicalVideo, clip: StoredClip) -> dict[str, dict[str,
                 "lost": mask & (foreground < 0.5),
             }
             for name, region in regions.items():
-                sums[name][0] += float(error[region].sum())
-                sums[name][1] += int(region.sum())
-    total = sum(n for _, n in sums.values())
+                total, weight = squared_error(video, source, region)
+                sums[name] = (sums[name][0] + total, sums[name][1] + weight)
+    pixels = sum(weight for _, weight in sums.values())
     return {
-        name: {"share": round(n / total, 4), "psnr": region_psnr(se, n)} for name, (se, n) in sums.items()
+        name: {
+            "share": round(weight / pixels, 4),
+            "psnr": round(psnr_of(total, weight), 2) if weight else None,
+        }
+        for name, (total, weight) in sums.items()
     }
-
-
-def region_psnr(squared_error: float, pixels: int) -> float | None:
-    """PSNR of a region from its summed per-pixel mean squared error; None for an empty region."""
-    if pixels == 0:
-        return None
-    return math.inf if squared_error == 0 else round(10 * math.log10(pixels / squared_error), 2)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -150,7 +148,9 @@ def report(run: RunFolder, seconds: float | None) -> dict:
     t1 = time.monotonic()
     bake.render()
     render_fps = bake.T / (time.monotonic() - t1)
-    regions = alpha_regions(bake, run.stored_clip()) if isinstance(bake, CanonicalVideo) else None
+    layered = isinstance(bake, CanonicalVideo)
+    clip = run.stored_clip() if layered else None
+    regions = alpha_regions(bake, clip) if layered else None
     figures = {
         "bench": "fit_quality",
         "clip": Path(info["clip"]["source"]).name,
@@ -162,11 +162,7 @@ def report(run: RunFolder, seconds: float | None) -> dict:
         "fit_seconds": info["fit_seconds"],
         "steps": info["steps"],
         "render_fps": round(render_fps, 1),
-        **(
-            {"sharpness": round(sharpness(bake, run.stored_clip()), 3)}
-            if isinstance(bake, CanonicalVideo)
-            else {}
-        ),
+        **({"sharpness": round(sharpness(bake, clip), 3)} if layered else {}),
         **(
             {"peak_mem_mb": round(peak_mem_mb(info["device"]), 1), "threads": torch.get_num_threads()}
             if seconds is not None

@@ -17,7 +17,7 @@ SSIM_WINDOW = 11
 SSIM_BATCH = 8
 
 
-def _squared_error(pred: Tensor, target: Tensor, mask: Tensor | None) -> tuple[float, float]:
+def squared_error(pred: Tensor, target: Tensor, mask: Tensor | None) -> tuple[float, float]:
     """Sum of squared errors weighted by `mask` and sum of the weights (float64: exact over long videos)."""
     error = (pred.double() - target.double()).square()
     if mask is None:
@@ -29,7 +29,8 @@ def _squared_error(pred: Tensor, target: Tensor, mask: Tensor | None) -> tuple[f
     return float((error * weight).sum()), float(weight.sum())
 
 
-def _psnr_of(total: float, weight: float) -> float:
+def psnr_of(total: float, weight: float) -> float:
+    """PSNR from a region's summed squared error and summed weight (`squared_error`'s pair)."""
     if weight <= 0:
         raise ValueError("the mask selects no pixels; PSNR over an empty region is undefined")
     mse = total / weight
@@ -38,7 +39,7 @@ def _psnr_of(total: float, weight: float) -> float:
 
 def psnr(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> float:
     """PSNR in dB of images in [0,1]; `mask` (shape without channels, or broadcastable) weights pixels."""
-    return _psnr_of(*_squared_error(pred, target, mask))
+    return psnr_of(*squared_error(pred, target, mask))
 
 
 def _ssim_sums(pred: Tensor, target: Tensor, mask: Tensor | None) -> tuple[float, float]:
@@ -87,7 +88,7 @@ def _pair_error(frame: Tensor, following: Tensor, flow: Flow, t: int) -> float |
     if not ok.any():
         return None
     warped = warp(following[None].float(), flow.forward[t : t + 1].float())[0]
-    total, weight = _squared_error(warped, frame.float(), ok)
+    total, weight = squared_error(warped, frame.float(), ok)
     return total / weight
 
 
@@ -136,14 +137,14 @@ class VideoMetrics:
         if self.seen + len(video) > self.frames:
             raise ValueError(f"more than the {self.frames} frames the flow covers")
         for sums, (total, weight) in (
-            (self._squared, _squared_error(video, source, None)),
+            (self._squared, squared_error(video, source, None)),
             (self._ssim, _ssim_sums(video, source, None)),
         ):
             sums[0] += total
             sums[1] += weight
         if foreground is not None:
             for key, weight in (("foreground", foreground), ("background", 1 - foreground)):
-                total, count = _squared_error(video, source, weight)
+                total, count = squared_error(video, source, weight)
                 self._regions[key][0] += total
                 self._regions[key][1] += count
         for key, frames in (("warp_error", video), ("source_warp_error", source)):
@@ -161,9 +162,9 @@ class VideoMetrics:
         psnr_background where foreground masks came with the frames and each region has pixels."""
         if self.seen != self.frames:
             raise ValueError(f"{self.seen} of {self.frames} frames were added")
-        regions = {f"psnr_{key}": _psnr_of(*sums) for key, sums in self._regions.items() if sums[1] > 0}
+        regions = {f"psnr_{key}": psnr_of(*sums) for key, sums in self._regions.items() if sums[1] > 0}
         return {
-            "psnr": _psnr_of(*self._squared),
+            "psnr": psnr_of(*self._squared),
             "ssim": self._ssim[0] / self._ssim[1],
             **{key: _mean(errors) for key, errors in self._errors.items()},
             **regions,
