@@ -133,15 +133,16 @@ def test_browser_camera_converts_to_the_renderer_camera():
 
 def test_render_worker_coalesces_requests_and_follows_up_when_idle():
     rendered: list[int] = []
-    gate = threading.Event()
+    gate, busy = threading.Event(), threading.Event()
 
     def render(n: int) -> None:
+        busy.set()
         gate.wait(5)
         rendered.append(n)
 
     worker = RenderWorker(render, lambda line: None, idle=lambda n: -n if n > 0 else None, idle_s=0.05)
     worker.submit(1)
-    time.sleep(0.05)  # 1 is being rendered (blocked); 2..4 queue up and only 4 survives
+    assert busy.wait(5)  # 1 is being rendered (blocked); 2..4 queue up and only 4 survives
     for n in (2, 3, 4):
         worker.submit(n)
     gate.set()
