@@ -33,15 +33,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
+from canon_edit.canonical import CanonicalVideo
 from canon_edit.edit.commands import EditTarget, edit_keyframe, edited_bake
 from canon_edit.fitting import ClipOptions
 from canon_edit.flow import Flow, load_flow
 from canon_edit.metrics import psnr, warping_error
 from canon_edit.procedural import make_long_clip, paint_seen, seen_mask
-from canon_edit.representation import load_bake
+from canon_edit.representation import Bake, load_bake
 from canon_edit.run import RunFolder, versions
 from canon_edit.segmented_fit import fit_segmented_video
 from canon_edit.segments import plan_segments
@@ -91,6 +93,30 @@ def whole_sprite_pairs(alpha: torch.Tensor) -> torch.Tensor:
     return whole[:-1] & whole[1:]
 
 
+class LiftedPaint(NamedTuple):
+    recon: torch.Tensor  # the run's reconstruction, T×3×H×W in [0, 1]
+    video: torch.Tensor  # ... with the lifted paint
+    expected: torch.Tensor  # the true edit's render
+    seen: torch.Tensor  # T×3×H×W, 1 on the pixels whose surface frame KEYFRAME saw
+    edit_seconds: float  # the lift's time
+
+
+def lift_true_paint(run: RunFolder, bake: Bake, truth: CanonicalVideo, image: Path) -> LiftedPaint:
+    """Paint the texels frame KEYFRAME sees as a user would (`procedural.paint_seen`), write that frame
+    to `image` and lift it with `edit --keyframe` (edit "paint"); the renders an edit is scored on."""
+    truth_edit = paint_seen(truth, KEYFRAME)
+    write_image(image, truth_edit.render([KEYFRAME])[0].clamp(0, 1))
+    t0 = time.monotonic()
+    edit_keyframe(EditTarget(run.path, name="paint"), KEYFRAME, image)
+    edit_seconds = time.monotonic() - t0
+    with torch.no_grad():
+        recon = bake.render().clamp(0, 1)
+        video = edited_bake(run, bake, "paint").render().clamp(0, 1)
+        expected = truth_edit.render().clamp(0, 1)
+    seen = seen_mask(truth, KEYFRAME)[:, None].expand(-1, 3, -1, -1).float()
+    return LiftedPaint(recon, video, expected, seen, edit_seconds)
+
+
 def bench_length(args: argparse.Namespace, length: int, folder: Path) -> dict:
     plan = plan_segments(length, args.segment_frames, args.overlap)
     step = (length - args.overlap) / len(plan)
@@ -114,16 +140,10 @@ def bench_length(args: argparse.Namespace, length: int, folder: Path) -> dict:
     render_seconds, peak_mb = (float(x) for x in out.stdout.split())
 
     run = RunFolder.open(run_dir)
-    truth_edit = paint_seen(proc.truth, KEYFRAME)
-    write_image(folder / f"edited_{length}.png", truth_edit.render([KEYFRAME])[0].clamp(0, 1))
-    t0 = time.monotonic()
-    edit_keyframe(EditTarget(run_dir, name="paint"), KEYFRAME, folder / f"edited_{length}.png")
-    edit_seconds = time.monotonic() - t0
     bake = load_bake(run)
-    recon = bake.render().clamp(0, 1)
-    video = edited_bake(run, bake, "paint").render().clamp(0, 1)
-    expected = truth_edit.render().clamp(0, 1)
-    seen = seen_mask(proc.truth, KEYFRAME)[:, None].expand(-1, 3, -1, -1).float()
+    recon, video, expected, seen, edit_seconds = lift_true_paint(
+        run, bake, proc.truth, folder / f"edited_{length}.png"
+    )
     edit_psnr, recon_psnr = {}, {}
     for seg in bake.segments:
         part = slice(seg.start, seg.end)

@@ -39,20 +39,19 @@ from pathlib import Path
 import torch
 
 from canon_edit.config import deep_merge, parse_overrides
-from canon_edit.edit.commands import EditTarget, edit_keyframe, edited_bake
 from canon_edit.fitting import ClipOptions, fit_clip
 from canon_edit.metrics import psnr, ssim
-from canon_edit.procedural import make_long_clip, paint_seen, seen_mask
+from canon_edit.procedural import make_long_clip
 from canon_edit.representation import load_bake
 from canon_edit.run import RunFolder, versions
 from canon_edit.segmented_fit import fit_segmented_video
 from canon_edit.segments import SEGMENTS_DIR, plan_segments
-from canon_edit.video import Clip, write_image, write_pngs
+from canon_edit.video import Clip, write_pngs
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fit_quality import sharpness  # noqa: E402
+from long_video import lift_true_paint  # noqa: E402
 
-KEYFRAME = 10
 FRAMES_PER_WIDTH = 120  # the long clip's pan: one frame width of travel every 120 frames
 PERIOD = 180  # the sprite leaves and comes back every 180 frames, in every window alike
 
@@ -86,19 +85,14 @@ def bench_travel(args: argparse.Namespace, travel: float, folder: Path) -> dict:
     fit_seconds = time.monotonic() - t0
     run = RunFolder.open(run_dir)
     bake = load_bake(run)
-    truth_edit = paint_seen(proc.truth, KEYFRAME)
-    painted = folder / f"edited_{travel:g}.png"
-    write_image(painted, truth_edit.render([KEYFRAME])[0].clamp(0, 1))
-    edit_keyframe(EditTarget(run_dir, name="paint"), KEYFRAME, painted)
-    with torch.no_grad():
-        recon = bake.render().clamp(0, 1)
-        video = edited_bake(run, bake, "paint").render().clamp(0, 1)
-        expected = truth_edit.render().clamp(0, 1)
-    seen = seen_mask(proc.truth, KEYFRAME)[:, None].expand(-1, 3, -1, -1).float()
+    recon, video, expected, seen, _ = lift_true_paint(
+        run, bake, proc.truth, folder / f"edited_{travel:g}.png"
+    )
     seeing = seen.flatten(1).any(1).nonzero().squeeze(1)
     last = seeing[-max(1, len(seeing) // 10) :]
     background = (proc.truth.layers[1].alpha.float() < 0.5)[:, None].expand(-1, 3, -1, -1).float()
-    textures = [tuple(la.texture.shape[1:]) for la in load_bake(subs[0]).layers]
+    canonicals = [bake] if len(subs) == 1 else [load_bake(sub) for sub in subs]
+    textures = [tuple(la.texture.shape[1:]) for la in canonicals[0].layers]
     return {
         "travel": travel,
         "frames": frames,
@@ -108,7 +102,9 @@ def bench_travel(args: argparse.Namespace, travel: float, folder: Path) -> dict:
         "psnr": round(psnr(recon, proc.clip.frames), 2),
         "psnr_background": round(psnr(recon, proc.clip.frames, background), 2),
         "ssim": round(ssim(recon, proc.clip.frames), 4),
-        "sharpness": round(sum(sharpness(load_bake(sub), sub.clip()) for sub in subs) / len(subs), 3),
+        "sharpness": round(
+            sum(sharpness(b, sub.clip()) for b, sub in zip(canonicals, subs, strict=True)) / len(subs), 3
+        ),
         "edit_psnr": round(psnr(video, expected, seen), 2),
         "edit_psnr_last": round(psnr(video[last], expected[last], seen[last]), 2),
         "texture_hw": textures,
