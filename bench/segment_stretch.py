@@ -1,7 +1,7 @@
 """How far one canonical stretches: the rule behind `--segments auto`, measured on a known pan.
 
     python bench/segment_stretch.py [--travels 0.5 1 2 4] [--size 96] [--steps-per-frame 8 | --steps N] \
-        [--segment-frames N [--overlap K]] [--method codef] [--set KEY=VALUE ...] [--out DIR]
+        [--segment-frames N | --auto] [--overlap K] [--method codef] [--set KEY=VALUE ...] [--out DIR]
 
 `--segments auto` cuts a long clip where the camera has travelled `segmented_fit.AUTO_STRETCH` frame
 sizes since the segment began. Here windows of the procedural long pan (`procedural.make_long_clip`:
@@ -10,8 +10,9 @@ frames) holding `travel` frame widths each (120 × travel frames) are fitted who
 each, with the masks, at the same steps per frame (or `--steps` for every window, as a fixed budget
 per segment would give). Frame 10 is painted as a user would (`procedural.paint_seen`) and lifted
 with `edit --keyframe 10`. With `--segment-frames N` each window is fitted as segments of at most N
-frames instead (`fit --segment-frames N --overlap K`, the same steps per frame), and the edit crosses
-the seams as `edit` carries it. One JSON line per window:
+frames instead (`fit --segment-frames N --overlap K`, the same steps per frame of the longest
+segment), or with `--auto` as `fit --segments auto` cuts it, and the edit crosses the seams as `edit`
+carries it. One JSON line per window (`cuts`: the segments' frame ranges):
 
 - `psnr`, `psnr_background` (where the true sprite is absent), `ssim`: the reconstruction;
 - `sharpness`: gradient energy of the frames rendered from the canonical textures alone (no residual)
@@ -40,12 +41,13 @@ import torch
 
 from canon_edit.config import deep_merge, parse_overrides
 from canon_edit.fitting import ClipOptions, fit_clip
+from canon_edit.flow import load_or_compute_flow
 from canon_edit.metrics import psnr, ssim
 from canon_edit.procedural import make_long_clip
 from canon_edit.representation import load_bake
 from canon_edit.run import RunFolder, versions
-from canon_edit.segmented_fit import fit_segmented_video
-from canon_edit.segments import SEGMENTS_DIR, plan_segments
+from canon_edit.segmented_fit import AUTO_LONGEST, AUTO_STRETCH, fit_segmented_video
+from canon_edit.segments import SEGMENTS_DIR, Segment, plan_by_motion, plan_segments
 from canon_edit.video import Clip, write_pngs
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -57,21 +59,28 @@ PERIOD = 180  # the sprite leaves and comes back every 180 frames, in every wind
 
 
 def fit(args: argparse.Namespace, clip: Clip, run_dir: Path, clip_dir: Path) -> list[RunFolder]:
-    """Fit `clip` whole or (`--segment-frames`) as segments at `--steps-per-frame`; the canonicals' runs."""
+    """Fit `clip` whole, as segments of `--segment-frames`, or as `--segments auto` cuts it, at
+    `--steps-per-frame` of the longest segment; the canonicals' runs."""
     overrides = parse_overrides(args.overrides)
-    if not args.segment_frames:
+    if not (args.segment_frames or args.auto):
         steps = args.steps or args.steps_per_frame * clip.T
         overrides = deep_merge(overrides, {"train": {"steps": steps}})
         return [fit_clip(clip, run_dir, args.method, overrides=overrides, show_progress=False)]
-    plan = plan_segments(clip.T, args.segment_frames, args.overlap)
-    steps = args.steps or args.steps_per_frame * max(seg.end - seg.start for seg in plan)
     write_pngs(clip_dir / "frames", clip.frames)
     write_pngs(clip_dir / "masks", clip.masks.expand(-1, 3, -1, -1))
+    if args.auto:  # the plan the fit will make, from the clip as it reads it back, for its steps
+        read = ClipOptions(str(clip_dir)).read()
+        flow = load_or_compute_flow(clip_dir / "flow.safetensors", read.frames)
+        plan = plan_by_motion(flow, read.masks, AUTO_STRETCH, args.overlap, AUTO_LONGEST)
+    else:
+        plan = plan_segments(clip.T, args.segment_frames, args.overlap)
+    steps = args.steps or args.steps_per_frame * max(seg.frames for seg in plan)
     fit_segmented_video(
         ClipOptions(str(clip_dir)), run_dir, args.method, length=args.segment_frames, overlap=args.overlap,
         overrides=deep_merge(overrides, {"train": {"steps": steps}}), show_progress=False,
     )  # fmt: skip
-    return [RunFolder(run_dir / SEGMENTS_DIR / seg.name) for seg in plan]
+    fitted = [Segment(**seg) for seg in RunFolder.open(run_dir).info()["segments"]]
+    return [RunFolder(run_dir / SEGMENTS_DIR / seg.name) for seg in fitted]
 
 
 def bench_travel(args: argparse.Namespace, travel: float, folder: Path) -> dict:
@@ -96,7 +105,8 @@ def bench_travel(args: argparse.Namespace, travel: float, folder: Path) -> dict:
     return {
         "travel": travel,
         "frames": frames,
-        "segments": len(subs) if args.segment_frames else None,
+        "segments": len(subs) if len(subs) > 1 else None,
+        "cuts": [[seg["start"], seg["end"]] for seg in run.info().get("segments") or []] or None,
         "steps": run.info().get("steps"),
         "fit_seconds": round(fit_seconds, 1),
         "psnr": round(psnr(recon, proc.clip.frames), 2),
@@ -120,7 +130,8 @@ def main() -> None:
     p.add_argument("--steps-per-frame", type=int, default=8)
     p.add_argument("--steps", type=int, help="the same steps for every window instead of per frame")
     p.add_argument("--segment-frames", type=int, help="fit each window as segments of at most N frames")
-    p.add_argument("--overlap", type=int, default=10, help="with --segment-frames: frames neighbours share")
+    p.add_argument("--auto", action="store_true", help="fit each window as `fit --segments auto` cuts it")
+    p.add_argument("--overlap", type=int, default=10, help="with segments: frames neighbours share")
     p.add_argument("--method", default="codef")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="a fit option (fit --set)")
     p.add_argument("--out", help="keep the runs here (default: a temporary folder)")
@@ -131,7 +142,9 @@ def main() -> None:
         line = {"bench": "segment_stretch", "method": args.method, "size": args.size}
         line |= {"set": args.overrides} if args.overrides else {}
         line |= (
-            {"segment_frames": args.segment_frames, "overlap": args.overlap} if args.segment_frames else {}
+            {"segment_frames": args.segment_frames or "auto", "overlap": args.overlap}
+            if args.segment_frames or args.auto
+            else {}
         )
         line |= bench_travel(args, travel, folder)
         line |= {"device": "cpu", "threads": torch.get_num_threads(), "versions": versions()}
