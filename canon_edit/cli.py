@@ -121,7 +121,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--segments",
         choices=["auto"],
-        help="a long clip: cut segments where the camera has travelled a frame's size (at most 200 frames)",
+        help="a long clip: cut segments where the camera has travelled a frame's size (at most 200 "
+        "frames), moved earlier to where the shared frames show the masked objects",
     )
     p.add_argument(
         "--overlap",

@@ -81,13 +81,19 @@ def plan_segments(frames: int, length: int, overlap: int) -> list[Segment]:
 
 def camera_path(flow: Flow, masks: Tensor | None = None) -> Tensor:
     """T×2: where the view has moved since frame 0, in pixels: the median consistent flow of the
-    background (pixels outside `masks`, T×1×H×W, when given), summed."""
+    background (pixels outside every label of `masks`, T×K×H×W, when given), summed."""
     steps = [torch.zeros(2)]
     for t in range(flow.forward.shape[0]):
-        ok = flow.forward_ok[t].bool() & (masks is None or masks[t, 0] < 0.5)
+        ok = flow.forward_ok[t].bool() & (masks is None or masks[t].amax(0) < 0.5)
         vectors = flow.forward[t].float().flatten(1)[:, ok.flatten()] if ok.any() else torch.zeros(2, 1)
         steps.append(vectors.median(dim=1).values)
     return torch.stack(steps).cumsum(0)
+
+
+# A cut may fall this early in the travel a segment may span, to find shared frames that show the
+# masked objects; among the cuts whose shared frames show them nearly best, the latest is taken.
+EARLIEST_CUT = 0.5
+NEARLY_BEST = 0.9
 
 
 def plan_by_motion(
@@ -97,7 +103,11 @@ def plan_by_motion(
 
     A canonical holds the union of what its frames see at the frames' resolution: a view that
     travels one frame width needs a canonical twice the frame's width, and past that the texture is
-    spread thin. Cuts fall where the accumulated travel since the segment's start passes `stretch`.
+    spread thin. A segment ends by the frame where the accumulated travel since its start passes
+    `stretch`. An edit crosses a seam only through what the shared frames show, so with `masks`
+    the cut is placed, from halfway to that limit, where the shared frames show the masked objects
+    the segments on both sides hold (`cut_showing_masks`); a cut by travel alone could fall where the
+    object is out of view and strand its paint in one segment (bench/RESULTS.md).
     """
     height, width = flow.forward.shape[-2:]
     path = camera_path(flow, masks) / torch.tensor([float(width), float(height)])
@@ -105,6 +115,7 @@ def plan_by_motion(
     shortest = 2 * overlap + 1
     if longest < shortest:
         raise UserError(f"segments of at most {longest} frames cannot share {overlap}; lower --overlap")
+    area = None if masks is None else (masks >= 0.5).float().mean((2, 3))  # T×K: each label's share
     bounds, start = [], 0
     while True:
         travel = (path[start:] - path[start]).abs().amax(1)
@@ -113,10 +124,31 @@ def plan_by_motion(
         end = min(max(end, start + shortest), start + longest, frames)
         if frames - end < shortest:  # no short leftover: the last segment takes it
             end = frames
+        elif area is not None:
+            earliest = max(start + shortest, start + math.ceil(EARLIEST_CUT * (end - start)))
+            end = cut_showing_masks(area, start, earliest, end, overlap)
         bounds.append((start, end))
         if end == frames:
             return [Segment(f"seg_{k:03d}", a, b) for k, (a, b) in enumerate(bounds)]
         start = end - overlap
+
+
+def cut_showing_masks(area: Tensor, start: int, earliest: int, latest: int, overlap: int) -> int:
+    """The end in [earliest, latest] of a segment from `start` whose `overlap` last frames show best
+    every label (columns of `area`, T×K) seen both in the segment and after it; the latest of the
+    nearly best. Each label's score is its mean share of the frame over the shared frames (an object
+    in view in all of them, not in one), over the best any cut gives it; a cut scores its worst label."""
+    ends = torch.arange(earliest, latest + 1)
+    windows = ends[:, None] - overlap + torch.arange(overlap)  # E×overlap: each cut's shared frames
+    shown = area[windows].mean(1)  # E×K
+    carried = (area[start:latest].amax(0) > 0) & (area[earliest - overlap :].amax(0) > 0)
+    best = shown.amax(0)
+    carried &= best > 0  # a label no cut shows cannot be helped by any
+    if not carried.any():
+        return latest
+    score = (shown[:, carried] / best[carried]).amin(1)
+    good = (score >= NEARLY_BEST * score.max()).nonzero()
+    return int(ends[good[-1]])
 
 
 def blend_weights(segments: list[Segment], t: int) -> list[tuple[int, float]]:
