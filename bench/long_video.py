@@ -1,11 +1,13 @@
 """Long clips fitted as segments: fit and render time, render peak memory, and an edit at the seams.
 
-    python bench/long_video.py [--lengths 150 300 600] [--segment-frames 100] [--overlap 10] \
+    python bench/long_video.py [--lengths 150 300 600] [--segment-frames 100 | --auto] [--overlap 10] \
         [--size 48] [--segment-budget 60] [--method codef] [--executor local] [--out DIR]
 
 For each length, the procedural long clip (`procedural.make_long_clip`: a pan across a background
 1 + length/120 frames wide, and a sprite that leaves the frame and comes back, in view at the
 seams) is fitted with `--segment-frames/--overlap`, each segment for `--segment-budget` seconds.
+With `--auto` the clip is fitted as `fit --segments auto` cuts it, and its sprite swings out and back
+every 180 frames whatever the cuts (`cuts`: the segments' frame ranges).
 Then frame 10 is painted as a user would (`procedural.paint_seen`: the true texels frame 10 shows,
 painted) and lifted with `canon-edit edit --keyframe 10`. One JSON line per length:
 
@@ -46,10 +48,11 @@ from canon_edit.procedural import make_long_clip, paint_seen, seen_mask
 from canon_edit.representation import Bake, load_bake
 from canon_edit.run import RunFolder, versions
 from canon_edit.segmented_fit import fit_segmented_video
-from canon_edit.segments import plan_segments
+from canon_edit.segments import Segment, plan_segments
 from canon_edit.video import write_image, write_pngs
 
 KEYFRAME = 10
+AUTO_PERIOD = 180  # with --auto: the sprite's swing, blind to where the cuts fall
 # peak memory from /proc (VmHWM): ru_maxrss of a child carries its parent's high-water mark
 RENDER = """
 import re, sys, time
@@ -119,20 +122,21 @@ def lift_true_paint(run: RunFolder, bake: Bake, truth: CanonicalVideo, image: Pa
 
 def bench_length(args: argparse.Namespace, length: int, folder: Path) -> dict:
     plan = plan_segments(length, args.segment_frames, args.overlap)
-    step = (length - args.overlap) / len(plan)
+    period = AUTO_PERIOD if args.auto else round(2 * (length - args.overlap) / len(plan))
     width = round(args.size * 4 / 3)
-    proc = make_long_clip(length, args.size, width, span=1 + length / 120, period=round(2 * step))
+    proc = make_long_clip(length, args.size, width, span=1 + length / 120, period=period)
     clip_dir = folder / f"clip_{length}"
     write_pngs(clip_dir / "frames", proc.clip.frames)
     write_pngs(clip_dir / "masks", proc.clip.masks.expand(-1, 3, -1, -1))
     run_dir = folder / f"run_{length}"
     t0 = time.monotonic()
     fit_segmented_video(
-        ClipOptions(str(clip_dir)), run_dir, args.method, length=args.segment_frames, overlap=args.overlap,
-        overrides={"train": {"time_budget": args.segment_budget, "steps": 100000}}, executor=args.executor,
-        show_progress=False,
+        ClipOptions(str(clip_dir)), run_dir, args.method, length=None if args.auto else args.segment_frames,
+        overlap=args.overlap, overrides={"train": {"time_budget": args.segment_budget, "steps": 100000}},
+        executor=args.executor, show_progress=False,
     )  # fmt: skip
     fit_seconds = time.monotonic() - t0
+    plan = [Segment(**seg) for seg in RunFolder.open(run_dir).info()["segments"]]
     out = subprocess.run(
         [sys.executable, "-c", RENDER, str(run_dir), str(folder / f"render_{length}.mp4")],
         check=True, capture_output=True, text=True,
@@ -163,6 +167,7 @@ def bench_length(args: argparse.Namespace, length: int, folder: Path) -> dict:
     return {
         "frames": length,
         "segments": len(plan),
+        "cuts": [[seg.start, seg.end] for seg in plan],
         "fit_seconds": round(fit_seconds, 1),
         "segment_seconds": info.get("segment_seconds"),
         "steps": info.get("steps"),
@@ -189,6 +194,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lengths", type=int, nargs="+", default=[150, 300, 600])
     p.add_argument("--segment-frames", type=int, default=100)
+    p.add_argument("--auto", action="store_true", help="cut as `fit --segments auto` does")
     p.add_argument("--overlap", type=int, default=10)
     p.add_argument("--size", type=int, default=48, help="frame height (width is 4/3 of it)")
     p.add_argument("--segment-budget", type=float, default=60.0, help="seconds of fitting per segment")
@@ -201,7 +207,8 @@ def main() -> None:
     for length in args.lengths:
         figures = bench_length(args, length, folder)
         line = {"bench": "long_video", "method": args.method, "size": args.size, **figures}
-        line |= {"segment_frames": args.segment_frames, "overlap": args.overlap, "device": "cpu"}
+        line |= {"segment_frames": "auto" if args.auto else args.segment_frames, "overlap": args.overlap}
+        line |= {"device": "cpu"}
         line |= {"threads": torch.get_num_threads(), "versions": versions()}
         print(json.dumps(line), flush=True)
 
