@@ -115,7 +115,7 @@ def plan_by_motion(
     shortest = 2 * overlap + 1
     if longest < shortest:
         raise UserError(f"segments of at most {longest} frames cannot share {overlap}; lower --overlap")
-    area = None if masks is None else (masks >= 0.5).float().mean((2, 3))  # T×K: each label's share
+    area = None if masks is None else label_shares(masks)
     bounds, start = [], 0
     while True:
         travel = (path[start:] - path[start]).abs().amax(1)
@@ -131,6 +131,12 @@ def plan_by_motion(
         if end == frames:
             return [Segment(f"seg_{k:03d}", a, b) for k, (a, b) in enumerate(bounds)]
         start = end - overlap
+
+
+def label_shares(masks: Tensor, chunk: int = 64) -> Tensor:
+    """T×K: the share of each frame each label covers, a chunk of frames at a time (a long clip's
+    masks are as large as its frames; a float copy of them all would double that)."""
+    return torch.cat([(m >= 0.5).float().mean((2, 3)) for m in masks.split(chunk)])
 
 
 def cut_showing_masks(area: Tensor, start: int, earliest: int, latest: int, overlap: int) -> int:
