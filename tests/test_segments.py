@@ -264,16 +264,21 @@ def test_bad_segment_options_fail_before_any_work(tiny_long_clip, tmp_path, caps
     assert "--overlap goes with --segment-frames" in capsys.readouterr().err
 
 
+def _panning(racing: torch.Tensor) -> Flow:
+    """The background slides 0.8 px a frame (one frame width of 64 in 80 frames); the pixels of
+    `racing` (T×H×W, frames 1 on) race 9 px a frame the other way."""
+    forward = torch.zeros(racing.shape[0] - 1, 2, *racing.shape[1:])
+    forward[:, 0] = -0.8
+    forward[:, 0][racing[1:]] = 9.0
+    ok = torch.ones(forward.shape[0], *racing.shape[1:], dtype=torch.bool)
+    return Flow(forward, -forward, ok, ok)
+
+
 def test_auto_segments_cut_where_the_camera_has_travelled_a_frame():
-    frames, h, w = 200, 24, 64
-    forward = torch.zeros(frames - 1, 2, h, w)
-    forward[:, 0] = -0.8  # the background slides 0.8 px a frame: one frame width in 80 frames
-    forward[:, 0, :, :40] = 9.0  # a foreground racing the other way over most of the frame
-    masks = torch.zeros(frames, 2, h, w)  # two labels: the camera is what neither of them covers
+    masks = torch.zeros(200, 2, 24, 64)  # two labels: the camera is what neither of them covers
     masks[:, 0, :, :10] = 1
     masks[:, 1, :, 10:40] = 1
-    ok = torch.ones(frames - 1, h, w, dtype=torch.bool)
-    flow = Flow(forward, -forward, ok, ok)
+    flow = _panning(masks.amax(1) > 0)  # a foreground racing the other way over most of the frame
     plan = plan_by_motion(flow, masks, stretch=1.0, overlap=5, longest=150)
     assert [(s.start, s.end) for s in plan] == [(0, 81), (76, 157), (152, 200)]
     assert plan_by_motion(flow, masks, 1.0, 5, 60)[0].end == 60  # never longer than `longest`
@@ -281,26 +286,17 @@ def test_auto_segments_cut_where_the_camera_has_travelled_a_frame():
     assert plan_by_motion(flow, None, 1.0, 5, 150)[0].end == 11
 
 
-def _panning(frames: int, h: int = 24, w: int = 64) -> Flow:
-    forward = torch.zeros(frames - 1, 2, h, w)
-    forward[:, 0] = -0.8  # one frame width of travel in 80 frames
-    ok = torch.ones(frames - 1, h, w, dtype=torch.bool)
-    return Flow(forward, -forward, ok, ok)
-
-
 def test_auto_cuts_move_to_where_the_shared_frames_show_the_masked_objects():
     """By travel alone the first cut falls at frame 81, while the object is out of view (frames 60-99),
     and its paint could not cross; the cut moves back to the last frames that show it whole, and the
     next one, past the gap, to the latest cut by travel. A second label, in view throughout, and an
     object that never comes back do not move the cuts."""
-    frames = 200
-    flow = _panning(frames)
-    masks = torch.zeros(frames, 3, 24, 64)
+    masks = torch.zeros(200, 3, 24, 64)
     masks[:, 0, 4:12, 8:16] = 1  # always in view
     masks[:60, 1, 10:20, 30:40] = 1  # leaves at frame 60, comes back at frame 100
     masks[100:, 1, 10:20, 30:40] = 1
     masks[:30, 2, 0:4, 0:4] = 1  # leaves at frame 30 for good
-    flow.forward[:, 0][masks[1:].amax(1) > 0] = 9.0  # the objects race the other way
+    flow = _panning(masks.amax(1) > 0)  # the objects race the other way
     plan = plan_by_motion(flow, masks, stretch=1.0, overlap=5, longest=150)
     assert [(s.start, s.end) for s in plan] == [(0, 60), (55, 136), (131, 200)]
     # by travel alone (every label in view throughout), or without masks, the cuts stay put
