@@ -121,8 +121,11 @@ def lift_true_paint(run: RunFolder, bake: Bake, truth: CanonicalVideo, image: Pa
 
 
 def bench_length(args: argparse.Namespace, length: int, folder: Path) -> dict:
-    plan = plan_segments(length, args.segment_frames, args.overlap)
-    period = AUTO_PERIOD if args.auto else round(2 * (length - args.overlap) / len(plan))
+    if args.auto:
+        period = AUTO_PERIOD
+    else:  # the sprite centred at the seams of the plan the fit will make
+        segments = len(plan_segments(length, args.segment_frames, args.overlap))
+        period = round(2 * (length - args.overlap) / segments)
     width = round(args.size * 4 / 3)
     proc = make_long_clip(length, args.size, width, span=1 + length / 120, period=period)
     clip_dir = folder / f"clip_{length}"
