@@ -6,8 +6,9 @@ atlas keep only what differs (their layers, losses and bakes).
 
 Beside the canonical image, a layer may hold two residuals that make the appearance vary in time
 while the texture stays the thing an edit changes: a multiplicative *shading* exp(s(u, v, t)) over
-canonical space (light and shadows travel with the surface) and an additive *detail* d(x, y, t) over
-the frame (spray, ripples: content no deformed image can hold), kept small and sparse by an L1 term
+canonical space (light and shadows travel with the surface) and an additive *detail* over the frame
+d(x, y, t) or, with `detail_canonical`, over canonical space d(u, v, t) (spray, ripples, a turning
+object's changing look: content no deformed image can hold), kept small and sparse by an L1 term
 and switched on only once the layout has settled, so it takes what the canonical cannot explain
 rather than what it has not explained yet.
 
@@ -69,6 +70,9 @@ class LayeredFitConfig:
     detail_layers: int = 1
     detail_weight: float = 1e-2  # L1 of the detail: sparse, so the canonical keeps what it can hold
     detail_start: float = 0.5  # fraction of the fit after which the detail is learned
+    # the detail over the layer's canonical point (u, v, t) instead of the frame's (x, y, t): what
+    # changes on a moving object (a turning car's sides) stays put there, so the planes can hold it
+    detail_canonical: bool = False
 
 
 def _planes(
@@ -174,8 +178,20 @@ def residual_fields(
             cfg.shading, cfg.shading_hidden, cfg.shading_layers, 3, frames, zero_init=True
         )
     if cfg.detail_residual:
-        detail = SpaceTimeField(cfg.detail, cfg.detail_hidden, cfg.detail_layers, 3, frames, zero_init=True)
+        detail = DetailField(cfg.detail, cfg.detail_hidden, cfg.detail_layers, frames, cfg.detail_canonical)
     return shading, detail
+
+
+class DetailField(SpaceTimeField):
+    """The additive detail (RGB, zero at first) over the frame's point or the layer's canonical one."""
+
+    def __init__(self, enc: EncodingConfig, hidden: int, n_layers: int, frames: int, canonical: bool) -> None:
+        super().__init__(enc, hidden, n_layers, 3, frames, zero_init=True)
+        self.canonical = canonical
+
+    def at(self, uv: Tensor, xy: Tensor, t: Tensor) -> Tensor:
+        """The detail of canonical points uv ([0, 1]²) seen at frame points xy (NDC) of frames t."""
+        return self(uv if self.canonical else (xy + 1) / 2, t)
 
 
 class Appearance(NamedTuple):
@@ -185,7 +201,7 @@ class Appearance(NamedTuple):
 
 
 def appearance(
-    texture: Tensor, shading: nn.Module | None, detail: nn.Module | None, uv: Tensor, xy: Tensor, t: Tensor
+    texture: Tensor, shading: nn.Module | None, detail: DetailField | None, uv: Tensor, xy: Tensor, t: Tensor
 ) -> Appearance:
     """A layer's colour at canonical points uv ([0, 1]²) seen at frame points xy (NDC) of frames t.
 
@@ -193,7 +209,7 @@ def appearance(
     """
     log_s = shading(uv, t) if shading is not None else None
     color = texture * torch.exp(log_s) if log_s is not None else texture
-    d = detail((xy + 1) / 2, t) if detail is not None else None
+    d = detail.at(uv, xy, t) if detail is not None else None
     return Appearance(color + d if d is not None else color, log_s, d)
 
 
@@ -419,12 +435,12 @@ class LayeredRepresentation(Representation):
         return step >= self.cfg.detail_start * self.schedule_steps
 
     def frame_residuals(
-        self, shading: nn.Module | None, detail: nn.Module | None, uv: Tensor, xy: Tensor, t: int
+        self, shading: nn.Module | None, detail: DetailField | None, uv: Tensor, xy: Tensor, t: int
     ) -> tuple[Tensor | None, Tensor | None]:
         """A bake's shading (exp) and detail for one frame, H×W×3 each on the CPU, None where absent."""
         tt = torch.full((len(xy),), t, device=xy.device)
         s = shading(uv, tt).exp().reshape(self.H, self.W, 3).cpu() if shading is not None else None
-        d = detail((xy + 1) / 2, tt).reshape(self.H, self.W, 3).cpu() if detail is not None else None
+        d = detail.at(uv, xy, tt).reshape(self.H, self.W, 3).cpu() if detail is not None else None
         return s, d
 
     def sample(self, step: int, generator: torch.Generator) -> dict[str, Tensor]:

@@ -10,11 +10,13 @@ bench/RESULTS.md); `tests/test_codef.py` checks that it stays sparse where nothi
 from __future__ import annotations
 
 import pytest
+import torch
 
 from canon_edit.canonical import CanonicalVideo, keyframe_textures
 from canon_edit.fitting import fit_clip
 from canon_edit.metrics import psnr
 from canon_edit.procedural import edited_truth, make_clip, seen_mask
+from canon_edit_representations.fields import LayeredFitConfig, residual_fields
 
 KEYFRAME = 5
 STEPS = 600
@@ -61,3 +63,24 @@ def test_a_keyframe_edit_is_lit_closer_to_the_truth_with_the_shading_residual(li
         edited = cv.render(textures=textures).clamp(0, 1)
         scores.append(psnr(edited[far], gt[far], seen[far]))
     assert scores[1] >= scores[0] + 1.0, scores
+
+
+@pytest.mark.parametrize("canonical", [False, True])
+def test_detail_reads_the_canonical_point_only_when_asked(canonical):
+    """`detail_canonical` moves the detail from the frame's point (x, y, t) to the layer's (u, v, t)."""
+    cfg = LayeredFitConfig(detail_residual=True, detail_canonical=canonical)
+    _, detail = residual_fields(cfg, frames=6)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in detail.parameters():  # the last layer starts at zero: give every weight a value
+            p.normal_()
+    uv, other_uv = torch.rand(2, 64, 2)
+    xy, other_xy = torch.rand(2, 64, 2) * 2 - 1
+    t = torch.randint(0, 6, (64,))
+    with torch.no_grad():
+        base = detail.at(uv, xy, t)
+        moved_uv, moved_xy = detail.at(other_uv, xy, t), detail.at(uv, other_xy, t)
+    same, changed = (moved_xy, moved_uv) if canonical else (moved_uv, moved_xy)
+    assert torch.equal(base, same)
+    assert float((base - changed).abs().mean()) > 0.1
+    assert torch.equal(base, detail(uv if canonical else (xy + 1) / 2, t))
