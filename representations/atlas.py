@@ -7,7 +7,8 @@ Per layer (background, then one foreground layer per mask label, back to front):
 - a texture field over (u, v) sampled onto the editable texel grid at bake time;
 - a multiplicative shading residual exp(s(u, v, t)) whose output layer starts at zero (shading 1),
   so lighting changes and shadows are kept out of the texture and re-applied to an edited one, and
-  an additive detail residual d(u, v, t) for dynamic texture (`fields.appearance`);
+  an additive detail residual for dynamic texture (`fields.appearance`), over (u, v, t) as the
+  preset has it (`detail_canonical`), else over (x, y, t);
 - for foreground layers, an alpha field over (x, y, t), evaluated through the layer's mapping as
   σ(a(u, v, t)): the silhouette rides with the object, so a moving shape is a static one plus a
   small change in time, and the edge of the alpha follows the edge of the texture exactly.
@@ -57,7 +58,7 @@ Choices, measured on DAVIS blackswan at 426×240, 1500 steps, one CPU thread (be
 - the detail residual from 30% of the fit on (`detail_start`, 0.5 before) and over each layer's
   canonical point (u, v, t) rather than the frame's (`detail_canonical`): at 4200 steps +0.25 to
   +0.6 dB on all five DAVIS clips, the canonicals' sharpness within -0.01/+0.03, a checkerboard edit
-  still on its object and its warping error +1-6%, the demo's lifted keyframe edit unchanged against
+  still on its object and its warping error +0.5-7%, the demo's lifted keyframe edit unchanged against
   the truth. Started earlier over frame points, breakdance gained more (+0.9 dB at a weaker weight)
   but its canonical's sharpness fell from 0.43 to 0.24: the detail had taken the crowd's texture,
   which an edit does not carry; over canonical points it stayed at 0.45;
