@@ -123,15 +123,18 @@ def test_alpha_starts_as_the_mask_when_initialised_from_it(fitted):
     assert cold < 0.5 < 0.9 <= warm, (cold, warm)
 
 
+def composite_frame(model: Atlas, t: int, detail_on: bool = True) -> torch.Tensor:
+    """The prediction training makes of frame t (3×H×W), at every pixel and mapping level."""
+    _, map_w, grid = model.bake_grid()
+    with torch.no_grad():
+        pred, _, _ = model.composite(grid, torch.full((len(grid),), t), map_w, None, detail_on)
+    return pred.T.reshape(3, model.H, model.W)
+
+
 def test_bake_renders_what_training_optimised(fitted):
     proc, run, cv = fitted
-    model = fitted_model(run)
-    grid = pixel_grid_ndc(cv.H, cv.W).reshape(-1, 2)
     t = 5
-    with torch.no_grad():
-        map_w = torch.ones(model.layers[0].mapping.enc.n_levels)
-        pred, _, _ = model.composite(grid, torch.full((len(grid),), t), map_w, None)
-    field = pred.T.reshape(3, cv.H, cv.W)
+    field = composite_frame(fitted_model(run), t)
     assert psnr(cv.render([t])[0].clamp(0, 1), field.clamp(0, 1)) >= 35.0
 
 
@@ -147,15 +150,10 @@ def test_bake_renders_the_detail_training_saw(fitted, canonical):
         with torch.no_grad():
             for p in la.detail.parameters():
                 p.normal_(std=0.3)
-    grid = pixel_grid_ndc(cv.H, cv.W).reshape(-1, 2)
     t = 5
-    with torch.no_grad():
-        map_w = torch.ones(model.layers[0].mapping.enc.n_levels)
-        pred, _, _ = model.composite(grid, torch.full((len(grid),), t), map_w, None)
-        plain, _, _ = model.composite(grid, torch.full((len(grid),), t), map_w, None, detail_on=False)
-        baked = model.bake()
-    assert float((pred - plain).abs().mean()) > 0.05  # the detail shows
-    field = pred.T.reshape(3, cv.H, cv.W)
+    field, plain = composite_frame(model, t), composite_frame(model, t, detail_on=False)
+    assert float((field - plain).abs().mean()) > 0.05  # the detail shows
+    baked = model.bake()
     # 54 dB here; a bake reading the frame point for a canonical detail gave 36
     assert psnr(baked.render([t])[0].clamp(0, 1), field.clamp(0, 1)) >= 45.0
 
