@@ -152,8 +152,10 @@ def test_uint8_conversion_is_the_rounding_of_the_torch_chain():
     ties = torch.tensor([(k + 0.5) / 255 for k in range(255)])
     near = torch.cat([torch.nextafter(ties, ties + 1), torch.nextafter(ties, ties - 1), ties])
     values = torch.cat([near, torch.rand(5000), torch.tensor([-0.3, -0.0, 0.0, 1.0, 1.7, 255.0])])
-    for channels in (1, 3, 4):
-        x = values[: values.numel() // channels * channels].reshape(1, channels, 1, -1)
+    for frames, channels in ((1, 1), (1, 3), (3, 4), (4, 3)):  # a chunk: every frame, not only the first
+        x = values[: values.numel() // (frames * channels) * frames * channels].reshape(
+            frames, channels, 1, -1
+        )
         expected = x.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         assert np.array_equal(np.stack([image.copy() for image in uint8_frames(x)]), expected)
 
