@@ -18,6 +18,7 @@ frames show.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -224,22 +225,112 @@ def carry_map(src: Layer, src_seg: Segment, paint: PaintMap, dst: Layer, dst_seg
     return PaintMap(paint.seed, coords, known)
 
 
-def painted_texture(fitted: Tensor, paint: PaintMap, seed_fitted: Tensor, seed_edited: Tensor) -> Tensor:
-    """`fitted` with the seed's paint sampled once at the texels' seed coordinates, where it painted."""
+def seed_paint(paint: PaintMap, seed_fitted: Tensor, seed_edited: Tensor) -> tuple[Tensor, Tensor]:
+    """The seed's colours at each texel's seed coordinates, and how much of the texel they paint
+    (none where the overlaps gave the texel no coordinates)."""
     changed = ((seed_edited - seed_fitted).abs().amax(0, keepdim=True) > 1e-6).float()
     grid = paint.coords.permute(1, 2, 0)[None]
     colour, share = sample_texture(torch.cat([seed_edited, changed]), grid)[0].split([3, 1])
-    a = share[0] * (paint.known > 0.5)
-    return fitted * (1 - a) + colour * a
+    return colour, share[0] * (paint.known > 0.5)
+
+
+@dataclass(frozen=True)
+class PaintStop:
+    """A seam an object's paint did not cross though the object comes back after it.
+
+    An edit reaches a segment only through what the shared frames show (see the module docstring):
+    an object painted in one segment and out of view at the seam comes back unpainted. Only layers
+    with an alpha (masked objects) are told: the background's paint leaving the view at a seam is the
+    camera moving on, and whether it comes back is what the seam cannot say.
+    """
+
+    layer: int
+    name: str  # the layer's name, if it has one
+    source: str  # the segment that shows the paint
+    target: str  # the segment past the seam
+    seen: tuple[int, int]  # the first and last frame of `source` that show the paint
+    shared: tuple[int, int]  # the first and last frame the two segments share
+    returns: int  # the nearest frame past the seam where the layer is in view again, unpainted
+
+    def message(self) -> str:
+        layer = f"layer {self.layer}" + (f" ({self.name})" if self.name else "")
+        back = (
+            f"from frame {self.returns} on"
+            if self.returns > self.shared[1]
+            else f"up to frame {self.returns}"
+        )
+        return (
+            f"the paint on {layer} shows in {self.source} (frames {self.seen[0]}-{self.seen[1]}) but not "
+            f"in the frames it shares with {self.target} ({self.shared[0]}-{self.shared[1]}), so the layer "
+            f"is unpainted where it is back in view ({back}); cut where what you painted is in view "
+            f"(--segments auto with masks, or a longer --overlap), or edit a keyframe there too"
+        )
+
+
+def frames_showing(layer: Layer, frames: Iterable[int], cover: Tensor | None = None) -> Iterator[int]:
+    """Those of `frames` (the layer's own indices, in the order given) where the layer is present,
+    on a texel that `cover` (Hc×Wc) marks if given. Read on a grid of about 120 rows: this asks only
+    whether a frame shows it at all."""
+    step = max(1, min(layer.uv.shape[1:3]) // 120)
+    for t in frames:
+        uv = layer.uv[t : t + 1, ::step, ::step]
+        seen = torch.ones(uv.shape[1:3], dtype=torch.bool)
+        if cover is not None:
+            seen &= sample_texture(cover[None], uv.float())[0, 0] > 0.5
+        if layer.alpha is not None:
+            seen &= layer.alpha[t, ::step, ::step].float() > 0.5
+        if seen.any():
+            yield t
+
+
+def paint_stop(
+    layer: int, src: tuple[Layer, Segment], cover: Tensor, past: list[tuple[Layer, Segment]]
+) -> PaintStop | None:
+    """The stop at the seam from `src` to the first of `past` (the segments past the seam, nearest
+    first) if `src` shows its paint (`cover`), the shared frames do not, and the layer is back in view
+    past them; else None."""
+    (src_layer, src_seg), dst_seg = src, past[0][1]
+    if src_layer.alpha is None:
+        return None
+    shown = [t + src_seg.start for t in frames_showing(src_layer, range(src_seg.frames), cover)]
+    shared = shared_frames(src_seg, dst_seg)
+    if not shown or any(t in shared for t in shown):
+        return None
+    forward = dst_seg.start > src_seg.start
+    for dst_layer, seg in past:
+        if forward:
+            beyond = range(max(shared.stop, seg.start), seg.end)
+        else:
+            beyond = range(min(shared.start, seg.end) - 1, seg.start - 1, -1)
+        back = next(frames_showing(dst_layer, (t - seg.start for t in beyond)), None)
+        if back is not None:
+            seam = (shared.start, shared.stop - 1)
+            return PaintStop(
+                layer,
+                src_layer.name,
+                src_seg.name,
+                dst_seg.name,
+                (shown[0], shown[-1]),
+                seam,
+                back + seg.start,
+            )
+    return None
 
 
 class SegmentedVideo:
     """The bake of a segmented run: per-segment 2D bakes, rendered and edited as one video."""
 
-    def __init__(self, segments: list[Segment], bakes: list[CanonicalVideo], fps: float):
+    def __init__(
+        self,
+        segments: list[Segment],
+        bakes: list[CanonicalVideo],
+        fps: float,
+        paint_stops: list[PaintStop] | None = None,
+    ):
         self.segments = segments
         self.bakes = bakes
         self.fps = fps
+        self.paint_stops = paint_stops or []  # seams an edit's paint did not cross (see `spread`)
 
     @property
     def T(self) -> int:
@@ -318,7 +409,8 @@ class SegmentedVideo:
         """Every segment's edited bake, from the edited textures of the `seeds` segments outwards.
 
         Each layer's paint is carried as a map into its seed (PaintMap), segment after segment
-        through the overlaps, and sampled from the seed once.
+        through the overlaps, and sampled from the seed once. Where a segment shows paint that the
+        frames it shares with the next do not, the result's `paint_stops` says so.
         """
         textures = [seeds.get(k, bake.textures()) for k, bake in enumerate(self.bakes)]
         if any(len(b.layers) != len(self.bakes[0].layers) for b in self.bakes):
@@ -326,6 +418,7 @@ class SegmentedVideo:
         first, last = min(seeds), max(seeds)
         order = [(k, k - 1) for k in range(last + 1, len(self.bakes))]
         order += [(k, k + 1) for k in range(first - 1, -1, -1)]
+        stops = []
         for layer in range(len(self.bakes[0].layers)):
             fitted = [b.layers[layer].texture for b in self.bakes]
             maps = {
@@ -333,18 +426,22 @@ class SegmentedVideo:
                 for k in seeds
                 if not torch.equal(seeds[k][layer], fitted[k])
             }
+            covers = {k: seed_paint(maps[k], fitted[k], seeds[k][layer])[1] for k in maps}
             for k, src in order:
                 if src not in maps:
                     continue
                 layers = self.bakes[src].layers[layer], self.bakes[k].layers[layer]
                 paint = carry_map(layers[0], self.segments[src], maps[src], layers[1], self.segments[k])
-                maps[k] = paint
-                textures[k][layer] = painted_texture(
-                    fitted[k], paint, fitted[paint.seed], textures[paint.seed][layer]
-                )
-        return self.with_bakes(
-            [bake.with_textures(tex) for bake, tex in zip(self.bakes, textures, strict=True)]
-        )
+                colour, cover = seed_paint(paint, fitted[paint.seed], textures[paint.seed][layer])
+                maps[k], covers[k] = paint, cover
+                textures[k][layer] = fitted[k] * (1 - cover) + colour * cover
+                if not (cover > 0.5).any():
+                    beyond = range(k, len(self.bakes)) if k > src else range(k, -1, -1)
+                    past = [(self.bakes[j].layers[layer], self.segments[j]) for j in beyond]
+                    stop = paint_stop(layer, (layers[0], self.segments[src]), covers[src], past)
+                    stops += [stop] if stop else []
+        edited = [bake.with_textures(tex) for bake, tex in zip(self.bakes, textures, strict=True)]
+        return SegmentedVideo(self.segments, edited, self.fps, stops)
 
     def save_edit(self, folder: Path) -> None:
         for seg, bake in zip(self.segments, self.bakes, strict=True):

@@ -33,7 +33,14 @@ from canon_edit.procedural import make_long_clip, paint_seen, seen_mask
 from canon_edit.representation import load_bake
 from canon_edit.run import RunFolder
 from canon_edit.segmented_fit import fit_segmented_video
-from canon_edit.segments import SEGMENTS_DIR, SegmentedVideo, blend_weights, plan_by_motion, plan_segments
+from canon_edit.segments import (
+    SEGMENTS_DIR,
+    Segment,
+    SegmentedVideo,
+    blend_weights,
+    plan_by_motion,
+    plan_segments,
+)
 from canon_edit.video import read_clip, read_image, write_image, write_pngs
 from canon_edit.viewer.probe import uv_to_texel
 from canon_edit.viewer.session2d import with_keyframe
@@ -92,13 +99,16 @@ def _own_canonical(truth: CanonicalVideo, start: int, end: int) -> CanonicalVide
     )
 
 
-def make_segmented_truth_run(path, proc, length: int, overlap: int) -> RunFolder:
+def make_segmented_truth_run(
+    path, proc, length: int, overlap: int, segments: list[Segment] | None = None
+) -> RunFolder:
     """A finished segmented run whose segments' bakes are the truth, each in its own canonical
-    (the clip's sprite is in view at the seams: its period is twice the segments' step)."""
+    (the clip's sprite is in view at the seams: its period is twice the segments' step), cut by
+    `plan_segments` unless `segments` are given."""
     write_pngs(path / "clip" / "frames", proc.clip.frames)
     write_pngs(path / "clip" / "masks", proc.clip.masks.expand(-1, 3, -1, -1))
     clip = read_clip(path / "clip")
-    segments = plan_segments(clip.T, length, overlap)
+    segments = segments or plan_segments(clip.T, length, overlap)
     run = RunFolder.create(path / "run")
     run.save_clip(clip)
     plan = [{"name": s.name, "start": s.start, "end": s.end} for s in segments]
@@ -132,13 +142,15 @@ def test_segmented_bake_renders_the_clip(segmented_run, long_clip):
 
 
 @pytest.mark.parametrize("keyframe", [10, 15])  # inside one segment; in an overlap (two hold it)
-def test_keyframe_edit_reaches_every_segment(segmented_run, long_clip, tmp_path, keyframe):
+def test_keyframe_edit_reaches_every_segment(segmented_run, long_clip, tmp_path, keyframe, capsys):
     truth_edit = paint_seen(long_clip.truth, keyframe)
     edited_frame = truth_edit.render([keyframe])[0].clamp(0, 1)
     write_image(tmp_path / "edited.png", edited_frame)
     name = f"paint{keyframe}"
     folder = edit_keyframe(EditTarget(segmented_run.path, name=name), keyframe, tmp_path / "edited.png")
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [f"seg_{k:03d}" for k in range(4)]
+    assert "paint_stops" not in json.loads((folder / "edit.json").read_text())  # every seam shows the sprite
+    assert "note" not in capsys.readouterr().err
 
     bake = edited_bake(segmented_run, load_bake(segmented_run), name)
     video = bake.render().clamp(0, 1)
@@ -183,6 +195,43 @@ def test_canonical_edit_of_one_segment_reaches_the_others(segmented_run, long_cl
         assert painted[part].sum() > 300, seg.name
         assert psnr(video[part], expected[part], painted[part].float()) >= 28, seg.name
     assert render_run(segmented_run.path, tmp_path / "f.png", frame=59, edit="seg1").is_file()
+
+
+@pytest.mark.parametrize(
+    ("keyframe", "stop", "unpainted"),
+    [
+        (
+            14,
+            "seg_000 (frames 0-18) but not in the frames it shares with seg_001 (19-22)",
+            "from frame 24 on",
+        ),
+        (28, "seg_001 (frames 24-39) but not in the frames it shares with seg_000 (19-22)", "up to frame 18"),
+    ],
+)
+def test_an_edit_says_at_which_seam_its_paint_stops(long_clip, tmp_path, capsys, keyframe, stop, unpainted):
+    """Cut where the sprite is out of view (frames 19-22), the sprite's paint cannot cross that seam,
+    though the sprite is in view on both sides: the edit says so, naming the layer, the segments, the
+    shared frames and where the sprite is unpainted, whichever way the paint went; the background's
+    paint crosses and is not named."""
+    cuts = [Segment("seg_000", 0, 23), Segment("seg_001", 19, 40), Segment("seg_002", 36, 60)]
+    assert long_clip.truth.layers[1].alpha[19:23].float().amax() < 0.5  # the premise: no sprite there
+    run = make_segmented_truth_run(tmp_path, long_clip, 0, 4, segments=cuts)
+    edited = tmp_path / "edited.png"
+    write_image(edited, paint_seen(long_clip.truth, keyframe).render([keyframe])[0].clamp(0, 1))
+    edit = ["edit", str(run.path), "--keyframe", str(keyframe), "--image", str(edited), "--name", "e"]
+    assert main(edit) in (0, None)
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("canon-edit: note:")]
+    assert len(notes) == 1, notes
+    assert f"paint on layer 1 (sprite) shows in {stop}, so the layer is unpainted" in notes[0]
+    assert f"where it is back in view ({unpainted})" in notes[0]
+    meta = json.loads((run.edits / "e" / "edit.json").read_text())
+    assert meta["paint_stops"] == [notes[0].removeprefix("canon-edit: note: ")]
+
+    video = edited_bake(run, load_bake(run), "e").render().clamp(0, 1)
+    sprite = long_clip.truth.layers[1].alpha[:, None].float().expand(-1, 3, -1, -1) > 0.99  # no background
+    on_sprite = ((video - long_clip.clip.frames).abs() > 0.1) & sprite
+    across = slice(24, 60) if keyframe < 19 else slice(0, 19)
+    assert on_sprite[keyframe].any() and not on_sprite[across].any()  # what the note says
 
 
 @pytest.fixture(scope="module")

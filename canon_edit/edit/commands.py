@@ -8,6 +8,7 @@ the run's write lock (lock.py); rendering and evaluation only read the run and n
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,10 @@ def _save(run: RunFolder, target: EditTarget, kind: str, bake: Bake, textures, m
     name = target.name or free_edit_name(run, kind)
     check_edit_name(run, name, target.replace)  # again: another edit may have taken it meanwhile
     meta = {"kind": kind, "from_edit": target.from_edit, **meta}
+    if isinstance(bake, SegmentedVideo) and bake.paint_stops:
+        meta["paint_stops"] = [stop.message() for stop in bake.paint_stops]
+        for line in meta["paint_stops"]:
+            print(f"canon-edit: note: {line}", file=sys.stderr)
     if textures is None:
         return save_bake_edit(run, name, bake, meta, run.clip().frames)
     return save_edit(run, name, editable(bake), textures, meta, run.clip().frames)
