@@ -12,7 +12,7 @@ made in one segment reaches the others through the overlaps: each overlap frame 
 of the neighbour's canonical shows what texel of the edited one, and these correspondences are
 chained segment after segment in both directions (PaintMap), so every segment samples the paint
 from the edited canonical once. An edit therefore crosses a seam only through what the overlap
-frames show.
+frames show; where that leaves a masked object unpainted past a seam, the edit says so (PaintStop).
 """
 
 from __future__ import annotations
