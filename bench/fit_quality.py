@@ -8,10 +8,11 @@ has masks), seconds, steps, peak_mem_mb, device, frames, height, width, render_f
 every frame from the bake), for the 2D forms `sharpness` (mean squared gradient of the frames
 rendered from the canonical textures alone, no residual, over that of the source frames: 1 = as
 sharp as the video, less = a blurred canonical), `regions` for a layered bake of a clip with masks (see
-`alpha_regions`), plus the method's own (atlas: alpha_iou; portrait: masked_psnr, masked_ssim,
-landmark_error_px). With `--run`, the run's path stands in place of seconds, peak_mem_mb and threads.
-A portrait clip without tracking needs the face detector's interpreter in $CANON_EDIT_DETECTOR_PYTHON
-(see the README).
+`alpha_regions`) and `psnr_foreground_frames` for a 2D bake of a clip with masks (the in-mask PSNR's
+lowest, median and highest frame, and the worst frame), plus the method's own (atlas: alpha_iou;
+portrait: masked_psnr, masked_ssim, landmark_error_px). With `--run`, the run's path stands in place
+of seconds, peak_mem_mb and threads. A portrait clip without tracking needs the face detector's
+interpreter in $CANON_EDIT_DETECTOR_PYTHON (see the README).
 """
 
 from __future__ import annotations
@@ -141,6 +142,37 @@ def main(argv: list[str] | None = None) -> dict:
     return report(run, time.monotonic() - t0)
 
 
+def foreground_by_frame(bake: CanonicalVideo, clip: StoredClip) -> dict[str, float] | None:
+    """PSNR inside the masks frame by frame: the lowest, median and highest, and the worst frame.
+
+    Tells an error that one image per layer cannot hold (flat across the frames, the layout's own
+    reference frame included) from a layout that drifts away from its reference (worst far from it).
+    None for a clip without masks.
+    """
+    if clip.read_foreground(0, 1) is None:
+        return None
+    values = []
+    with torch.no_grad():
+        for ids in frame_chunks(bake.T):
+            video = bake.render(ids).clamp(0, 1)
+            source = clip.read(ids[0], ids[-1] + 1)
+            mask = clip.read_foreground(ids[0], ids[-1] + 1) > 0.5
+            for frame, truth, inside in zip(video, source, mask, strict=True):
+                total, weight = squared_error(frame[None], truth[None], inside[None])
+                values.append(psnr_of(total, weight) if weight else float("nan"))
+    measured = torch.tensor(values, dtype=torch.float64)
+    seen = measured[~measured.isnan()]
+    if not len(seen):
+        return None
+    worst = int(torch.where(measured.isnan(), float("inf"), measured).argmin())
+    return {
+        "min": round(float(seen.min()), 2),
+        "median": round(float(seen.median()), 2),
+        "max": round(float(seen.max()), 2),
+        "worst_frame": worst,
+    }
+
+
 def report(run: RunFolder, seconds: float | None) -> dict:
     """Print and return the figures of a fitted run; `seconds` is the fit's wall time when fitted here."""
     info, metrics = run.info(), json.loads(run.metrics.read_text())
@@ -151,6 +183,7 @@ def report(run: RunFolder, seconds: float | None) -> dict:
     layered = isinstance(bake, CanonicalVideo)
     clip = run.stored_clip() if layered else None
     regions = alpha_regions(bake, clip) if layered else None
+    by_frame = foreground_by_frame(bake, clip) if layered else None
     figures = {
         "bench": "fit_quality",
         "clip": Path(info["clip"]["source"]).name,
@@ -176,6 +209,7 @@ def report(run: RunFolder, seconds: float | None) -> dict:
         "source_warp_error": metrics["source_warp_error"],
         **metrics.get("extra", {}),
         **({"regions": regions} if regions else {}),
+        **({"psnr_foreground_frames": by_frame} if by_frame else {}),
         "versions": versions(),
     }
     print(json.dumps(figures))

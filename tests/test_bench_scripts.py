@@ -29,6 +29,9 @@ def test_fit_quality_prints_one_json_line(clip_dir, tmp_path, capsys):
     assert figures["steps"] == 10 and figures["frames"] == 6 and figures["render_fps"] > 0
     # the textured sprite is the harder part of the procedural clip
     assert figures["psnr_background"] > figures["psnr"] > figures["psnr_foreground"] > 0
+    by_frame = figures["psnr_foreground_frames"]  # the pooled in-mask PSNR lies within its frames'
+    assert by_frame["min"] <= figures["psnr_foreground"] <= by_frame["max"]
+    assert 0 <= by_frame["worst_frame"] < 6
     again = _load("fit_quality").main(["--run", str(tmp_path / "run")])  # measured, not fitted again
     assert again["run"] == str(tmp_path / "run") and "seconds" not in again
     assert {k: again[k] for k in ("clip", "psnr", "steps", "sharpness")} == {
@@ -123,3 +126,29 @@ def test_alpha_regions_split_the_error_by_mask_and_fitted_foreground():
     assert regions["clear"]["psnr"] == pytest.approx(40.0, abs=0.01)
     assert regions["leak"]["psnr"] == regions["lost"]["psnr"] == float("inf")
     assert _load("fit_quality").alpha_regions(CanonicalVideo(layers=bake.layers[:1]), Stored()) is None
+
+
+def test_foreground_psnr_frame_by_frame_finds_the_worst_frame():
+    """A known answer: in-mask errors of 0.01, 0.1 and 0.03 in frames 0, 1, 2 (40, 20 and 30.46 dB);
+    an error outside the mask and a frame without mask pixels change nothing."""
+    from canon_edit.canonical import CanonicalVideo, Layer
+    from canon_edit_representations.motion import pixel_grid_ndc
+
+    uv = pixel_grid_ndc(8, 8).expand(4, -1, -1, -1).half()
+    bake = CanonicalVideo(layers=[Layer(texture=torch.full((3, 8, 8), 0.5), uv=uv)])
+    frames = bake.render().clamp(0, 1)
+    masks = torch.zeros(4, 8, 8)
+    masks[:3, :, :4] = 1  # frame 3 has no mask pixels
+    for t, error in enumerate((0.01, 0.1, 0.03, 0.2)):
+        frames[t, :, :, :4] += error
+    frames[:, :, :, 4:] += 0.3  # outside the masks
+
+    class Stored:
+        def read(self, start, stop):
+            return frames[start:stop]
+
+        def read_foreground(self, start, stop):
+            return masks[start:stop]
+
+    by_frame = _load("fit_quality").foreground_by_frame(bake, Stored())
+    assert by_frame == {"min": 20.0, "median": 30.46, "max": 40.0, "worst_frame": 1}
