@@ -265,6 +265,36 @@ def test_2d_uploaded_canonical_rerenders_the_frames(truth_run, open_viewer, tmp_
     assert box[2] > 0.7 and box[0] < 0.3, f"the painted box is not in the edit panel; see {lifted_path}"
 
 
+def test_2d_segmented_preview_and_save_say_where_the_paint_stops(open_viewer, tmp_path):
+    """The notes `canon-edit edit` prints (see test_segments.py) reach a viewer user too: in the
+    status panel on the keyframe's preview and again once it is saved."""
+    from test_segments import make_segmented_truth_run
+
+    from canon_edit.procedural import make_long_clip, paint_seen
+    from canon_edit.segments import Segment
+
+    proc = make_long_clip(frames=60, height=32, width=48, span=3.0, period=28)
+    cuts = [Segment("seg_000", 0, 23), Segment("seg_001", 19, 40), Segment("seg_002", 36, 60)]
+    run = make_segmented_truth_run(tmp_path / "seg", proc, 0, 4, segments=cuts)  # no sprite at 19-22
+    viewer, page = open_viewer(run)
+    s = session(viewer)
+    s.frame.value = 14
+    key = tmp_path / "keyframe.png"
+    write_image(key, paint_seen(proc.truth, 14).render([14])[0].clamp(0, 1))
+    page.locator("input[type=file]").nth(1).set_input_files(str(key))
+    stop = "note: the paint on layer 1 (sprite) shows in seg_000 (frames 0-18)"
+    page.wait_for_selector("text=previewing keyframe.png as frame 14", timeout=20_000)
+    assert stop in s.status.content and page.get_by_text(stop).count() == 1
+    name = page.locator("input.mantine-TextInput-input").last  # the "edit name" field
+    name.fill("sprite")
+    name.press("Enter")
+    page.get_by_role("button", name="save edit").click()
+    page.wait_for_selector("text=saved edit 'sprite'", timeout=20_000)
+    assert stop in s.status.content and page.get_by_text(stop).count() == 1
+    meta = json.loads((run.edits / "sprite" / "edit.json").read_text())
+    assert page.get_by_text(stop).inner_text() == f"note: {meta['paint_stops'][0]}"  # as the CLI says it
+
+
 @pytest.fixture
 def portrait_run(tmp_path, smplx_dir, body, portrait) -> RunFolder:
     """A finished portrait run without fitting: the model's initial Gaussians, baked."""

@@ -4,7 +4,8 @@ background image, the canonical toggles, the probe (a click on the page), and th
 A preview re-renders the uploaded canonical or keyframe without refitting; "save" hands the same
 file to `canon_edit.edit.commands` (the code path of `canon-edit edit`), which takes the run's lock.
 In a segmented run an uploaded canonical is the shown segment's, carried to the others as
-`canon-edit edit --canonical --segment K` carries it, and a keyframe is lifted as the CLI lifts it.
+`canon-edit edit --canonical --segment K` carries it, and a keyframe is lifted as the CLI lifts it;
+where the paint stops at a seam, the status panel gives the CLI's note.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..edit.commands import (
     painted_canonical,
 )
 from ..errors import UserError
+from ..files import read_json
 from ..run import RunFolder
 from ..segments import SegmentedVideo
 from ..video import read_image
@@ -151,7 +153,11 @@ class Session2D(ClientSession):
             self.report(str(e))
             return
         self.state = replace(self.state, edit=preview, edit_label=f"preview of {file.name}")
-        self.report(f"previewing {file.name}{where}; name it and press 'save edit' to keep it")
+        stops = preview.paint_stops if isinstance(preview, SegmentedVideo) else []
+        self.report(
+            f"previewing {file.name}{where}; name it and press 'save edit' to keep it"
+            + notes([stop.message() for stop in stops])
+        )
         self.refresh()
 
     def _save(self) -> None:
@@ -170,7 +176,14 @@ class Session2D(ClientSession):
             return
         self.reload_facts()
         self.edit.value = folder.name  # show what was saved, read back from the run
-        self.report(f"saved edit '{folder.name}' in {folder}")
+        stops = read_json(folder / "edit.json", "make the edit again").get("paint_stops", [])
+        self.report(f"saved edit '{folder.name}' in {folder}" + notes(stops))
+
+
+def notes(lines: list[str]) -> str:
+    """What `canon-edit edit` prints as `canon-edit: note:` lines (where an edit's paint stops), for
+    the status panel."""
+    return "".join(f"\n\nnote: {line}" for line in lines)
 
 
 def with_keyframe(video: Video, t: int, edited: Tensor, source: Tensor) -> Video:
