@@ -23,9 +23,11 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from canon_edit.canonical import CanonicalVideo, Layer, composite_weights
 from canon_edit.config import QUALITY_SECONDS
@@ -59,6 +61,18 @@ def sharpness(bake: CanonicalVideo, clip: StoredClip) -> float:
     return gradient_energy(plain.render(ids).clamp(0, 1)) / gradient_energy(source)
 
 
+def masked_chunks(
+    bake: CanonicalVideo, clip: StoredClip
+) -> Iterator[tuple[list[int], Tensor, Tensor, Tensor]]:
+    """The clip a chunk at a time: frame ids, the bake's render of them (clamped), the source frames
+    and the masks (bool)."""
+    with torch.no_grad():
+        for ids in frame_chunks(bake.T):
+            video = bake.render(ids).clamp(0, 1)
+            source = clip.read(ids[0], ids[-1] + 1)
+            yield ids, video, source, clip.read_foreground(ids[0], ids[-1] + 1) > 0.5
+
+
 def alpha_regions(bake: CanonicalVideo, clip: StoredClip) -> dict[str, dict[str, float]] | None:
     """Share of the pixels and PSNR of four regions: where the fitted foreground agrees with the masks.
 
@@ -73,22 +87,18 @@ def alpha_regions(bake: CanonicalVideo, clip: StoredClip) -> dict[str, dict[str,
     if clip.read_foreground(0, 1) is None:
         return None
     sums = dict.fromkeys(("clear", "leak", "held", "lost"), (0.0, 0.0))
-    with torch.no_grad():
-        for ids in frame_chunks(bake.T):
-            video = bake.render(ids).clamp(0, 1)
-            source = clip.read(ids[0], ids[-1] + 1)
-            mask = clip.read_foreground(ids[0], ids[-1] + 1) > 0.5
-            alphas = [la.alpha[ids].double() for la in foreground_layers]
-            foreground = 1 - composite_weights([torch.ones_like(alphas[0]), *alphas])[0]
-            regions = {
-                "clear": ~mask & (foreground < LEAK),
-                "leak": ~mask & (foreground >= LEAK),
-                "held": mask & (foreground >= 0.5),
-                "lost": mask & (foreground < 0.5),
-            }
-            for name, region in regions.items():
-                total, weight = squared_error(video, source, region)
-                sums[name] = (sums[name][0] + total, sums[name][1] + weight)
+    for ids, video, source, mask in masked_chunks(bake, clip):
+        alphas = [la.alpha[ids].double() for la in foreground_layers]
+        foreground = 1 - composite_weights([torch.ones_like(alphas[0]), *alphas])[0]
+        regions = {
+            "clear": ~mask & (foreground < LEAK),
+            "leak": ~mask & (foreground >= LEAK),
+            "held": mask & (foreground >= 0.5),
+            "lost": mask & (foreground < 0.5),
+        }
+        for name, region in regions.items():
+            total, weight = squared_error(video, source, region)
+            sums[name] = (sums[name][0] + total, sums[name][1] + weight)
     pixels = sum(weight for _, weight in sums.values())
     return {
         name: {
@@ -152,14 +162,10 @@ def foreground_by_frame(bake: CanonicalVideo, clip: StoredClip) -> dict[str, flo
     if clip.read_foreground(0, 1) is None:
         return None
     values = []
-    with torch.no_grad():
-        for ids in frame_chunks(bake.T):
-            video = bake.render(ids).clamp(0, 1)
-            source = clip.read(ids[0], ids[-1] + 1)
-            mask = clip.read_foreground(ids[0], ids[-1] + 1) > 0.5
-            for frame, truth, inside in zip(video, source, mask, strict=True):
-                total, weight = squared_error(frame[None], truth[None], inside[None])
-                values.append(psnr_of(total, weight) if weight else float("nan"))
+    for _, video, source, mask in masked_chunks(bake, clip):
+        for frame, truth, inside in zip(video, source, mask, strict=True):
+            total, weight = squared_error(frame[None], truth[None], inside[None])
+            values.append(psnr_of(total, weight) if weight else float("nan"))
     measured = torch.tensor(values, dtype=torch.float64)
     seen = measured[~measured.isnan()]
     if not len(seen):
