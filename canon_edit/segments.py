@@ -234,14 +234,21 @@ def seed_paint(paint: PaintMap, seed_fitted: Tensor, seed_edited: Tensor) -> tup
     return colour, share[0] * (paint.known > 0.5)
 
 
+# a seam that carries less of an object's paint than this share is told (see `paint_gap`)
+CROSSED_ENOUGH = 0.9
+# ... when a frame past the seam shows at least this share of the object where the seam did not
+UNREACHED_SHARE = 0.05
+
+
 @dataclass(frozen=True)
 class PaintStop:
-    """A seam an object's paint did not cross though the object comes back after it.
+    """A seam an object's paint did not cross, wholly or in part, though the object is in view after it.
 
     An edit reaches a segment only through what the shared frames show (see the module docstring):
-    an object painted in one segment and out of view at the seam comes back unpainted. Only layers
-    with an alpha (masked objects) are told: the background's paint leaving the view at a seam is the
-    camera moving on, and whether it comes back is what the seam cannot say.
+    an object painted in one segment and out of view at the seam comes back unpainted, and one half
+    out of view there comes back half painted. Only layers with an alpha (masked objects) are told:
+    the background's paint leaving the view at a seam is the camera moving on, and whether it comes
+    back is what the seam cannot say.
     """
 
     layer: int
@@ -250,7 +257,8 @@ class PaintStop:
     target: str  # the segment past the seam
     seen: tuple[int, int]  # the first and last frame of `source` that show the paint
     shared: tuple[int, int]  # the first and last frame the two segments share
-    returns: int  # the nearest frame past the seam where the layer is in view again, unpainted
+    returns: int  # the nearest frame past the seam that shows the layer where the paint did not reach
+    crossed: float | None = None  # the share of the paint `source` shows that the shared frames show
 
     def message(self) -> str:
         layer = f"layer {self.layer}" + (f" ({self.name})" if self.name else "")
@@ -259,28 +267,70 @@ class PaintStop:
             if self.returns > self.shared[1]
             else f"up to frame {self.returns}"
         )
+        fix = (
+            "cut where what you painted is in view (--segments auto with masks, or a longer --overlap), "
+            "or edit a keyframe there too"
+        )
+        if self.crossed is not None:
+            return (
+                f"only {self.crossed:.0%} of the paint on {layer} that {self.source} shows (frames "
+                f"{self.seen[0]}-{self.seen[1]}) is in view in the frames it shares with {self.target} "
+                f"({self.shared[0]}-{self.shared[1]}): the rest does not reach {self.target}, which shows "
+                f"parts of the layer those frames do not ({back}); {fix}"
+            )
         return (
             f"the paint on {layer} shows in {self.source} (frames {self.seen[0]}-{self.seen[1]}) but not "
             f"in the frames it shares with {self.target} ({self.shared[0]}-{self.shared[1]}), so the layer "
-            f"is unpainted where it is back in view ({back}); cut where what you painted is in view "
-            f"(--segments auto with masks, or a longer --overlap), or edit a keyframe there too"
+            f"is unpainted where it is back in view ({back}); {fix}"
         )
+
+
+def _sample_step(layer: Layer) -> int:
+    """Frames are read on a grid of about 120 rows: the questions here are about where, not detail."""
+    return max(1, min(layer.uv.shape[1:3]) // 120)
+
+
+def _visible(layer: Layer, t: int, cover: Tensor | None = None) -> Tensor:
+    """Bool grid: where frame t (the layer's own index) shows the layer, on a texel `cover` marks."""
+    step = _sample_step(layer)
+    uv = layer.uv[t : t + 1, ::step, ::step]
+    seen = torch.ones(uv.shape[1:3], dtype=torch.bool)
+    if cover is not None:
+        seen &= sample_texture(cover[None], uv.float())[0, 0] > 0.5
+    if layer.alpha is not None:
+        seen &= layer.alpha[t, ::step, ::step].float() > 0.5
+    return seen
 
 
 def frames_showing(layer: Layer, frames: Iterable[int], cover: Tensor | None = None) -> Iterator[int]:
     """Those of `frames` (the layer's own indices, in the order given) where the layer is present,
-    on a texel that `cover` (Hc×Wc) marks if given. Read on a grid of about 120 rows: this asks only
-    whether a frame shows it at all."""
-    step = max(1, min(layer.uv.shape[1:3]) // 120)
-    for t in frames:
-        uv = layer.uv[t : t + 1, ::step, ::step]
-        seen = torch.ones(uv.shape[1:3], dtype=torch.bool)
-        if cover is not None:
-            seen &= sample_texture(cover[None], uv.float())[0, 0] > 0.5
-        if layer.alpha is not None:
-            seen &= layer.alpha[t, ::step, ::step].float() > 0.5
-        if seen.any():
-            yield t
+    on a texel that `cover` (Hc×Wc) marks if given."""
+    return (t for t in frames if _visible(layer, t, cover).any())
+
+
+def seen_texels(layer: Layer, frames: list[int], cover: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """`cover` on a texel grid as coarse as the frames sample the texture, and for each of `frames`
+    the cells of that grid the frame shows the layer on.
+
+    A frame splatted onto its texture leaves holes where the texture is magnified; on a grid coarsened
+    by the magnification (`supersample_factor`) every cell a frame shows is hit.
+    """
+    step = _sample_step(layer)
+    tex_hw = tuple(cover.shape)
+    present = [
+        (layer.alpha[t, ::step, ::step].float() > 0.5).float()
+        if layer.alpha is not None
+        else torch.ones(layer.uv[t, ::step, ::step].shape[:2])
+        for t in frames
+    ]
+    uvs = [layer.uv[t, ::step, ::step].float() for t in frames]
+    factor = max((supersample_factor(uv, p, tex_hw) for uv, p in zip(uvs, present, strict=True)), default=1)
+    size = (math.ceil(tex_hw[0] / factor), math.ceil(tex_hw[1] / factor))
+    coarse = F.adaptive_avg_pool2d(cover[None, None].float(), size)[0, 0]
+    shown = [
+        splat(p.reshape(-1, 1), uv.reshape(-1, 2), size)[0] > 0.25 for uv, p in zip(uvs, present, strict=True)
+    ]
+    return coarse, shown
 
 
 def paint_stop(
@@ -296,13 +346,8 @@ def paint_stop(
     shared = shared_frames(src_seg, dst_seg)
     if not shown or any(t in shared for t in shown):
         return None
-    forward = dst_seg.start > src_seg.start
     for dst_layer, seg in past:
-        if forward:
-            beyond = range(max(shared.stop, seg.start), seg.end)
-        else:
-            beyond = range(min(shared.start, seg.end) - 1, seg.start - 1, -1)
-        back = next(frames_showing(dst_layer, (t - seg.start for t in beyond)), None)
+        back = next(frames_showing(dst_layer, _beyond(shared, seg, dst_seg.start > src_seg.start)), None)
         if back is not None:
             seam = (shared.start, shared.stop - 1)
             return PaintStop(
@@ -313,6 +358,59 @@ def paint_stop(
                 (shown[0], shown[-1]),
                 seam,
                 back + seg.start,
+            )
+    return None
+
+
+def _beyond(shared: range, seg: Segment, forward: bool) -> range:
+    """`seg`'s own indices of its frames past the seam `shared`, nearest first."""
+    if forward:
+        return range(max(shared.stop, seg.start) - seg.start, seg.frames)
+    return range(min(shared.start, seg.end) - 1 - seg.start, -1, -1)
+
+
+def paint_gap(
+    layer: int, src: tuple[Layer, Segment], cover: Tensor, dst: tuple[Layer, Segment], known: Tensor
+) -> PaintStop | None:
+    """The seam from `src` to `dst` if it carried only part of the paint `src` shows (`cover`) and a
+    frame of `dst` past it shows the layer where the seam gave no paint (`known`, dst's texels whose
+    coordinates the shared frames gave); else None.
+
+    The share crossed is counted on `src`'s canonical: of the painted texels its frames show, those
+    the shared frames show. Which of the rest `dst` shows cannot be told (no frame shows both), so a
+    gap is told where `dst` shows enough of the layer that the seam did not.
+    """
+    (src_layer, src_seg), (dst_layer, dst_seg) = src, dst
+    if src_layer.alpha is None:
+        return None
+    shared = shared_frames(src_seg, dst_seg)
+    shown = list(frames_showing(src_layer, range(src_seg.frames), cover))
+    if not shown:
+        return None
+    at_seam = [t - src_seg.start for t in shared]
+    painted, seen = seen_texels(src_layer, shown + at_seam, cover)
+    in_segment = (painted > 0.5) & torch.stack(seen[: len(shown)]).any(0)
+    total = int(in_segment.sum())
+    if total == 0:
+        return None
+    crossed = int((in_segment & torch.stack(seen[len(shown) :]).any(0)).sum()) / total
+    if crossed >= CROSSED_ENOUGH:
+        return None
+    unreached = (known < 0.5).float()
+    for t in _beyond(shared, dst_seg, dst_seg.start > src_seg.start):
+        present = int(_visible(dst_layer, t).sum())
+        if present and int(_visible(dst_layer, t, unreached).sum()) >= UNREACHED_SHARE * present:
+            seam = (shared.start, shared.stop - 1)
+            seen_range = (shown[0] + src_seg.start, shown[-1] + src_seg.start)
+            return PaintStop(
+                layer,
+                src_layer.name,
+                src_seg.name,
+                dst_seg.name,
+                seen_range,
+                seam,
+                t + dst_seg.start,
+                crossed,
             )
     return None
 
@@ -439,7 +537,10 @@ class SegmentedVideo:
                     beyond = range(k, len(self.bakes)) if k > src else range(k, -1, -1)
                     past = [(self.bakes[j].layers[layer], self.segments[j]) for j in beyond]
                     stop = paint_stop(layer, (layers[0], self.segments[src]), covers[src], past)
-                    stops += [stop] if stop else []
+                else:
+                    ends = (layers[0], self.segments[src]), (layers[1], self.segments[k])
+                    stop = paint_gap(layer, ends[0], covers[src], ends[1], paint.known)
+                stops += [stop] if stop else []
         edited = [bake.with_textures(tex) for bake, tex in zip(self.bakes, textures, strict=True)]
         return SegmentedVideo(self.segments, edited, self.fps, stops)
 

@@ -2,20 +2,21 @@
 
 The known answer is the procedural long clip (a pan over a background three frames wide, a sprite
 that leaves and comes back). Each segment's bake is the truth restricted to its frames, with a
-canonical of its own (the background cropped to what the segment sees, the sprite mirrored), so an
-edit can only reach a segment by being carried into that segment's own texture space.
+canonical of its own (`segment_truth`), so an edit can only reach a segment by being carried into
+that segment's own texture space.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from canon_edit.canonical import CanonicalVideo, Layer, over
+from canon_edit.canonical import over
 from canon_edit.cli import main
 from canon_edit.edit.commands import (
     EditTarget,
@@ -26,12 +27,13 @@ from canon_edit.edit.commands import (
     render_run,
 )
 from canon_edit.errors import UserError
-from canon_edit.fitting import ClipOptions, finish_run
+from canon_edit.fitting import ClipOptions
 from canon_edit.flow import Flow
 from canon_edit.metrics import psnr
 from canon_edit.procedural import make_long_clip, paint_seen, seen_mask
 from canon_edit.representation import load_bake
 from canon_edit.run import RunFolder
+from canon_edit.segment_truth import background_columns, make_segmented_truth_run
 from canon_edit.segmented_fit import fit_segmented_video
 from canon_edit.segments import (
     SEGMENTS_DIR,
@@ -41,7 +43,7 @@ from canon_edit.segments import (
     plan_by_motion,
     plan_segments,
 )
-from canon_edit.video import read_clip, read_image, write_image, write_pngs
+from canon_edit.video import read_image, write_image, write_pngs
 from canon_edit.viewer.probe import uv_to_texel
 from canon_edit.viewer.session2d import with_keyframe
 from canon_edit.viewer.view2d import ProbePixel, ProbeTexel, Scene2D, State2D
@@ -66,66 +68,6 @@ def test_plan_covers_the_clip_with_shared_frames():
     assert handover == sorted(handover) and handover[0] == 0 and handover[-1] == 1
     with pytest.raises(UserError, match="--overlap must be between 1 and"):
         plan_segments(100, 30, 30)
-
-
-def _crop(truth: CanonicalVideo, start: int, end: int) -> tuple[int, int]:
-    """The background columns frames [start, end) see, with a margin."""
-    bg = truth.layers[0]
-    x = (bg.uv[start:end, ..., 0].float() + 1) * bg.texture.shape[2] / 2
-    return max(0, int(x.min()) - 2), min(bg.texture.shape[2], int(x.max()) + 3)
-
-
-def _own_canonical(truth: CanonicalVideo, start: int, end: int) -> CanonicalVideo:
-    """The truth over frames [start, end) in a texture space of its own."""
-    bg, sprite = truth.layers
-    uv = bg.uv[start:end].float()
-    x0, x1 = _crop(truth, start, end)
-    x = (uv[..., 0] + 1) * bg.texture.shape[2] / 2
-    crop_uv = uv.clone()
-    crop_uv[..., 0] = (x - x0) * 2 / (x1 - x0) - 1
-    mirrored = sprite.uv[start:end].float() * torch.tensor([-1.0, 1.0])
-    return CanonicalVideo(
-        layers=[
-            Layer(texture=bg.texture[:, :, x0:x1].clone(), uv=crop_uv.half(), name="background"),
-            Layer(
-                texture=sprite.texture.flip(2),
-                uv=mirrored.half(),
-                alpha=sprite.alpha[start:end],
-                coverage=sprite.coverage.flip(1),
-                name="sprite",
-            ),
-        ],
-        fps=truth.fps,
-    )
-
-
-def make_segmented_truth_run(
-    path, proc, length: int, overlap: int, segments: list[Segment] | None = None
-) -> RunFolder:
-    """A finished segmented run whose segments' bakes are the truth, each in its own canonical
-    (the clip's sprite is in view at the seams: its period is twice the segments' step), cut by
-    `plan_segments` unless `segments` are given."""
-    write_pngs(path / "clip" / "frames", proc.clip.frames)
-    write_pngs(path / "clip" / "masks", proc.clip.masks.expand(-1, 3, -1, -1))
-    clip = read_clip(path / "clip")
-    segments = segments or plan_segments(clip.T, length, overlap)
-    run = RunFolder.create(path / "run")
-    run.save_clip(clip)
-    plan = [{"name": s.name, "start": s.start, "end": s.end} for s in segments]
-    run.write_info(method="codef", status="fitting", fps=clip.fps, segments=plan, overlap=overlap)
-    bakes = []
-    for seg in segments:
-        sub = RunFolder.create(run.path / SEGMENTS_DIR / seg.name)
-        part = read_clip(path / "clip", max_frames=seg.end)
-        part.frames, part.masks = part.frames[seg.start :], part.masks[seg.start :]
-        sub.save_clip(part)
-        sub.write_info(method="codef", status="fitting", fps=clip.fps)
-        bakes.append(_own_canonical(proc.truth, seg.start, seg.end))
-        finish_run(sub, bakes[-1], part)
-        sub.write_info(status="done")
-    finish_run(run, SegmentedVideo(segments, bakes, clip.fps), clip)
-    run.write_info(status="done")
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +124,7 @@ def test_canonical_edit_of_one_segment_reaches_the_others(segmented_run, long_cl
     assert main([*edit, "--segment", "1", "--name", "seg1"]) in (0, None)
 
     bg = long_clip.truth.layers[0].texture
-    x0, _ = _crop(long_clip.truth, 14, 32)
+    x0, _ = background_columns(long_clip.truth, 14, 32)
     placed = torch.zeros(4, *bg.shape[1:])
     placed[:, :, x0 : x0 + w] = paint
     expected = (
@@ -213,7 +155,8 @@ def test_an_edit_says_at_which_seam_its_paint_stops(long_clip, tmp_path, capsys,
     though the sprite is in view on both sides: the edit says so, naming the layer, the segments, the
     shared frames and where the sprite is unpainted, whichever way the paint went; the background's
     paint crosses and is not named."""
-    cuts = [Segment("seg_000", 0, 23), Segment("seg_001", 19, 40), Segment("seg_002", 36, 60)]
+    # the other seam shows the whole sprite (27-29), so all the paint that reaches seg_001 crosses it
+    cuts = [Segment("seg_000", 0, 23), Segment("seg_001", 19, 40), Segment("seg_002", 26, 60)]
     assert long_clip.truth.layers[1].alpha[19:23].float().amax() < 0.5  # the premise: no sprite there
     run = make_segmented_truth_run(tmp_path, long_clip, 0, 4, segments=cuts)
     edited = tmp_path / "edited.png"
@@ -232,6 +175,41 @@ def test_an_edit_says_at_which_seam_its_paint_stops(long_clip, tmp_path, capsys,
     on_sprite = ((video - long_clip.clip.frames).abs() > 0.1) & sprite
     across = slice(24, 60) if keyframe < 19 else slice(0, 19)
     assert on_sprite[keyframe].any() and not on_sprite[across].any()  # what the note says
+
+
+@pytest.mark.parametrize(
+    ("keyframe", "source", "target", "unpainted"), [(14, 0, 1, "from frame"), (28, 1, 0, "up to frame")]
+)
+def test_an_edit_says_how_much_of_its_paint_crosses_a_seam(
+    long_clip, tmp_path, capsys, keyframe, source, target, unpainted
+):
+    """Cut where the sprite is leaving the view (frames 17-18 show part of it), only that part of its
+    paint crosses, and the sprite comes back whole past the seam: the edit says which share crossed,
+    and that share is what a frame showing the whole sprite shows painted."""
+    cuts = [Segment("seg_000", 0, 19), Segment("seg_001", 17, 40), Segment("seg_002", 26, 60)]  # 27-29: whole
+    alpha = long_clip.truth.layers[1].alpha.float()
+    assert 0 < alpha[17:19].amax(0).sum() < 0.7 * alpha[keyframe].sum()  # the premise: part of it there
+    run = make_segmented_truth_run(tmp_path, long_clip, 0, 2, segments=cuts)
+    edited = tmp_path / "edited.png"
+    write_image(edited, paint_seen(long_clip.truth, keyframe).render([keyframe])[0].clamp(0, 1))
+    assert main(
+        ["edit", str(run.path), "--keyframe", str(keyframe), "--image", str(edited), "--name", "e"]
+    ) in (0, None)
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("canon-edit: note:")]
+    assert len(notes) == 1, notes
+    share = re.search(r"only (\d+)% of the paint on layer 1 \(sprite\) that (seg_\d+) shows", notes[0])
+    assert share and share[2] == f"seg_{source:03d}", notes[0]
+    assert f"frames it shares with seg_{target:03d} (17-18)" in notes[0] and unpainted in notes[0]
+
+    # a frame past the seam with the whole sprite in view shows that share of it painted
+    whole = 28 if keyframe == 14 else 14
+    video = edited_bake(run, load_bake(run), "e").render([whole])[0].clamp(0, 1)
+    expected = paint_seen(long_clip.truth, keyframe).render([whole])[0].clamp(0, 1)
+    sprite = alpha[whole] > 0.99
+    painted = ((expected - long_clip.clip.frames[whole]).abs().amax(0) > 0.1) & sprite
+    got = ((video - long_clip.clip.frames[whole]).abs().amax(0) > 0.1) & painted
+    assert int(share[1]) / 100 == pytest.approx(float(got.sum() / painted.sum()), abs=0.12)
+    assert 0.1 < float(got.sum() / painted.sum()) < 0.8
 
 
 @pytest.fixture(scope="module")

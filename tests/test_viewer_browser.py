@@ -268,9 +268,8 @@ def test_2d_uploaded_canonical_rerenders_the_frames(truth_run, open_viewer, tmp_
 def test_2d_segmented_preview_and_save_say_where_the_paint_stops(open_viewer, tmp_path):
     """The notes `canon-edit edit` prints (see test_segments.py) reach a viewer user too: in the
     status panel on the keyframe's preview and again once it is saved."""
-    from test_segments import make_segmented_truth_run
-
     from canon_edit.procedural import make_long_clip, paint_seen
+    from canon_edit.segment_truth import make_segmented_truth_run
     from canon_edit.segments import Segment
 
     proc = make_long_clip(frames=60, height=32, width=48, span=3.0, period=28)
