@@ -317,12 +317,7 @@ def seen_texels(layer: Layer, frames: list[int], cover: Tensor) -> tuple[Tensor,
     """
     step = _sample_step(layer)
     tex_hw = tuple(cover.shape)
-    present = [
-        (layer.alpha[t, ::step, ::step].float() > 0.5).float()
-        if layer.alpha is not None
-        else torch.ones(layer.uv[t, ::step, ::step].shape[:2])
-        for t in frames
-    ]
+    present = [_visible(layer, t).float() for t in frames]
     uvs = [layer.uv[t, ::step, ::step].float() for t in frames]
     factor = max((supersample_factor(uv, p, tex_hw) for uv, p in zip(uvs, present, strict=True)), default=1)
     size = (math.ceil(tex_hw[0] / factor), math.ceil(tex_hw[1] / factor))
