@@ -42,7 +42,11 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
         help="override a config option, e.g. --set train.steps=2000 (repeatable)",
     )
     p.add_argument("--steps", type=int, help="shorthand for --set train.steps=N")
-    p.add_argument("--time-budget", type=float, help="stop fitting after this many seconds")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        help="stop fitting after this many seconds (in all: --resume spends what is left)",
+    )
     p.add_argument(
         "--quality",
         choices=list(QUALITY_SECONDS),
@@ -105,8 +109,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its last checkpoint (may change --time-budget, --steps, "
-        "--set train.* and learning rates)",
+        help="continue the run in --out from its last checkpoint, up to its steps and time budget in all "
+        "(may change --time-budget, --steps, --set train.* and learning rates)",
     )
     p.add_argument(
         "--force", action="store_true", help="replace --out if it holds a canon-edit run (and nothing else)"

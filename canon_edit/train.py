@@ -107,6 +107,27 @@ def make_optimizer(model: Trainable) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, fused=fused, foreach=not fused)
 
 
+def _seconds(value: Any) -> float | None:
+    """A recorded number of seconds, or None for anything else (a hand-edited or damaged record)."""
+    ok = (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    )
+    return float(value) if ok else None
+
+
+def _spent(run: RunFolder, meta: dict[str, Any]) -> float:
+    """Seconds of fitting before the checkpoint `meta`. One that predates `fit_seconds` counts a
+    finished run's own record when it is the finished step (it spent its budget), else 0."""
+    seconds = _seconds(meta.get("fit_seconds"))
+    if seconds is not None:
+        return seconds
+    try:
+        info = run.info()
+    except UserError:
+        return 0.0
+    return (_seconds(info.get("fit_seconds")) or 0.0) if info.get("steps") == meta["step"] else 0.0
+
+
 def optimise(
     model: Any, run: RunFolder, cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True
 ) -> int:
@@ -114,21 +135,39 @@ def optimise(
 
     On resume the learning rates come from the model's (possibly changed) config, not from the
     checkpoint, so a resume with changed learning rates takes effect; unchanged, they are the same.
+    The steps and the time budget are the fit's in all: checkpoints record the seconds spent, and a
+    resumed fit spends what is left, planning its schedule at the rate the fit has run so far, so a
+    kill does not restart the coarse-to-fine schedule and a finished fit is not fitted again.
     """
     optimizer = make_optimizer(model)
-    start = 0
+    start, spent, meta = 0, 0.0, None
     if resume:
         initial = [g["initial_lr"] for g in optimizer.param_groups]
         meta = run.load_checkpoint(model, optimizer)
-        start = meta["step"] if meta else 0
+        start, spent = (meta["step"], _spent(run, meta)) if meta else (0, 0.0)
         for g, lr in zip(optimizer.param_groups, initial, strict=True):
             g["initial_lr"] = lr
-    if start >= cfg.steps:
+    left = cfg.time_budget - spent if cfg.time_budget else math.inf
+    if start >= cfg.steps or left <= 0:
+        if meta and _seconds(meta.get("fit_seconds")) is None:
+            # taken from run.json, which this pass rewrites: keep it with the checkpoint
+            run.save_checkpoint(start, model, optimizer, {"fit_seconds": round(spent, 3)})
         return start
+    total = cfg.steps
+    if cfg.time_budget and start and spent:
+        total = min(cfg.steps, max(start + 1, start + int(start * left / spent)))
+        if show_progress:
+            print(
+                f"resuming at step {start}: {spent:.0f} s of the {cfg.time_budget:g} s budget spent, "
+                f"about {total} steps in all",
+                file=sys.stderr,
+            )
+    if hasattr(model, "schedule_steps"):
+        model.schedule_steps = total
     device = next(model.parameters()).device
     gen = torch.Generator(device="cpu")
     bar = tqdm(
-        total=cfg.steps,
+        total=total,
         initial=start,
         desc="fit",
         unit="step",
@@ -140,12 +179,21 @@ def optimise(
     last_good = start
     mse_ema: float | None = None
     done = start
-    total = cfg.steps
+
+    def save(budget_reached: bool = False) -> None:
+        """Checkpoint with the seconds spent; a fit its budget ended has spent all of it (the plan is
+        re-estimated every 20 steps, so it may end a moment early), and --resume adds no step."""
+        seconds = spent + time.monotonic() - t0
+        seconds = max(seconds, cfg.time_budget) if budget_reached else seconds
+        run.save_checkpoint(done, model, optimizer, {"fit_seconds": round(seconds, 3)})
+
+    budget_reached = False
     try:
         for step in range(start, cfg.steps):
             if step >= total:
                 # stderr, with the bar: stdout carries the figures the commands and benchmarks print
                 bar.write(f"time budget of {cfg.time_budget:g}s reached at step {done}", file=sys.stderr)
+                budget_reached = True
                 break
             gen.manual_seed(cfg.seed * 1_000_003 + step)
             batch = {k: v.to(device) for k, v in model.sample(step, gen).items()}
@@ -171,23 +219,23 @@ def optimise(
             bar.update(1)
             now = time.monotonic()
             if done % cfg.checkpoint_every == 0 or now - last_ckpt > cfg.checkpoint_seconds:
-                run.save_checkpoint(done, model, optimizer)
+                save()
                 last_good, last_ckpt = done, now
             ran = done - start
             if cfg.time_budget and ran % 20 == 0:
                 # fit the LR schedule to the steps the budget allows, re-estimated often: a slow
                 # start (warm-up, a busy machine) must not end a fit that later runs fast
-                total = min(cfg.steps, start + int(ran * cfg.time_budget / max(now - t0, 1e-6)))
-                total = max(total, done + 1) if now - t0 < cfg.time_budget else done
+                total = min(cfg.steps, start + int(ran * left / max(now - t0, 1e-6)))
+                total = max(total, done + 1) if now - t0 < left else done
                 bar.total = total
                 if hasattr(model, "schedule_steps"):  # coarse-to-fine schedules follow the plan
                     model.schedule_steps = total
     except KeyboardInterrupt:
-        run.save_checkpoint(done, model, optimizer)
+        save()
         raise Interrupted(
             f"interrupted at step {done}; checkpoint saved in {run.checkpoints}", run.path
         ) from None
     finally:
         bar.close()
-    run.save_checkpoint(done, model, optimizer)
+    save(budget_reached)
     return done

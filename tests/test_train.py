@@ -113,6 +113,51 @@ def test_time_budget_stops_early_and_still_anneals(tmp_path, capsys):
     assert done <= toy.schedule_steps <= done + 20
 
 
+def _spent(run: RunFolder) -> tuple[int, float]:
+    meta = json.loads(run.checkpoint_paths()[-1].read_text())
+    return meta["step"], meta["fit_seconds"]
+
+
+def test_a_time_budget_counts_the_whole_fit_across_resumes(tmp_path, capsys):
+    """A fit stopped by its budget is not fitted again by --resume; one killed part-way spends only
+    what is left, planning from the rate so far; a larger budget continues it."""
+    run = RunFolder.create(tmp_path / "run")
+    cfg = TrainConfig(steps=10_000, time_budget=0.6, checkpoint_every=1000)
+    done = optimise(Toy(delay=0.005), run, cfg, show_progress=False)
+    step, spent = _spent(run)
+    assert step == done and 0.6 <= spent < 1.5
+    assert optimise(Toy(delay=0.005), run, cfg, resume=True, show_progress=False) == done
+    assert _spent(run) == (done, spent)  # the finished fit is only finished again (no new checkpoint)
+
+    killed = RunFolder.create(tmp_path / "killed")  # as if killed a third of the way: 0.2 s of the 0.6 spent
+    first = optimise(
+        Toy(delay=0.005), killed, TrainConfig(steps=10_000, time_budget=0.2), show_progress=False
+    )
+    toy = Toy(delay=0.005)
+    resumed = optimise(toy, killed, cfg, resume=True, show_progress=True)
+    assert f"resuming at step {first}:" in capsys.readouterr().err
+    step, spent = _spent(killed)
+    assert step == resumed and 0.6 <= spent < 1.0 and resumed > first
+    assert resumed <= toy.schedule_steps <= resumed + 20
+
+    # a checkpoint from before `fit_seconds` (or a damaged one): a finished run's record counts
+    last = run.checkpoint_paths()[-1]
+    meta = json.loads(last.read_text())
+    last.write_text(json.dumps(meta | {"fit_seconds": "n/a"}))
+    run.write_info(status="done", steps=done, fit_seconds=3.5)
+    assert optimise(Toy(delay=0.005), run, cfg, resume=True, show_progress=False) == done
+    assert _spent(run) == (done, 3.5)  # kept with the checkpoint: this pass rewrites run.json
+    last.write_text(json.dumps(meta | {"fit_seconds": "n/a"}))
+    run.write_info(steps=None)  # not the finished step: the budget starts anew
+    assert optimise(Toy(delay=0.005), run, cfg, resume=True, show_progress=False) > done
+    done = _spent(run)[0]
+
+    longer = optimise(Toy(delay=0.005), run, TrainConfig(steps=10_000, time_budget=1.2), resume=True,
+                      show_progress=False)  # fmt: skip
+    step, spent = _spent(run)
+    assert step == longer > done and 1.2 <= spent < 2.0
+
+
 def test_quality_is_a_time_and_a_step_cap_known_before_the_fit():
     cfg = with_quality(TrainConfig(steps=4000, quality="draft", reference_rate=10.0))
     assert (cfg.time_budget, cfg.steps) == (120.0, 1200)
