@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -244,13 +245,13 @@ class Atlas(fields.LayeredRepresentation):
     name = "atlas"
     config_class = AtlasConfig
 
-    def __init__(self, clip: Clip, flow: Flow, cfg: AtlasConfig):
+    def __init__(self, clip: Clip, flow: Flow, cfg: AtlasConfig, init_cache: Path | None = None):
         super().__init__()
         T, H, W = clip.T, clip.H, clip.W
         masks = check_masks(clip, cfg)
         self.n_fg = masks.shape[1]
         weights = composite_weights([torch.ones(T, H, W)] + list(masks.unbind(1)))  # L×T×H×W
-        init = self.setup(clip, flow, cfg, weights, masks=masks.permute(0, 2, 3, 1).contiguous())
+        init = self.setup(clip, flow, cfg, weights, init_cache, masks=masks.permute(0, 2, 3, 1).contiguous())
         self.layers = nn.ModuleList()
         self.baked_hw: list[tuple[int, int]] = []
         for k, (A, lo, hi) in enumerate(init):

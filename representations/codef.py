@@ -17,6 +17,7 @@ as error.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -89,14 +90,14 @@ class CoDeF(LayeredRepresentation):
     name = "codef"
     config_class = CoDeFConfig
 
-    def __init__(self, clip: Clip, flow: Flow, cfg: CoDeFConfig):
+    def __init__(self, clip: Clip, flow: Flow, cfg: CoDeFConfig, init_cache: Path | None = None):
         super().__init__()
         T, H, W = clip.T, clip.H, clip.W
         alphas = [torch.ones(T, H, W)] + (
             [clip.masks[:, k] for k in range(clip.masks.shape[1])] if clip.masks is not None else []
         )
         self.alphas = alphas
-        init = self.setup(clip, flow, cfg, composite_weights(alphas))  # weights L×T×H×W
+        init = self.setup(clip, flow, cfg, composite_weights(alphas), init_cache)  # weights L×T×H×W
         self.layers = nn.ModuleList()
         self.baked_hw: list[tuple[int, int]] = []
         for k, (A, lo, hi) in enumerate(init):

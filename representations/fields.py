@@ -22,6 +22,7 @@ onto a texel grid at bake time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -31,10 +32,12 @@ from torch import Tensor, nn
 from canon_edit.canonical import CanonicalVideo, splat
 from canon_edit.flow import Flow
 from canon_edit.representation import Representation
+from canon_edit.run import RunFolder
 from canon_edit.train import TrainConfig
 from canon_edit.video import Clip
 
 from .encoding import MLP, EncodingConfig, apply_level_weights, build_encoding, coarse_to_fine_weights
+from .layer_init import INIT_FILE, LayerInit, cached_inits, init_key
 from .motion import chain_affines, pixel_grid_ndc
 
 
@@ -399,14 +402,29 @@ class LayeredRepresentation(Representation):
 
     bake_class = CanonicalVideo
     presets = "canon_edit_representations.presets"
+    run_files = frozenset({INIT_FILE})
+
+    @classmethod
+    def prepare(
+        cls, clip: Clip, cfg: Any, run: RunFolder, show_progress: bool
+    ) -> tuple[Clip, dict[str, Any]]:
+        """Where the layers' initialisation is kept (it needs the flow, so `setup` computes it)."""
+        return clip, {"init_cache": run.path / INIT_FILE}
 
     def setup(
-        self, clip: Clip, flow: Flow, cfg: LayeredFitConfig, weights: Tensor, **per_pixel: Tensor
-    ) -> list[tuple[Tensor, Tensor, Tensor]]:
+        self,
+        clip: Clip,
+        flow: Flow,
+        cfg: LayeredFitConfig,
+        weights: Tensor,
+        init_cache: Path | None = None,
+        **per_pixel: Tensor,
+    ) -> list[LayerInit]:
         """Keep the clip as T×H×W×… buffers for patch batches; each layer's (affines, lo, hi).
 
         `weights` (L×T×H×W) say where each layer is visible; `per_pixel` are further T×H×W×… buffers
-        a form's losses need in every batch (the atlas's masks).
+        a form's losses need in every batch (the atlas's masks). The initialisation is read from
+        `init_cache` when that holds it for this clip and these options (layer_init.py).
         """
         self.cfg = cfg
         self.schedule_steps = cfg.train.steps  # the fitting loop lowers it to what a time budget allows
@@ -426,7 +444,12 @@ class LayeredRepresentation(Representation):
         ref = cfg.reference if cfg.reference >= 0 else T // 2
         grid = pixel_grid_ndc(H, W)
         photometric = clip.frames if cfg.photometric_init else None
-        return [init_layer_affine(flow, weights[k], ref, photometric, grid) for k in range(weights.shape[0])]
+        key = init_key(clip.frames, weights, {"reference": ref, "photometric": cfg.photometric_init})
+
+        def compute() -> list[LayerInit]:
+            return [init_layer_affine(flow, w, ref, photometric, grid) for w in weights]
+
+        return cached_inits(init_cache, key, T, compute)
 
     def level_weights(self, step: int, n_levels: int, end: float) -> Tensor:
         return anneal_weights(self.cfg, step, self.schedule_steps, n_levels, end).to(self.frames.device)

@@ -18,7 +18,8 @@ CORE = ROOT / "canon_edit"
 PLUGINS = ROOT / "representations"
 PLUGIN_NAMES = ("representations", "canon_edit_representations")
 METHODS = {"codef", "atlas", "portrait"}  # the built-in representations: none may import another
-SHARED = {"fields", "encoding", "motion", "presets"}  # plugin modules that several methods share
+# plugin modules that several methods share
+SHARED = {"fields", "layer_init", "encoding", "motion", "presets"}
 
 
 def imports(path: Path) -> list[tuple[int, str]]:
