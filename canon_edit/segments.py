@@ -275,8 +275,8 @@ class PaintStop:
             return (
                 f"only {self.crossed:.0%} of the paint on {layer} that {self.source} shows (frames "
                 f"{self.seen[0]}-{self.seen[1]}) is in view in the frames it shares with {self.target} "
-                f"({self.shared[0]}-{self.shared[1]}): the rest does not reach {self.target}, which shows "
-                f"parts of the layer those frames do not ({back}); {fix}"
+                f"({self.shared[0]}-{self.shared[1]}): the rest does not reach {self.target} or past it, "
+                f"where the layer shows parts those frames do not ({back}); {fix}"
             )
         return (
             f"the paint on {layer} shows in {self.source} (frames {self.seen[0]}-{self.seen[1]}) but not "
@@ -365,17 +365,18 @@ def _beyond(shared: range, seg: Segment, forward: bool) -> range:
 
 
 def paint_gap(
-    layer: int, src: tuple[Layer, Segment], cover: Tensor, dst: tuple[Layer, Segment], known: Tensor
+    layer: int, src: tuple[Layer, Segment], cover: Tensor, past: list[tuple[Layer, Segment, Tensor]]
 ) -> PaintStop | None:
-    """The seam from `src` to `dst` if it carried only part of the paint `src` shows (`cover`) and a
-    frame of `dst` past it shows the layer where the seam gave no paint (`known`, dst's texels whose
-    coordinates the shared frames gave); else None.
+    """The seam from `src` to the first of `past` (the segments past the seam, nearest first, each with
+    `known`: its texels whose coordinates the seams gave) if it carried only part of the paint `src`
+    shows (`cover`) and a frame past it shows the layer where no paint came; else None.
 
     The share crossed is counted on `src`'s canonical: of the painted texels its frames show, those
-    the shared frames show. Which of the rest `dst` shows cannot be told (no frame shows both), so a
-    gap is told where `dst` shows enough of the layer that the seam did not.
+    the shared frames show. Which of the rest a later frame shows cannot be told (no frame shows both),
+    so a gap is told where one shows enough of the layer that the seams did not reach, in the next
+    segment or further on (a part out of view all through the next segment is back in a later one).
     """
-    (src_layer, src_seg), (dst_layer, dst_seg) = src, dst
+    (src_layer, src_seg), dst_seg = src, past[0][1]
     if src_layer.alpha is None:
         return None
     shared = shared_frames(src_seg, dst_seg)
@@ -391,22 +392,23 @@ def paint_gap(
     crossed = int((in_segment & torch.stack(seen[len(shown) :]).any(0)).sum()) / total
     if crossed >= CROSSED_ENOUGH:
         return None
-    unreached = (known < 0.5).float()
-    for t in _beyond(shared, dst_seg, dst_seg.start > src_seg.start):
-        present = int(_visible(dst_layer, t).sum())
-        if present and int(_visible(dst_layer, t, unreached).sum()) >= UNREACHED_SHARE * present:
-            seam = (shared.start, shared.stop - 1)
-            seen_range = (shown[0] + src_seg.start, shown[-1] + src_seg.start)
-            return PaintStop(
-                layer,
-                src_layer.name,
-                src_seg.name,
-                dst_seg.name,
-                seen_range,
-                seam,
-                t + dst_seg.start,
-                crossed,
-            )
+    for dst_layer, seg, known in past:
+        unreached = (known < 0.5).float()
+        for t in _beyond(shared, seg, dst_seg.start > src_seg.start):
+            present = int(_visible(dst_layer, t).sum())
+            if present and int(_visible(dst_layer, t, unreached).sum()) >= UNREACHED_SHARE * present:
+                seam = (shared.start, shared.stop - 1)
+                seen_range = (shown[0] + src_seg.start, shown[-1] + src_seg.start)
+                return PaintStop(
+                    layer,
+                    src_layer.name,
+                    src_seg.name,
+                    dst_seg.name,
+                    seen_range,
+                    seam,
+                    t + seg.start,
+                    crossed,
+                )
     return None
 
 
@@ -511,7 +513,7 @@ class SegmentedVideo:
         first, last = min(seeds), max(seeds)
         order = [(k, k - 1) for k in range(last + 1, len(self.bakes))]
         order += [(k, k + 1) for k in range(first - 1, -1, -1)]
-        stops = []
+        stops: list[PaintStop] = []
         for layer in range(len(self.bakes[0].layers)):
             fitted = [b.layers[layer].texture for b in self.bakes]
             maps = {
@@ -520,6 +522,7 @@ class SegmentedVideo:
                 if not torch.equal(seeds[k][layer], fitted[k])
             }
             covers = {k: seed_paint(maps[k], fitted[k], seeds[k][layer])[1] for k in maps}
+            carried = []
             for k, src in order:
                 if src not in maps:
                     continue
@@ -528,13 +531,16 @@ class SegmentedVideo:
                 colour, cover = seed_paint(paint, fitted[paint.seed], textures[paint.seed][layer])
                 maps[k], covers[k] = paint, cover
                 textures[k][layer] = fitted[k] * (1 - cover) + colour * cover
-                if not (cover > 0.5).any():
-                    beyond = range(k, len(self.bakes)) if k > src else range(k, -1, -1)
+                carried.append((k, src))
+            for k, src in carried:  # once every segment's paint is known: a gap may show further on
+                beyond = range(k, len(self.bakes)) if k > src else range(k, -1, -1)
+                source = (self.bakes[src].layers[layer], self.segments[src])
+                if not (covers[k] > 0.5).any():
                     past = [(self.bakes[j].layers[layer], self.segments[j]) for j in beyond]
-                    stop = paint_stop(layer, (layers[0], self.segments[src]), covers[src], past)
+                    stop = paint_stop(layer, source, covers[src], past)
                 else:
-                    ends = (layers[0], self.segments[src]), (layers[1], self.segments[k])
-                    stop = paint_gap(layer, ends[0], covers[src], ends[1], paint.known)
+                    ahead = [(self.bakes[j].layers[layer], self.segments[j], maps[j].known) for j in beyond]
+                    stop = paint_gap(layer, source, covers[src], ahead)
                 stops += [stop] if stop else []
         edited = [bake.with_textures(tex) for bake, tex in zip(self.bakes, textures, strict=True)]
         return SegmentedVideo(self.segments, edited, self.fps, stops)

@@ -212,6 +212,24 @@ def test_an_edit_says_how_much_of_its_paint_crosses_a_seam(
     assert 0.1 < float(got.sum() / painted.sum()) < 0.8
 
 
+def test_a_part_of_the_paint_lost_at_a_seam_is_told_where_it_is_back_further_on(long_clip, tmp_path, capsys):
+    """seg_001 shows only the frames where the sprite is leaving (17-18), so the part of its paint
+    the first seam lost is out of view all through it, and back only in seg_002 (whole from 26): the
+    note names the first seam and a frame of seg_002; the second seam carries all seg_001 has."""
+    cuts = [Segment("seg_000", 0, 19), Segment("seg_001", 17, 19), Segment("seg_002", 17, 60)]
+    run = make_segmented_truth_run(tmp_path, long_clip, 0, 2, segments=cuts)
+    edited = tmp_path / "edited.png"
+    write_image(edited, paint_seen(long_clip.truth, 14).render([14])[0].clamp(0, 1))
+    edit = ["edit", str(run.path), "--keyframe", "14", "--image", str(edited), "--name", "e"]
+    assert main(edit) in (0, None)
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("canon-edit: note:")]
+    assert len(notes) == 1, notes
+    found = re.search(
+        r"that seg_000 shows .* shares with seg_001 \(17-18\).*\(from frame (\d+) on\)", notes[0]
+    )
+    assert found and 24 <= int(found[1]) <= 30, notes[0]
+
+
 @pytest.fixture(scope="module")
 def tiny_long_clip(tmp_path_factory):
     """A 24-frame long clip as a clip folder, split 12/3 into three segments."""
