@@ -85,7 +85,13 @@ def config_of(cls: type[Representation], preset: str | None, overrides: dict[str
     Steps or a time budget given as overrides replace the preset's quality (an explicit one stays).
     """
     preset = preset or (cls.name if cls.presets else None)
-    cfg = load_config(cls.config_class, preset, overrides, package=cls.presets or None)
+    return _with_quality(
+        load_config(cls.config_class, preset, overrides, package=cls.presets or None), overrides
+    )
+
+
+def _with_quality(cfg: Any, overrides: dict[str, Any] | None) -> Any:
+    """`cfg` with the steps and time budget of its quality, unless the overrides give either alone."""
     asked = (overrides or {}).get("train") or {}
     if ("steps" in asked or "time_budget" in asked) and "quality" not in asked:
         cfg = replace(cfg, train=replace(cfg.train, quality=""))
@@ -315,7 +321,7 @@ def resume_fit(
                 f"canon-edit: note: the run's option '{key}' is no longer read from run folders",
                 file=sys.stderr,
             )
-    cfg = from_dict(cls.config_class, deep_merge(config, overrides or {}))
+    cfg = _with_quality(from_dict(cls.config_class, deep_merge(config, overrides or {})), overrides)
     before = _flatten(config)
     after = _flatten(json.loads(json.dumps(to_dict(cfg))))  # as run.json holds it: tuples are lists
     asked = _flatten(overrides or {})

@@ -206,6 +206,14 @@ def test_resume_keeps_the_run_and_records_safe_changes(work, capsys):
     info = RunFolder(run).info()
     assert info["steps"] == 40 and info["config"]["lr_grid"] == 0.005
     assert info["resumed"][-1]["changes"] == {"train.steps": 40, "train.time_budget": 100.0, "lr_grid": 0.005}
+    # a quality on resume stands for its steps and time budget, as on a new fit (a cap of 12 steps here)
+    quality = ["--quality", "draft", "--set", "train.reference_rate=0.1", "--quiet"]
+    assert cli(capsys, "fit", "-o", run, "--resume", *quality)[0] == 0
+    info = RunFolder(run).info()
+    assert info["steps"] == 40 and info["config"]["train"]["time_budget"] == 120.0  # 40 done, the cap is 12
+    assert info["resumed"][-1]["changes"] == {
+        "train.steps": 12, "train.time_budget": 120.0, "train.quality": "draft", "train.reference_rate": 0.1
+    }  # fmt: skip
 
 
 def test_frame_rate_of_frame_folders(work, capsys):
