@@ -10,11 +10,9 @@ reads them back. A missing, unreadable or mismatched file is computed again and 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
@@ -29,10 +27,12 @@ _NAMES = ("affines", "lo", "hi")
 
 
 def init_key(frames: Tensor, weights: Tensor, options: dict[str, object]) -> str:
-    """What the initialisation depends on: the frames, the layer weights (L×T×H×W) and `options`."""
-    digest = hashlib.sha1(weights.float().mul(255).round().to(torch.uint8).numpy().tobytes())
+    """What the initialisation depends on: the frames, the layer weights (L×T×H×W) and `options`.
+
+    Both are keyed as the flow cache keys frames (a subsample, chunk by chunk), so a long 480p clip
+    is not copied whole to be hashed."""
     settings = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
-    return f"{FORMAT};{frames_key(frames)};{tuple(weights.shape)}-{digest.hexdigest()};{settings}"
+    return f"{FORMAT};{frames_key(frames)};{frames_key(weights.transpose(0, 1))};{settings}"
 
 
 def _read(path: Path, key: str, frames: int) -> list[LayerInit] | None:
