@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
@@ -48,9 +49,12 @@ def _read(path: Path, key: str, frames: int) -> list[LayerInit] | None:
     except (SafetensorError, OSError, ValueError, KeyError, RuntimeError):
         return None
     shapes = [(frames, 2, 3), (2,), (2,)]
-    if not inits or any([tuple(t.shape) for t in init] != shapes for init in inits):
-        return None
-    return inits  # type: ignore[return-value]
+    fit = all(
+        [tuple(t.shape) for t in init] == shapes
+        and all(t.dtype == torch.float32 and bool(torch.isfinite(t).all()) for t in init)
+        for init in inits
+    )
+    return inits if inits and fit else None  # type: ignore[return-value]
 
 
 def cached_inits(

@@ -35,6 +35,8 @@ def test_the_cache_holds_only_what_was_computed_for_its_key(tmp_path):
     assert torch.equal(cached_inits(path, "b", 5, compute(5.0))[0][0], _inits(5, 5.0)[0][0])
     assert calls == [1.0, 3.0, 4.0, 5.0]
     assert torch.equal(cached_inits(path, "b", 5, compute(6.0))[0][0], _inits(5, 5.0)[0][0])
+    assert cached_inits(path, "c", 5, compute(float("nan")))[0][0].isnan().all()  # stored, but
+    assert cached_inits(path, "c", 5, compute(8.0))[0][0][0, 0, 0] == 8.0  # never read back
     assert cached_inits(None, "b", 5, compute(7.0))[0][0][0, 0, 0] == 7.0  # no run folder: nothing kept
 
 
