@@ -268,7 +268,7 @@ class RunFolder:
             {k: v for k, v in g.items() if k != "params"} | {"params": g["params"]}
             for g in opt["param_groups"]
         ]
-        stem = self.checkpoints / f"step_{step:07d}"
+        stem = self._checkpoint_stem(step)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         with atomic_path(stem.with_suffix(".safetensors")) as tmp:
             save_file(tensors, str(tmp))
@@ -277,6 +277,14 @@ class RunFolder:
             old.with_suffix(".safetensors").unlink(missing_ok=True)
             old.unlink(missing_ok=True)
         return stem
+
+    def _checkpoint_stem(self, step: int) -> Path:
+        return self.checkpoints / f"step_{step:07d}"
+
+    def annotate_checkpoint(self, step: int, **fields: Any) -> None:
+        """Add `fields` to the record of checkpoint `step`; its tensors stay as they are."""
+        path = self._checkpoint_stem(step).with_suffix(".json")
+        write_json(path, read_json(path, "it is skipped") | fields)
 
     def load_checkpoint(
         self, model: torch.nn.Module, optimizer: torch.optim.Optimizer

@@ -151,7 +151,7 @@ def optimise(
     if start >= cfg.steps or left <= 0:
         if meta and _seconds(meta.get("fit_seconds")) is None:
             # taken from run.json, which this pass rewrites: keep it with the checkpoint
-            run.save_checkpoint(start, model, optimizer, {"fit_seconds": round(spent, 3)})
+            run.annotate_checkpoint(start, fit_seconds=round(spent, 3))
         return start
     total = cfg.steps
     if cfg.time_budget and start and spent:
