@@ -1,7 +1,8 @@
 """Temporal consistency of one fixed edit through the layered atlas and through CoDeF: one JSON line.
 
     python bench/edit_consistency.py --clip ../shared/data/davis_blackswan --size 240 \
-        [--atlas-run RUN] [--codef-run RUN] [--steps N] [--time-budget S] [--methods atlas codef]
+        [--atlas-run RUN] [--codef-run RUN] [--steps N] [--time-budget S] [--methods atlas codef] \
+        [--without-residuals]
 
 The edit is a black-and-white checkerboard (8 cells across the short side of the used area) pasted
 opaquely over the used area of the first foreground layer's texture with `canonical.over`. For each
@@ -11,12 +12,16 @@ adds little to the reconstruction's error, one that slides or flickers adds a lo
 share of changed pixels inside the (2-pixel dilated) source masks and `mask_hit_min` the smallest
 per-frame share of mask pixels the edit changed. Runs given with --atlas-run/--codef-run are
 reused (their fit is what the JSON reports under "fit"); otherwise the method is fitted here with
---steps/--time-budget, which are usually shorter than a full fit.
+--steps/--time-budget, which are usually shorter than a full fit. With --without-residuals the same
+figures are added (`without_residuals`) for the bake with every layer's shading and detail residual
+left out: what the mapping and the canonical do to the edit by themselves, and what the time-varying
+appearance adds to its warping error.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -69,6 +74,12 @@ def edit_figures(cv: CanonicalVideo, frames: Tensor, masks: Tensor, flow: Any) -
     }
 
 
+def without_residuals(cv: CanonicalVideo) -> CanonicalVideo:
+    """The bake with no shading or detail residual on any layer."""
+    layers = [dataclasses.replace(la, shading=None, detail=None) for la in cv.layers]
+    return CanonicalVideo(layers=layers, fps=cv.fps)
+
+
 def method_run(
     method: str, given: str | None, args: argparse.Namespace, work: Path
 ) -> tuple[RunFolder, dict[str, Any]]:
@@ -107,6 +118,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--time-budget", type=float, help="seconds per fit made here")
     p.add_argument("--out", help="keep fits made here in this folder (default: a temporary one)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="measure only these")
+    p.add_argument(
+        "--without-residuals", action="store_true", help="add the figures with the residuals left out"
+    )
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="canon-edit-bench-") as tmp:
         return measure(args, Path(args.out) if args.out else Path(tmp))
@@ -128,6 +142,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         figures.setdefault("source_warp_error", warping_error(clip.frames, flow))
         psnr = json.loads(run.metrics.read_text())["psnr"]
         figures[method] = {"psnr": psnr, **edit_figures(cv, clip.frames, clip.masks, flow), "fit": fit}
+        if args.without_residuals:
+            bare = without_residuals(cv)
+            figures[method]["without_residuals"] = edit_figures(bare, clip.frames, clip.masks, flow)
     figures.update(device="cpu", threads=torch.get_num_threads(), versions=versions())
     print(json.dumps(figures))
     return figures

@@ -1,7 +1,7 @@
 """Long clips fitted as segments: fit and render time, render peak memory, and an edit at the seams.
 
     python bench/long_video.py [--lengths 150 300 600] [--segment-frames 100 | --auto] [--overlap 10] \
-        [--size 48] [--segment-budget 60] [--method codef] [--executor local] [--out DIR]
+        [--size 48] [--segment-budget 60] [--method codef] [--executor local] [--device auto] [--out DIR]
 
 For each length, the procedural long clip (`procedural.make_long_clip`: a pan across a background
 1 + length/120 frames wide, and a sprite that leaves the frame and comes back, in view at the
@@ -11,7 +11,8 @@ every 180 frames whatever the cuts (`cuts`: the segments' frame ranges).
 Then frame 10 is painted as a user would (`procedural.paint_seen`: the true texels frame 10 shows,
 painted) and lifted with `canon-edit edit --keyframe 10`. One JSON line per length:
 
-- `fit_seconds`, `render_seconds` and `render_peak_rss_mb` (`canon-edit render RUN -o video.mp4` in a
+- `fit_seconds` (`segments_per_minute`: the segments over it, the figure to compare across devices),
+  `render_seconds` and `render_peak_rss_mb` (`canon-edit render RUN -o video.mp4` in a
   fresh process; its peak resident memory should not grow with the length);
 - `edit_psnr`: per segment, PSNR of the edited video against the true edit on the pixels whose
   surface frame 10 saw (`procedural.seen_mask`); `recon_psnr` of the reconstruction as a reference;
@@ -40,6 +41,7 @@ from typing import NamedTuple
 import torch
 
 from canon_edit.canonical import CanonicalVideo
+from canon_edit.device import pick_device
 from canon_edit.edit.commands import EditTarget, edit_keyframe, edited_bake
 from canon_edit.fitting import ClipOptions
 from canon_edit.flow import Flow, load_flow
@@ -136,7 +138,7 @@ def bench_length(args: argparse.Namespace, length: int, folder: Path) -> dict:
     fit_segmented_video(
         ClipOptions(str(clip_dir)), run_dir, args.method, length=None if args.auto else args.segment_frames,
         overlap=args.overlap, overrides={"train": {"time_budget": args.segment_budget, "steps": 100000}},
-        executor=args.executor, show_progress=False,
+        executor=args.executor, device=args.device, show_progress=False,
     )  # fmt: skip
     fit_seconds = time.monotonic() - t0
     plan = [Segment(**seg) for seg in RunFolder.open(run_dir).info()["segments"]]
@@ -172,6 +174,7 @@ def bench_length(args: argparse.Namespace, length: int, folder: Path) -> dict:
         "segments": len(plan),
         "cuts": [[seg.start, seg.end] for seg in plan],
         "fit_seconds": round(fit_seconds, 1),
+        "segments_per_minute": round(60 * len(plan) / fit_seconds, 2),
         "segment_seconds": info.get("segment_seconds"),
         "steps": info.get("steps"),
         "render_seconds": round(render_seconds, 2),
@@ -203,6 +206,7 @@ def main() -> None:
     p.add_argument("--segment-budget", type=float, default=60.0, help="seconds of fitting per segment")
     p.add_argument("--method", default="codef")
     p.add_argument("--executor", default="local")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     p.add_argument("--out", help="keep clips and runs here (default: a temporary folder)")
     args = p.parse_args()
     folder = Path(args.out or tempfile.mkdtemp(prefix="long_video_"))
@@ -211,7 +215,7 @@ def main() -> None:
         figures = bench_length(args, length, folder)
         line = {"bench": "long_video", "method": args.method, "size": args.size, **figures}
         line |= {"segment_frames": "auto" if args.auto else args.segment_frames, "overlap": args.overlap}
-        line |= {"device": "cpu"}
+        line |= {"device": str(pick_device(args.device))}
         line |= {"threads": torch.get_num_threads(), "versions": versions()}
         print(json.dumps(line), flush=True)
 

@@ -86,13 +86,32 @@ def test_edit_consistency_on_the_true_canonical_keeps_the_checkerboard_on_the_sp
     """The procedural truth as a run: its edit lands on the true sprite and nowhere else; one method only."""
     clip = truth_run.info()["clip"]["source"]
     figures = _load("edit_consistency").main(
-        ["--clip", clip, "--codef-run", str(truth_run.path), "--methods", "codef"]
+        ["--clip", clip, "--codef-run", str(truth_run.path), "--methods", "codef", "--without-residuals"]
     )
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(figures))
     assert "atlas" not in figures  # nothing was fitted for the method left out
     codef = figures["codef"]
     assert codef["on_mask"] >= 0.99 and codef["mask_hit_min"] >= 0.9, codef
     assert codef["edited_warp_error"] > codef["recon_warp_error"]  # the checkerboard's edges add to it
+    # the truth has no residuals: leaving them out changes no figure
+    assert codef["without_residuals"] == {k: codef[k] for k in codef["without_residuals"]}
+
+
+def test_without_residuals_leaves_out_shading_and_detail_only():
+    from canon_edit.canonical import CanonicalVideo, Layer
+    from canon_edit_representations.motion import pixel_grid_ndc
+
+    uv = pixel_grid_ndc(4, 4).expand(2, -1, -1, -1).half()
+    alpha = torch.full((2, 4, 4), 0.5, dtype=torch.float16)
+    shading = torch.full((2, 4, 4, 3), 0.5, dtype=torch.float16)
+    detail = torch.full((2, 4, 4, 3), 0.3, dtype=torch.float16)
+    back = Layer(texture=torch.full((3, 4, 4), 0.2), uv=uv, shading=shading)
+    front = Layer(texture=torch.full((3, 4, 4), 0.6), uv=uv, alpha=alpha, detail=detail)
+    bake = CanonicalVideo(layers=[back, front], fps=12.0)
+    bare = _load("edit_consistency").without_residuals(bake)
+    assert bare.fps == 12.0 and bare.layers[1].alpha is alpha
+    assert torch.allclose(bake.render(), torch.full((2, 3, 4, 4), 0.5 * 0.1 + 0.5 * 0.9), atol=1e-3)
+    assert torch.allclose(bare.render(), torch.full((2, 3, 4, 4), 0.5 * 0.2 + 0.5 * 0.6), atol=1e-3)
 
 
 def test_alpha_regions_split_the_error_by_mask_and_fitted_foreground():
