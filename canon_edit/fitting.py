@@ -25,6 +25,7 @@ import torch
 from .atomic import atomic_dir
 from .config import deep_merge, from_dict, load_config, to_dict
 from .device import pick_device
+from .edit.store import edits_made_before
 from .errors import UserError
 from .evaluate import evaluate_video, render_chunks
 from .flow import load_or_compute_flow
@@ -170,6 +171,19 @@ def _remove_entries(run: RunFolder, owned: frozenset[str]) -> None:
             target.unlink(missing_ok=True)
 
 
+def note_stale_edits(run: RunFolder) -> RunFolder:
+    """`run`, after one line naming the edits a resumed fit's further steps left on the old canonical."""
+    stale = edits_made_before(run)
+    if stale:
+        print(
+            f"canon-edit: note: the canonical changed under {len(stale)} earlier edit(s) "
+            f"({', '.join(stale)}): they keep their textures and videos, which may no longer line up "
+            "with it; make them again",
+            file=sys.stderr,
+        )
+    return run
+
+
 def _fit(
     run: RunFolder, cls: type[Representation], cfg: Any, clip: Clip, dev: torch.device, *,
     resume: bool, show_progress: bool,
@@ -312,7 +326,9 @@ def resume_fit(
 
         with run_lock(run.path, "fit --resume"):
             run.write_info(status="fitting")
-            return fit_segments(run, device, executor, address, threads, show_progress, overrides)
+            return note_stale_edits(
+                fit_segments(run, device, executor, address, threads, show_progress, overrides)
+            )
     cls = get_representation(stored)
     config = dict(info.get("config") or {})
     for key in getattr(cls.config_class, "LEGACY_KEYS", ()):
@@ -340,4 +356,4 @@ def resume_fit(
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         history.append({"at": stamp, "changes": changes})
         run.write_info(config=to_dict(cfg), status="fitting", resumed=history, device=str(dev))
-        return _fit(run, cls, cfg, clip, dev, resume=True, show_progress=show_progress)
+        return note_stale_edits(_fit(run, cls, cfg, clip, dev, resume=True, show_progress=show_progress))

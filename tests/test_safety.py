@@ -216,6 +216,27 @@ def test_resume_keeps_the_run_and_records_safe_changes(work, capsys):
     }  # fmt: skip
 
 
+def test_edits_a_resumed_fit_left_on_the_old_canonical_are_named(work, capsys):
+    """An edit's textures line up with the canonical it was made on: a fit resumed to more steps names
+    the edits it leaves behind, and so does every later use of one; a re-finish at the same step and
+    an edit from before edits recorded their step say nothing."""
+    run = work / "run"
+    record = run / "edits" / "red" / "edit.json"
+    assert json.loads(record.read_text())["fit_steps"] == 30
+    code, err = cli(capsys, "fit", "-o", run, "--resume", "--quiet")  # finished: re-finished at step 30
+    assert code == 0 and "note" not in err, err
+    code, err = cli(capsys, "render", run, "--edit", "red", "--frame", "1", "-o", work / "a.png")
+    assert code == 0 and "note" not in err, err
+    code, err = cli(capsys, "fit", "-o", run, "--resume", "--steps", "40", "--quiet")
+    assert code == 0 and "the canonical changed under 1 earlier edit(s) (red)" in err, err
+    code, err = cli(capsys, "render", run, "--edit", "red", "--frame", "1", "-o", work / "b.png")
+    assert code == 0 and "edit 'red' was made on the canonical of step 30" in err and "step 40" in err, err
+    legacy = {k: v for k, v in json.loads(record.read_text()).items() if k != "fit_steps"}
+    record.write_text(json.dumps(legacy))
+    code, err = cli(capsys, "render", run, "--edit", "red", "--frame", "1", "-o", work / "c.png")
+    assert code == 0 and "note" not in err, err
+
+
 def test_frame_rate_of_frame_folders(work, capsys):
     code, _ = cli(capsys, "fit", work / "clip", "-o", work / "r30", *TINY)
     assert code == 0 and RunFolder(work / "r30").info()["fps"] == 30

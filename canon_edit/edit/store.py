@@ -5,11 +5,16 @@ textures.safetensors for exact re-rendering. Any other bake writes its own (a po
 gaussians.ply and decoder). The folder appears at once (atomic_dir), so one holding edit.json is
 finished. An edit name is a plain folder name (no separators, no leading dot), and an existing edit
 is replaced only when the caller says so: earlier edits are the user's work.
+
+edit.json records the fit's step the edit was made on (`fit_steps`): a fit resumed to more steps
+changes the canonical under its edits, whose textures then may no longer line up, and saying so
+is left to whoever reads them (`edit_folder`, `fit --resume`).
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,7 @@ from ..atomic import atomic_dir, write_json
 from ..canonical import CanonicalVideo, read_textures, write_textures
 from ..errors import ReplaceRefused, UserError
 from ..evaluate import paired, render_chunks
+from ..files import read_json
 from ..representation import Bake, EditableBake
 from ..run import RunFolder
 from ..video import Clip, VideoPair
@@ -56,6 +62,12 @@ def _videos(folder: Path, bake: Bake, source: Tensor) -> None:
             videos.write(video, frames)
 
 
+def _record(run: RunFolder, meta: dict[str, Any]) -> dict[str, Any]:
+    """edit.json: the edit's own metadata, the fit's step it was made on, and when."""
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return {**meta, "fit_steps": run.info().get("steps"), "created": stamp}
+
+
 def save_edit(
     run: RunFolder,
     name: str,
@@ -68,9 +80,7 @@ def save_edit(
     folder = run.edits / name
     with atomic_dir(folder) as tmp:
         write_textures(tmp, textures)
-        write_json(
-            tmp / "edit.json", {**meta, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        )
+        write_json(tmp / "edit.json", _record(run, meta))
         _videos(tmp, cv.with_textures(textures), source)
     return folder
 
@@ -82,9 +92,7 @@ def save_bake_edit(
     folder = run.edits / name
     with atomic_dir(folder) as tmp:
         bake.save_edit(tmp)
-        write_json(
-            tmp / "edit.json", {**meta, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        )
+        write_json(tmp / "edit.json", _record(run, meta))
         _videos(tmp, bake, source)
     return folder
 
@@ -96,7 +104,31 @@ def edit_folder(run: RunFolder, name: str) -> Path:
         raise UserError(
             f"no edit named '{name}' in {run.path}; available: {', '.join(list_edits(run)) or 'none'}"
         )
+    made = _made_on(folder)
+    steps = run.info().get("steps")
+    if made is not None and made != steps:
+        print(
+            f"canon-edit: note: edit '{name}' was made on the canonical of step {made} and the fit has "
+            f"gone on to step {steps} since; its textures may no longer line up: make it again "
+            "(its edit.json says how)",
+            file=sys.stderr,
+        )
     return folder
+
+
+def _made_on(folder: Path) -> int | None:
+    """The fit's step an edit was made on; None for an edit from before it was recorded."""
+    try:
+        made = read_json(folder / "edit.json", "").get("fit_steps")
+    except UserError:
+        return None
+    return made if isinstance(made, int) else None
+
+
+def edits_made_before(run: RunFolder) -> list[str]:
+    """The run's edits made on a canonical of another step than the run's bake now."""
+    steps = run.info().get("steps")
+    return [name for name in list_edits(run) if _made_on(run.edits / name) not in (None, steps)]
 
 
 def list_edits(run: RunFolder) -> list[str]:
