@@ -158,6 +158,8 @@ def test_facts_come_from_the_run_files(truth_run):
     assert facts["method"] == "codef" and facts["status"] == "done" and facts["size"] == "80×48"
     text = facts_markdown(facts, list_edits(truth_run))
     assert f"{facts['psnr']:.4g}" in text and "| edits | none |" in text
+    text = facts_markdown(facts, ["a", "b"], stale=["b"])
+    assert "| edits | a, b (made on an earlier canonical: make it again) |" in text
 
 
 def test_view_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

@@ -6,6 +6,7 @@ old or the new file; a missing metrics.json (no bake yet) just leaves those fact
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from ..files import CorruptFile, read_json
@@ -38,8 +39,9 @@ def run_facts(run: RunFolder, clip_shape: tuple[int, int, int] | None = None) ->
     return facts
 
 
-def facts_markdown(facts: dict[str, Any], edits: list[str]) -> str:
-    """The facts as a markdown table; missing figures are left out."""
+def facts_markdown(facts: dict[str, Any], edits: list[str], stale: Collection[str] = ()) -> str:
+    """The facts as a markdown table; missing figures are left out. The `stale` edits were made on a
+    canonical the fit has gone on from, which a viewer's user would not see in the server's console."""
     labels = {
         "method": "method", "status": "status", "frames": "frames", "size": "size", "fps": "fps",
         "steps": "steps", "psnr": "PSNR (dB)", "ssim": "SSIM", "warp_error": "warping error",
@@ -52,5 +54,7 @@ def facts_markdown(facts: dict[str, Any], edits: list[str]) -> str:
             continue
         text = f"{value:.4g}" if isinstance(value, float) else str(value)
         lines.append(f"| {label} | {text} |")
-    lines.append(f"| edits | {', '.join(edits) if edits else 'none'} |")
+    later = " (made on an earlier canonical: make it again)"
+    named = [name + later if name in stale else name for name in edits]
+    lines.append(f"| edits | {', '.join(named) if named else 'none'} |")
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from ..edit.store import list_edits
+from ..edit.store import edits_made_before, list_edits
 from ..run import RunFolder
 from .facts import facts_markdown, run_facts
 from .render_worker import RenderWorker
@@ -29,7 +29,9 @@ class ClientSession:
         self.client, self.run, self.frames = client, run, source.shape[0]
         self.clip_shape = (source.shape[0], source.shape[2], source.shape[3])
         gui = client.gui
-        self.facts = gui.add_markdown(facts_markdown(run_facts(run, self.clip_shape), list_edits(run)))
+        self.facts = gui.add_markdown(
+            facts_markdown(run_facts(run, self.clip_shape), list_edits(run), edits_made_before(run))
+        )
         self.frame = gui.add_slider("frame", min=0, max=max(self.frames - 1, 1), step=1, initial_value=0)
         self.playing = gui.add_checkbox("play", initial_value=False)
         self.fps = gui.add_number("fps", initial_value=round(fps, 3), min=0.5, max=120.0, step=0.5)
@@ -76,7 +78,9 @@ class ClientSession:
     def reload_facts(self) -> None:
         """Re-read run.json, metrics.json and the edits (a fit or another edit may have written them)."""
         edits = list_edits(self.run)
-        self.facts.content = facts_markdown(run_facts(self.run, self.clip_shape), edits)
+        self.facts.content = facts_markdown(
+            run_facts(self.run, self.clip_shape), edits, edits_made_before(self.run)
+        )
         current = self.edit.value
         self.edit.options = [NO_EDIT, *edits]
         self.edit.value = current if current in edits else NO_EDIT
