@@ -104,9 +104,9 @@ def edit_folder(run: RunFolder, name: str) -> Path:
         raise UserError(
             f"no edit named '{name}' in {run.path}; available: {', '.join(list_edits(run)) or 'none'}"
         )
-    made = _made_on(folder)
     steps = run.info().get("steps")
-    if made is not None and made != steps:
+    made = _made_before(folder, steps)
+    if made is not None:
         print(
             f"canon-edit: note: edit '{name}' was made on the canonical of step {made} and the fit has "
             f"gone on to step {steps} since; its textures may no longer line up: make it again "
@@ -116,19 +116,20 @@ def edit_folder(run: RunFolder, name: str) -> Path:
     return folder
 
 
-def _made_on(folder: Path) -> int | None:
-    """The fit's step an edit was made on; None for an edit from before it was recorded."""
+def _made_before(folder: Path, steps: Any) -> int | None:
+    """The fit's step the edit in `folder` was made on when it is not `steps` (the run's now); None when
+    it is, or for an edit from before the step was recorded."""
     try:
         made = read_json(folder / "edit.json", "").get("fit_steps")
     except UserError:
         return None
-    return made if isinstance(made, int) else None
+    return made if isinstance(made, int) and made != steps else None
 
 
 def edits_made_before(run: RunFolder) -> list[str]:
     """The run's edits made on a canonical of another step than the run's bake now."""
     steps = run.info().get("steps")
-    return [name for name in list_edits(run) if _made_on(run.edits / name) not in (None, steps)]
+    return [name for name in list_edits(run) if _made_before(run.edits / name, steps) is not None]
 
 
 def list_edits(run: RunFolder) -> list[str]:
