@@ -126,10 +126,11 @@ def _made_before(folder: Path, steps: Any) -> int | None:
     return made if isinstance(made, int) and made != steps else None
 
 
-def edits_made_before(run: RunFolder) -> list[str]:
-    """The run's edits made on a canonical of another step than the run's bake now."""
+def edits_made_before(run: RunFolder, names: list[str] | None = None) -> list[str]:
+    """Those of the run's edits (`names`, or all) made on a canonical of another step than the bake now."""
     steps = run.info().get("steps")
-    return [name for name in list_edits(run) if _made_before(run.edits / name, steps) is not None]
+    names = list_edits(run) if names is None else names
+    return [name for name in names if _made_before(run.edits / name, steps) is not None]
 
 
 def list_edits(run: RunFolder) -> list[str]:

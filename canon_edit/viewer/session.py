@@ -29,14 +29,13 @@ class ClientSession:
         self.client, self.run, self.frames = client, run, source.shape[0]
         self.clip_shape = (source.shape[0], source.shape[2], source.shape[3])
         gui = client.gui
-        self.facts = gui.add_markdown(
-            facts_markdown(run_facts(run, self.clip_shape), list_edits(run), edits_made_before(run))
-        )
+        self.facts = gui.add_markdown("")
         self.frame = gui.add_slider("frame", min=0, max=max(self.frames - 1, 1), step=1, initial_value=0)
         self.playing = gui.add_checkbox("play", initial_value=False)
         self.fps = gui.add_number("fps", initial_value=round(fps, 3), min=0.5, max=120.0, step=0.5)
-        self.edit = gui.add_dropdown("edit", options=[NO_EDIT, *list_edits(run)], initial_value=NO_EDIT)
+        self.edit = gui.add_dropdown("edit", options=[NO_EDIT], initial_value=NO_EDIT)
         self.status = gui.add_markdown("")
+        self.reload_facts()
         self.pushed = 0  # images pushed so far, and when the last one went out (perf_counter): for tests
         self.pushed_at = 0.0
         self.worker: RenderWorker[Any] = RenderWorker(self.render, self.report, self.follow_up)
@@ -79,7 +78,7 @@ class ClientSession:
         """Re-read run.json, metrics.json and the edits (a fit or another edit may have written them)."""
         edits = list_edits(self.run)
         self.facts.content = facts_markdown(
-            run_facts(self.run, self.clip_shape), edits, edits_made_before(self.run)
+            run_facts(self.run, self.clip_shape), edits, edits_made_before(self.run, edits)
         )
         current = self.edit.value
         self.edit.options = [NO_EDIT, *edits]
