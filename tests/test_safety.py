@@ -184,6 +184,8 @@ def test_render_checks_its_output_before_rendering(work, capsys):
     refused(*cli(capsys, "render", work / "run", "-o", blocker / "x.mp4"), "is a file")
     refused(*cli(capsys, "render", work / "run", "--source", "-o", work / "s.mp4"), "--frame")
     refused(*cli(capsys, "render", work / "run", "-o", work / "x.gif"), ".gif")
+    for name in ("x.GIF", "x.webm"):  # readable, not writable: refused before rendering, the formats named
+        refused(*cli(capsys, "render", work / "run", "-o", work / name), ".mp4, .m4v, .mov, .mkv, .avi")
     assert snapshot(work) == before
 
 

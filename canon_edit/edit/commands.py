@@ -26,7 +26,7 @@ from ..run import RunFolder
 from ..segments import SegmentedVideo
 from ..video import (
     ASPECT_TOLERANCE,
-    VIDEO_SUFFIXES,
+    WRITE_VIDEO_FORMATS,
     read_image,
     resize_frames,
     write_image,
@@ -307,8 +307,11 @@ def render_run(
         raise UserError("the source frame is written for one frame only: give a frame number")
     if frame is not None and out.suffix.lower() != ".png":
         raise UserError(f"one frame is written as PNG; give an output path ending in .png, not '{out}'")
-    if frame is None and out.suffix and (out.suffix.lower() not in VIDEO_SUFFIXES or out.suffix == ".gif"):
-        raise UserError(f"cannot write '{out}'; give an .mp4/.mov/.mkv path, or a folder for PNG frames")
+    if frame is None and out.suffix and out.suffix.lower() not in WRITE_VIDEO_FORMATS:
+        raise UserError(
+            f"cannot write '{out}'; give a video path ending in {', '.join(WRITE_VIDEO_FORMATS)}, "
+            "or a folder for PNG frames"
+        )
     if source and (orbit is not None or view is not None):
         raise UserError("the source frame has only its own viewpoint; drop --orbit/--view or --source")
     _check_angles(orbit, view)
