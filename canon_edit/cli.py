@@ -24,6 +24,13 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _port(text: str) -> int:
+    """A TCP port number (viser would otherwise try ports past 65535 one after another, forever)."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port; give a number from 1 to 65535")
+    return int(text)
+
+
 def _add_fit_options(p: argparse.ArgumentParser) -> None:
     """The options `fit` and `fit-many` share: method, config, clip shape, device."""
     p.add_argument(
@@ -298,7 +305,7 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
 def _add_view(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("view", help="open a run (finished or being fitted) in the browser viewer")
     p.add_argument("run")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.add_argument("--port", type=_port, default=8080, help="port to listen on (default 8080)")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
     )

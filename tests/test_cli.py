@@ -163,3 +163,10 @@ def test_quality_is_given_instead_of_steps_not_beside_them(tmp_path, clip_dir, c
     code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(tmp_path / "run"), "--quality", "fast")
     assert code == 2 and "draft" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1", "http"])
+def test_view_refuses_a_port_that_is_none(tmp_path, capsys, port):
+    """viser would try the ports after an impossible one without end: refused before anything starts."""
+    code, err = run_cli(capsys, "view", str(tmp_path / "run"), "--port", port)
+    assert_one_line_error(code, err, "--port", f"'{port}' is not a port", "1 to 65535")
