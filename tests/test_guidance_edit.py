@@ -110,6 +110,31 @@ def test_missing_weights_is_one_line(truth_run, tmp_path, capsys, monkeypatch, m
     assert err.count("\n") == 1 and model in err and "--model /path/to/local/folder" in err
 
 
+def test_pickled_weights_are_refused_unread(truth_run, models, tmp_path, capsys, monkeypatch) -> None:
+    """A model folder whose UNet is a .bin only: diffusers would unpickle it; canon-edit names the file."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(models["sd"], folder)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+    shutil.rmtree(folder / "unet")
+    unet.save_pretrained(folder / "unet", safe_serialization=False)
+    assert (folder / "unet" / "diffusion_pytorch_model.bin").is_file()
+
+    def unpickle(*args, **kwargs):
+        raise AssertionError("a pickle was read")
+
+    monkeypatch.setattr(torch, "load", unpickle)
+    capsys.readouterr()
+    argv = ["edit", str(truth_run.path), "--prompt", "a swan", "--model", str(folder), "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unet" in err and "pickle" in err and "safe_serialization=True" in err
+    assert not (truth_run.edits / "sds").exists()
+
+
 def test_model_kind_must_match_mode(truth_run, models: dict[str, str], capsys) -> None:
     argv = ["edit", str(truth_run.path), "--prompt", "a swan", "--mode", "img2img", "--model", models["ip2p"]]
     assert main([*argv, "--device", "cpu"]) == 2

@@ -11,6 +11,7 @@ an uncached hub id is fetched only when the caller passes `allow_download=True` 
 answers a 3-second probe (offline, the hub client's own retries take minutes). canon-edit runs in
 folders of other people's footage and runs; a model name there must not cause network traffic.
 Without the diffusion extra, `load_model` is one `UserError` naming it (`canon_edit.extras.require`).
+Weights are read from .safetensors only: diffusers falls back to unpickling a .bin, which can run code.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import re
 import socket
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -146,6 +148,9 @@ def _hint(kind: Kind) -> str:
     return f"pass {kind.flag}/path/to/local/folder ({kind.layout})"
 
 
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
+
+
 def model_source(model: str, kind: Kind = MODEL) -> tuple[str, bool]:
     """(what to pass to from_pretrained, whether it is a local folder); a missing/partial folder errs."""
     path = Path(model).expanduser()
@@ -201,6 +206,34 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return bool(result and result[0])
 
 
+@contextmanager
+def _libraries_quiet() -> Iterator[None]:
+    """diffusers' and transformers' own log lines and progress bars off while a part loads: a failed
+    load must end in our one line, not after "An error occurred while trying to fetch" and a bar."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    libraries = (diffusers_logging, transformers_logging)
+    saved = [(lib.get_verbosity(), lib.is_progress_bar_enabled()) for lib in libraries]
+    for lib in libraries:
+        lib.set_verbosity(lib.CRITICAL)
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, (verbosity, bar) in zip(libraries, saved, strict=True):
+            lib.set_verbosity(verbosity)
+            if bar:
+                lib.enable_progress_bar()
+
+
+def pickled_weights(folder: Path) -> Path | None:
+    """The first pickled weights file (.bin/.ckpt/.pt/.pth) in `folder` when it has no .safetensors."""
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return None
+    return next((f for f in sorted(folder.iterdir()) if f.suffix in PICKLE_SUFFIXES), None)
+
+
 def load_part(
     loader: Callable[..., M], model: str, kind: Kind = MODEL, allow_download: bool = False, **kwargs: Any
 ) -> M:
@@ -215,7 +248,7 @@ def load_part(
     errors = _hub_errors()
 
     def attempt(local_only: bool) -> M:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _libraries_quiet():
             warnings.simplefilter("ignore")
             return loader(source, local_files_only=local_only, **kwargs)
 
@@ -226,6 +259,14 @@ def load_part(
         return attempt(local_only=True)
     except errors as e:
         if local:
+            pickles = pickled_weights(Path(source) / kwargs.get("subfolder", ""))
+            if pickles:
+                raise UserError(
+                    f"cannot load {kind.what} '{model}': {pickles} holds its weights only as a pickle, "
+                    "which can run code when read, and canon-edit reads safetensors only; convert it "
+                    "(load it once where you trust it and save_pretrained(..., safe_serialization=True)) "
+                    "or get the model's .safetensors files"
+                ) from None
             raise fail((str(e).strip().splitlines() or [type(e).__name__])[0][:200]) from None
     if _offline():
         raise fail("it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
@@ -284,7 +325,7 @@ def load_model(
     options = options or LoadOptions()
     dev = pick_device(device)
     dtype = resolve_dtype(options.dtype, dev)
-    weights: dict[str, Any] = {"torch_dtype": dtype}
+    weights: dict[str, Any] = {"torch_dtype": dtype, "use_safetensors": True}
     if options.variant:
         weights["variant"] = options.variant
     fetch = {"allow_download": allow_download}
@@ -301,7 +342,12 @@ def load_model(
     latent_scale = float(vae.config.scaling_factor)
     if options.tiny_vae:
         vae = load_part(
-            diffusers.AutoencoderTiny.from_pretrained, options.tiny_vae, TINY_VAE, **fetch, torch_dtype=dtype
+            diffusers.AutoencoderTiny.from_pretrained,
+            options.tiny_vae,
+            TINY_VAE,
+            **fetch,
+            torch_dtype=dtype,
+            use_safetensors=True,
         )
         tiny_factor = 2 ** (len(vae.config.encoder_block_out_channels) - 1)
         if tiny_factor != vae_factor:
