@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .config import QUALITY_SECONDS
-from .errors import Interrupted, ReplaceRefused, ResumeNeeded, TrainingDiverged, UserError
+from .errors import EditStopped, Interrupted, ReplaceRefused, ResumeNeeded, TrainingDiverged, UserError
 from .executors import EXECUTORS, TasksFailed
 from .files import RESUME_FIX, CorruptFile
 
@@ -185,7 +185,16 @@ def _add_edit(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--from-edit", help="start from the textures of an earlier edit")
     p.add_argument("--name", help="edit folder name under RUN/edits/ (default: derived from the kind)")
-    p.add_argument("--force", action="store_true", help="replace the existing edit called --name")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the existing edit called --name (a stopped one is started over)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a stopped sds/dds edit (Ctrl-C, a kill) from its checkpoint: the same command",
+    )
     p.add_argument("--mode", help="diffusion edit mode: img2img, ip2p, sds, dds (a portrait: ip2p, sds, dds)")
     p.add_argument("--model", help="local folder or hub id of the diffusion model")
     p.add_argument(
@@ -471,9 +480,13 @@ def _cmd_edit(args: argparse.Namespace) -> None:
     from .config import parse_overrides
     from .edit.commands import EditTarget, edit_appearance, edit_canonical, edit_diffusion, edit_keyframe
 
-    target = EditTarget(run=args.run, name=args.name, replace=args.force, from_edit=args.from_edit)
+    target = EditTarget(
+        run=args.run, name=args.name, replace=args.force, from_edit=args.from_edit, resume=args.resume
+    )
     if args.force and not args.name:
         raise UserError("--force replaces the edit named by --name; give --name")
+    if args.resume and not (args.prompt or args.instruction):
+        raise UserError("--resume continues a stopped diffusion edit (sds, dds); give that edit's options")
     if args.canonical:
         folder = edit_canonical(target, args.canonical, args.layer, args.segment)
     elif args.appearance:
@@ -658,6 +671,9 @@ def phrase(e: UserError) -> str:
         return f"{e.problem}; continue with {_resume(e.run)}"
     if isinstance(e, ResumeNeeded):
         return f"{e.problem}; finish or rebuild it with {_resume(e.run)}"
+    if isinstance(e, EditStopped):
+        restart = f", or start it over with --name {e.name} --force" if e.can_restart else ""
+        return f"{e.problem}; continue it with the same command and --resume{restart}"
     if isinstance(e, TasksFailed):
         return f"{e.problem}; {e.kept}: run the same command with --resume to finish the rest"
     if isinstance(e, ReplaceRefused):

@@ -38,6 +38,15 @@ class Interrupted(ResumeNeeded):
     """The fit was stopped (Ctrl-C) after a checkpoint was saved."""
 
 
+class EditStopped(UserError):
+    """A long edit stopped before it finished (Ctrl-C, a kill); its checkpoint continues it."""
+
+    def __init__(self, message: str, name: str, can_restart: bool = False):
+        restart = f", or start edit {name} over (force)" if can_restart else ""
+        super().__init__(f"{message}; continue it by asking for the same edit again with resume{restart}")
+        self.problem, self.name, self.can_restart = message, name, can_restart
+
+
 class ReplaceRefused(UserError):
     """`target` exists and is canon-edit's own; replacing it needs the caller's explicit consent."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -69,7 +70,9 @@ class EditableBake(Bake, Protocol):
         progress: bool,
     ) -> tuple[Bake, dict[str, Any]]: ...
 
-    def diffusion_edit(self, request: Any, progress: bool) -> tuple[Bake, dict[str, Any]]: ...
+    def diffusion_edit(
+        self, request: Any, progress: bool, checkpoints: Callable[[str], Any] | None = None
+    ) -> tuple[Bake, dict[str, Any]]: ...
 
     def transfer_appearance(self, reference: Tensor) -> tuple[Bake, dict[str, Any]]: ...
 

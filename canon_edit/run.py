@@ -33,6 +33,7 @@ from . import __version__
 from .atomic import atomic_path, write_json
 from .errors import ResumeNeeded, UserError
 from .files import CorruptFile, MappedTensors, read_json, read_tensors
+from .optim_state import load_optimizer, optimizer_tensors
 from .outputs import claim_folder
 from .video import Clip
 
@@ -258,16 +259,8 @@ class RunFolder:
         optimizer: torch.optim.Optimizer,
         extra: dict[str, Any] | None = None,
     ) -> Path:
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        opt = optimizer.state_dict()
-        for pid, st in opt["state"].items():
-            for k, v in st.items():
-                t = v if isinstance(v, Tensor) else torch.tensor(v)
-                tensors[f"optim.{pid}.{k}"] = t.detach().cpu().contiguous()
-        groups = [
-            {k: v for k, v in g.items() if k != "params"} | {"params": g["params"]}
-            for g in opt["param_groups"]
-        ]
+        tensors, groups = optimizer_tensors(optimizer)
+        tensors |= {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         stem = self._checkpoint_stem(step)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         with atomic_path(stem.with_suffix(".safetensors")) as tmp:
@@ -315,41 +308,13 @@ class RunFolder:
         meta = read_json(path, fix)
         tensors = read_tensors(path.with_suffix(".safetensors"), fix)
         device = next(model.parameters()).device
-        state: dict[int, dict[str, Tensor]] = {}
-        for k, v in tensors.items():
-            if k.startswith("optim."):
-                _, pid, name = k.split(".", 2)
-                state.setdefault(int(pid), {})[name] = v if name == "step" else v.to(device)
         snapshot = {k: v.clone() for k, v in model.state_dict().items()}
         try:
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            groups = regrouped(meta["param_groups"], optimizer, state)
-            optimizer.load_state_dict({"state": state, "param_groups": groups})
+            load_optimizer(optimizer, tensors, meta["param_groups"], device)
         except Exception:
             model.load_state_dict(snapshot)  # leave the model as it was for the next candidate
             raise
         if not isinstance(meta.get("step"), int):
             raise KeyError("step")
         return meta
-
-
-def regrouped(
-    saved: list[dict[str, Any]], optimizer: torch.optim.Optimizer, state: dict[int, dict]
-) -> list[dict]:
-    """The checkpoint's parameter groups, or the optimiser's own where the same parameters were regrouped.
-
-    A learning rate given to part of a group (`--set lr_grid_background=...` on resume) splits it. The
-    state is keyed by the parameters' order, which the split keeps; each state tensor's shape is checked
-    against its parameter, so a truly different model is still refused.
-    """
-    current = optimizer.state_dict()["param_groups"]
-    if [len(g["params"]) for g in saved] == [len(g["params"]) for g in current]:
-        return saved
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    fits = sum(len(g["params"]) for g in saved) == len(params) and all(
-        0 <= i < len(params) and all(v.ndim == 0 or v.shape == params[i].shape for v in st.values())
-        for i, st in state.items()
-    )
-    if not fits:
-        raise ValueError("its optimiser state holds other parameters")
-    return current

@@ -346,7 +346,7 @@ def layered_param_groups(
     `layers` holds each layer's fields, background first. With `lr_grid_background` set, the
     background's grids get a group of their own: the background has no alpha for faster grids to
     outrun, though it can take ground from a foreground's (bench/RESULTS.md). The parameters keep
-    their order either way, so a checkpoint resumes with or without the option (`run.regrouped`).
+    their order either way, so a checkpoint resumes with or without the option (`optim_state.regrouped`).
     """
     grids = [[p for f in fields for p in f.enc.parameters()] for fields in layers]
     own = cfg.lr_grid_background > 0 and cfg.lr_grid_background != cfg.lr_grid

@@ -193,3 +193,65 @@ def test_mask_local_edit_keeps_the_rest_bit_exact(
     assert torch.equal(edited[1], original[1])
     assert torch.equal(edited[0][:, ~mask], original[0][:, ~mask])
     assert not torch.equal(edited[0][:, mask], original[0][:, mask])
+
+
+# --- checkpoints of long edits ---------------------------------------------------------------------------
+
+
+def _sds(run, models, name: str, *extra: str, prompt: str = "an origami swan") -> list[str]:
+    return [
+        "edit", str(run.path), "--prompt", prompt, "--mode", "sds", "--model", models["sd"],
+        "--name", name, "--device", "cpu", "--set", "steps=6", *extra,
+    ]  # fmt: skip
+
+
+def test_a_stopped_sds_edit_resumes_bit_for_bit(truth_run, models, capsys, monkeypatch) -> None:
+    """Ctrl-C stops after the step in flight and saves; a kill leaves the last periodic save; either
+    resumes with --resume to the very textures of an edit that ran through."""
+    import signal
+
+    from canon_edit.edit import checkpoint as checkpoint_module
+    from canon_edit.guidance import distill as distill_module
+
+    assert main(_sds(truth_run, models, "through")) == 0
+    through = load_edit(truth_run, "through")
+    partial = truth_run.edits / ".part.partial.safetensors"
+    encode, calls = distill_module.encode_images, []
+
+    def encode_then(event: str, at: int):
+        def wrapped(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == at and event == "ctrl-c":
+                signal.raise_signal(signal.SIGINT)  # the user's Ctrl-C during the 3rd step
+            if len(calls) == at and event == "kill":
+                raise RuntimeError("killed")
+            return encode(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(distill_module, "encode_images", encode_then("ctrl-c", 3))
+    capsys.readouterr()
+    assert main(_sds(truth_run, models, "part")) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "edit 'part' stopped at step 3 of 6" in err and "--resume" in err
+    assert partial.is_file() and not (truth_run.edits / "part").exists()
+    assert "part" not in [p.name for p in truth_run.edits.iterdir() if (p / "edit.json").exists()]
+
+    assert main(_sds(truth_run, models, "part")) == 2  # neither resumed nor started over: refused
+    err = capsys.readouterr().err.strip()
+    assert "was stopped at step 3 of 6" in err and "--resume" in err and "--name part --force" in err
+    assert main(_sds(truth_run, models, "part", "--resume", prompt="a paper swan")) == 2
+    assert "was started with prompt='an origami swan'" in capsys.readouterr().err
+
+    calls.clear()  # resumed from step 3, then killed in step 5 after a save at every step
+    monkeypatch.setattr(checkpoint_module, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(distill_module, "encode_images", encode_then("kill", 2))
+    with pytest.raises(RuntimeError, match="killed"):
+        main(_sds(truth_run, models, "part", "--resume"))
+    monkeypatch.setattr(distill_module, "encode_images", encode)
+    assert main(_sds(truth_run, models, "part", "--resume")) == 0
+    assert "resuming edit 'part' at step 4 of 6" in capsys.readouterr().err
+    assert all(torch.equal(a, b) for a, b in zip(load_edit(truth_run, "part"), through, strict=True))
+    assert not partial.exists(), "the checkpoint outlived its saved edit"
+    assert main(_sds(truth_run, models, "again", "--resume")) == 2
+    assert "no checkpoint to resume" in capsys.readouterr().err

@@ -12,8 +12,9 @@ from torch import nn
 from canon_edit.cli import phrase
 from canon_edit.errors import TrainingDiverged, UserError
 from canon_edit.fitting import config_of
+from canon_edit.optim_state import regrouped
 from canon_edit.representation import get_representation
-from canon_edit.run import RunFolder, regrouped
+from canon_edit.run import RunFolder
 from canon_edit.train import TrainConfig, lr_factor, make_optimizer, optimise, plan_line, with_quality
 
 

@@ -8,8 +8,9 @@ the run's write lock (lock.py); rendering and evaluation only read the run and n
 
 from __future__ import annotations
 
+import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from ..video import (
     write_pngs,
     write_video,
 )
+from .checkpoint import EditCheckpoint
 from .store import check_edit_name, edit_folder, free_edit_name, load_edit, save_bake_edit, save_edit
 
 
@@ -42,8 +44,9 @@ class EditTarget:
 
     run: str | Path
     name: str | None = None
-    replace: bool = False  # an existing edit of that name may be replaced
+    replace: bool = False  # an existing edit of that name may be replaced, a stopped one started over
     from_edit: str | None = None  # start from an earlier edit's textures
+    resume: bool = False  # continue the stopped edit of that name from its checkpoint
 
 
 def editable(bake: Bake) -> CanonicalVideo:
@@ -107,8 +110,8 @@ def _frame(bake: Bake, t: int) -> int:
 
 def _open_for_edit(target: EditTarget) -> tuple[RunFolder, Bake]:
     run = RunFolder.open(target.run)
-    if target.name is not None:
-        check_edit_name(run, target.name, target.replace)
+    if target.name is not None:  # a resumed edit was allowed to replace its name when it started
+        check_edit_name(run, target.name, target.replace or target.resume)
     bake = load_bake(run)
     if target.from_edit:
         bake = edited_bake(run, bake, target.from_edit)
@@ -118,7 +121,7 @@ def _open_for_edit(target: EditTarget) -> tuple[RunFolder, Bake]:
 def _save(run: RunFolder, target: EditTarget, kind: str, bake: Bake, textures, meta) -> Path:
     """Write the edit: `textures` of a CanonicalVideo, or the edited bake itself (textures None)."""
     name = target.name or free_edit_name(run, kind)
-    check_edit_name(run, name, target.replace)  # again: another edit may have taken it meanwhile
+    check_edit_name(run, name, target.replace or target.resume)  # again: another may have taken it
     meta = {"kind": kind, "from_edit": target.from_edit, **meta}
     if isinstance(bake, SegmentedVideo) and bake.paint_stops:
         meta["paint_stops"] = [stop.message() for stop in bake.paint_stops]
@@ -217,18 +220,34 @@ def edit_keyframe(
 
 
 def edit_diffusion(target: EditTarget, request: Any) -> Path:
-    """Edit with a diffusion prior (`guidance.edit.DiffusionRequest`): textures, or the bake itself."""
+    """Edit with a diffusion prior (`guidance.edit.DiffusionRequest`): textures, or the bake itself.
+
+    Long modes checkpoint under the edit's name (`checkpoint.EditCheckpoint`); `target.resume`
+    continues a stopped one, and the checkpoint goes once the edit is saved.
+    """
     from ..guidance.edit import diffusion_edit
 
     run, bake = _open_for_edit(target)
-    if isinstance(bake, CanonicalVideo):
-        with run_lock(run.path, "edit"):
-            textures, meta = diffusion_edit(bake, request)
-            return _save(run, target, meta["mode"], bake, textures, meta)
-    editor = self_editing(bake, "diffusion_edit", "diffusion edits")
+    asked = {k: v for k, v in asdict(request).items() if k not in ("device", "allow_download")}
+    asked = json.loads(json.dumps({**asked, "from_edit": target.from_edit}))
+    opened: list[EditCheckpoint] = []
+
+    def checkpoints(mode: str) -> EditCheckpoint:
+        name = target.name or free_edit_name(run, mode)
+        opened.append(EditCheckpoint(run, name, asked, target.resume, target.replace))
+        return opened[-1]
+
     with run_lock(run.path, "edit"):
-        result, meta = editor.diffusion_edit(request, True)
-        return _save(run, target, meta["mode"], result, None, meta)
+        if isinstance(bake, CanonicalVideo):
+            textures, meta = diffusion_edit(bake, request, checkpoints)
+            folder = _save(run, target, meta["mode"], bake, textures, meta)
+        else:
+            editor = self_editing(bake, "diffusion_edit", "diffusion edits")
+            result, meta = editor.diffusion_edit(request, True, checkpoints)
+            folder = _save(run, target, meta["mode"], result, None, meta)
+    for checkpoint in opened:
+        checkpoint.discard()
+    return folder
 
 
 def edit_appearance(target: EditTarget, image: str | Path) -> Path:

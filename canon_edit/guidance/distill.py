@@ -24,6 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..canonical import CanonicalVideo
+from ..edit.checkpoint import CheckpointedLoop, EditCheckpoint, per_step_seed
 from ..errors import UserError
 from .models import DiffusionModel, LoadOptions, encode_images, encode_prompts, unet_input
 from .score import (
@@ -161,41 +162,52 @@ def distill_steps(
     progress: bool = True,
     after_backward: Callable[[], None] | None = None,
     after_step: Callable[[], None] | None = None,
+    checkpoint: EditCheckpoint | None = None,
+    counters: dict[str, int] | None = None,
 ) -> None:
     """The SDS/DDS loop over any differentiable renderer: textures here, Gaussians in a plugin.
 
     `views(step, generator)` returns B×3×R×R renders at the model's resolution that carry gradients
     to the optimised parameters, and (for DDS) the same views from the unedited asset; it draws its
-    frames and crops from `generator` before the timesteps are drawn from it.
+    frames and crops from `generator` before the timesteps are drawn from it. Every step's draws are
+    seeded by its index, so with a `checkpoint` a stopped loop resumes bit for bit (`counters`, what
+    `views` counts, are kept with it).
     """
     check_config(cfg)
     device = model.device
     guidance = make_guidance(model, method, prompt, source_prompt, cfg)
-    picks = torch.Generator().manual_seed(seed)
-    noise_gen = torch.Generator(device).manual_seed(seed)
+    picks = torch.Generator()
+    noise_gen = torch.Generator(device)
     num_train = model.alphas_cumprod.shape[0]
-    for step in tqdm(range(cfg.steps), desc=method, disable=not progress):
-        images, sources = views(step, picks)
-        bounds = timestep_bounds(
-            step / max(cfg.steps - 1, 1), cfg.t_min, cfg.t_max, cfg.t_max_end, cfg.anneal
-        )
-        t = sample_timesteps(picks, images.shape[0], bounds, num_train).to(device)
-        latents = encode_images(model, images)
-        noise = torch.randn(latents.shape, generator=noise_gen, device=device)
-        source = None
-        if method == "dds":
-            if sources is None:
-                raise ValueError("dds needs the unedited views")
-            with torch.no_grad():
-                source = encode_images(model, sources)
-        loss = guidance.loss(latents, t, noise, source)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        if after_backward is not None:
-            after_backward()
-        optimiser.step()
-        if after_step is not None:
-            after_step()
+    loop = CheckpointedLoop(checkpoint, optimiser, device, cfg.steps, counters)
+    bar = tqdm(total=cfg.steps, initial=loop.start, desc=method, disable=not progress)
+    with loop.running(), bar:
+        for step in range(loop.start, cfg.steps):
+            picks.manual_seed(per_step_seed(seed, step))
+            noise_gen.manual_seed(per_step_seed(seed, step, stream=1))
+            images, sources = views(step, picks)
+            bounds = timestep_bounds(
+                step / max(cfg.steps - 1, 1), cfg.t_min, cfg.t_max, cfg.t_max_end, cfg.anneal
+            )
+            t = sample_timesteps(picks, images.shape[0], bounds, num_train).to(device)
+            latents = encode_images(model, images)
+            noise = torch.randn(latents.shape, generator=noise_gen, device=device)
+            source = None
+            if method == "dds":
+                if sources is None:
+                    raise ValueError("dds needs the unedited views")
+                with torch.no_grad():
+                    source = encode_images(model, sources)
+            loss = guidance.loss(latents, t, noise, source)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            if after_backward is not None:
+                after_backward()
+            optimiser.step()
+            if after_step is not None:
+                after_step()
+            bar.update(1)
+            loop.step_done(step)
 
 
 def distill(
@@ -210,6 +222,7 @@ def distill(
     source_prompt: str = "",
     seed: int = 0,
     progress: bool = True,
+    checkpoint: EditCheckpoint | None = None,
 ) -> dict[int, Tensor]:
     """Optimised textures of `layers` (k → 3×Hc×Wc on the CPU) under SDS or DDS.
 
@@ -248,6 +261,6 @@ def distill(
     distill_steps(
         model, method, prompt, cfg, opt, views,
         source_prompt=source_prompt, seed=seed, progress=progress,
-        after_backward=mask_grads, after_step=clamp,
+        after_backward=mask_grads, after_step=clamp, checkpoint=checkpoint,
     )  # fmt: skip
     return {k: p.detach().cpu() for k, p in params.items()}

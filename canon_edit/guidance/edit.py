@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..canonical import CanonicalVideo, fit_to_texture
 from ..config import load_config, to_dict
+from ..edit.checkpoint import EditCheckpoint
 from ..errors import UserError
 from ..video import read_image
 from .distill import DistillConfig, distill
@@ -23,6 +24,9 @@ from .distill import check_config as check_distill
 from .models import DiffusionModel, load_model
 from .regenerate import Img2ImgConfig, IP2PConfig, img2img, ip2p
 from .regenerate import check_config as check_regenerate
+
+# the edit's checkpoint for a mode (`canon_edit.edit.commands` opens it under the edit's name)
+Checkpoints = Callable[[str], EditCheckpoint]
 
 MODES: dict[str, tuple[type, Callable[[Any], None]]] = {
     "img2img": (Img2ImgConfig, check_regenerate),
@@ -103,6 +107,7 @@ def _run_mode(
     args: DiffusionRequest,
     layers: list[int],
     masks: dict[int, Tensor],
+    checkpoint: EditCheckpoint | None,
 ) -> dict[int, Tensor]:
     if mode in ("sds", "dds"):
         return distill(
@@ -115,6 +120,7 @@ def _run_mode(
             masks=masks,
             source_prompt=args.source_prompt or "",
             seed=args.seed,
+            checkpoint=checkpoint,
         )
     generator = torch.Generator(model.device).manual_seed(args.seed)
     run = img2img if mode == "img2img" else ip2p
@@ -137,9 +143,15 @@ def validate_request(args: DiffusionRequest, n_layers: int) -> tuple[str, str, A
     return mode, text, cfg, check_layers(args.layers, n_layers)
 
 
-def diffusion_edit(cv: CanonicalVideo, args: DiffusionRequest) -> tuple[list[Tensor], dict[str, Any]]:
-    """Edited textures (every layer, unselected ones untouched) and the edit's metadata."""
+def diffusion_edit(
+    cv: CanonicalVideo, args: DiffusionRequest, checkpoints: Checkpoints | None = None
+) -> tuple[list[Tensor], dict[str, Any]]:
+    """Edited textures (every layer, unselected ones untouched) and the edit's metadata.
+
+    `checkpoints(mode)` opens the edit's checkpoint once the mode is known (sds and dds use it).
+    """
     mode, text, cfg, layers = validate_request(args, len(cv.layers))
+    checkpoint = checkpoints(mode) if checkpoints is not None else None
     masks = {k: read_mask(args.mask, cv.layers[k].texture, k) for k in layers} if args.mask else {}
     controlnet = (args.controlnet or cfg.controlnet) if mode == "img2img" else ""
     model_id = args.model or cfg.model
@@ -160,7 +172,7 @@ def diffusion_edit(cv: CanonicalVideo, args: DiffusionRequest) -> tuple[list[Ten
             else "give an InstructPix2Pix model (e.g. timbrooks/instruct-pix2pix)"
         )
         raise UserError(f"'{model_id}' is {kind}, which mode {mode} cannot use; {fix}")
-    edited = _run_mode(cv, model, mode, text, cfg, args, layers, masks)
+    edited = _run_mode(cv, model, mode, text, cfg, args, layers, masks, checkpoint)
     textures = []
     for k, original in enumerate(cv.textures()):
         new = edited.get(k)

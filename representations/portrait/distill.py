@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from canon_edit.edit.checkpoint import EditCheckpoint
 from canon_edit.guidance.distill import crop_resize, distill_steps
 from canon_edit.guidance.models import DiffusionModel
 
@@ -49,11 +50,12 @@ def distill_portrait(
     source_prompt: str = "",
     seed: int = 0,
     progress: bool = True,
+    checkpoint: EditCheckpoint | None = None,
 ) -> dict[str, Any]:
     """Optimise `avatar`'s features and decoder under SDS/DDS; `original` renders DDS's reference views."""
     avatar.offset.requires_grad_(False)
     res = model.resolution
-    turns = 0
+    counts = {"novel_views": 0}  # kept with the checkpoint: a resumed edit counts them all
 
     def render(who: EditableAvatar, t: int, yaw: float | None, pitch: float) -> tuple[Tensor, Tensor]:
         if yaw is None:
@@ -65,14 +67,13 @@ def distill_portrait(
         return image, alpha
 
     def views(step: int, picks: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        nonlocal turns
         images, sources = [], []
         for _ in range(cfg.batch):
             t = int(torch.randint(avatar.T, (1,), generator=picks))
             yaw, pitch = None, 0.0
             if float(torch.rand((), generator=picks)) < cfg.view_chance:
                 yaw, pitch = (float(a) * cfg.view_degrees for a in torch.rand(2, generator=picks) * 2 - 1)
-                turns += 1
+                counts["novel_views"] += 1
             image, alpha = render(avatar, t, yaw, pitch)
             box = person_square(alpha.detach(), cfg.crop_margin)
             images.append(crop_resize(image[None], box, res))
@@ -88,6 +89,7 @@ def distill_portrait(
         ]
     )
     distill_steps(
-        model, method, prompt, cfg, opt, views, source_prompt=source_prompt, seed=seed, progress=progress
-    )
-    return {"novel_views": turns, **avatar.shift()}
+        model, method, prompt, cfg, opt, views, source_prompt=source_prompt, seed=seed, progress=progress,
+        checkpoint=checkpoint, counters=counts,
+    )  # fmt: skip
+    return {**counts, **avatar.shift()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,11 @@ class EditablePortrait(PortraitAsset):
         stats = lift_keyframe(avatar, frame, edited, mask, cfg, progress)
         return self._from(avatar), {**stats, "config": to_dict(cfg)}
 
-    def diffusion_edit(self, request: Any, progress: bool) -> tuple[EditablePortrait, dict[str, Any]]:
-        """IDU with InstructPix2Pix (mode ip2p) or SDS/DDS through renders (modes sds, dds)."""
+    def diffusion_edit(
+        self, request: Any, progress: bool, checkpoints: Callable[[str], Any] | None = None
+    ) -> tuple[EditablePortrait, dict[str, Any]]:
+        """IDU with InstructPix2Pix (mode ip2p) or SDS/DDS through renders (modes sds, dds);
+        `checkpoints(mode)` opens the edit's checkpoint, which SDS/DDS resume from."""
         from canon_edit.guidance.edit import edit_text
         from canon_edit.guidance.models import load_model
 
@@ -134,6 +138,7 @@ class EditablePortrait(PortraitAsset):
             raise UserError("a source prompt is for mode dds")
         text = edit_text(request, mode)
         cfg = edit_config(MODES[mode], request.preset, f"portrait_{mode}", request.overrides)
+        checkpoint = checkpoints(mode) if checkpoints is not None else None
         model_id = request.model or cfg.model
         model = load_model(
             model_id, device=request.device, options=cfg.load, allow_download=request.allow_download
@@ -154,6 +159,7 @@ class EditablePortrait(PortraitAsset):
             stats = distill_portrait(
                 avatar, EditableAvatar(self), model, mode, text, cfg,
                 source_prompt=request.source_prompt, seed=request.seed, progress=progress,
+                checkpoint=checkpoint,
             )  # fmt: skip
         meta = {
             "mode": mode,
