@@ -67,7 +67,7 @@ def rotate_hue(image: torch.Tensor) -> torch.Tensor:
 def test_idu_with_a_known_editor_reaches_the_held_out_frames(clip16, asset):
     avatar = EditableAvatar(asset)
     cfg = IDUConfig(steps=240, keyframe_every=4)
-    stats = iterative_dataset_update(avatar, lambda t, render, original, alpha: rotate_hue(original), cfg)
+    stats = iterative_dataset_update(avatar, lambda t, render, original, alpha, _: rotate_hue(original), cfg)
     held = [t for t in range(FRAMES) if t not in stats["keyframes"]]
     assert stats["keyframes"] == [0, 4, 8, 12] and stats["held_out"] == len(held) == 12
     masks = clip16.clip.masks[held, :1]
@@ -302,3 +302,43 @@ def test_chunks_after_a_full_render_reuse_it(asset, monkeypatch):
     monkeypatch.setattr(type(asset), "render_person", lambda self, ids: calls.append(ids))
     assert torch.allclose(asset.render([1, 3]), full[[1, 3]], atol=2e-3)  # a finish step's chunk
     assert calls == []
+
+
+def test_a_stopped_idu_edit_resumes_bit_for_bit(portrait_run, models, capsys, monkeypatch):
+    """Ctrl-C in step 6 of 8 (after the second re-edit) keeps the edited dataset, the re-edit order and
+    the counts with the parameters: the resumed edit is the one that ran through, bit for bit."""
+    import signal
+
+    from canon_edit_representations.portrait import idu
+
+    def argv(name: str, *extra: str) -> list[str]:
+        return [
+            "edit", str(portrait_run.path), "--instruction", "make it blue", "--model", models["ip2p"],
+            "--name", name, "--device", "cpu", "--set", "steps=8", "--set", "keyframe_every=4",
+            "--set", "face_crop=false", *extra,
+        ]  # fmt: skip
+
+    assert main(argv("through")) == 0
+    ssim, calls = idu.ssim_loss, []
+
+    def ssim_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:
+            signal.raise_signal(signal.SIGINT)
+        return ssim(*args, **kwargs)
+
+    monkeypatch.setattr(idu, "ssim_loss", ssim_then_ctrl_c)
+    capsys.readouterr()
+    assert main(argv("part")) == 2
+    assert "edit 'part' stopped at step 6 of 8" in capsys.readouterr().err
+    monkeypatch.setattr(idu, "ssim_loss", ssim)
+    assert main(argv("part", "--resume")) == 0
+    assert "resuming edit 'part' at step 6 of 8" in capsys.readouterr().err
+    base = EditablePortrait.load(portrait_run.canonical)
+    through, part = (base.load_edit(portrait_run.edits / n) for n in ("through", "part"))
+    assert torch.equal(through.gaussians["features"], part.gaussians["features"])
+    a, b = through.decoder_state, part.decoder_state
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    meta = [json.loads((portrait_run.edits / n / "edit.json").read_text()) for n in ("through", "part")]
+    assert meta[0]["editor_calls"] == meta[1]["editor_calls"] == 2
+    assert not (portrait_run.edits / ".part.partial.safetensors").exists()

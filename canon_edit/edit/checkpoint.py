@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 
 from ..atomic import atomic_path
 from ..errors import EditStopped, UserError
@@ -51,7 +52,8 @@ class EditCheckpoint:
         nor started over, or a resume finds nothing to resume, or asks something else."""
         self.path, self.name, self.request = checkpoint_path(run, name), name, request
         self.every_seconds = CHECKPOINT_SECONDS
-        self.counters: dict[str, int] = {}
+        self.state: dict[str, Any] = {}  # the loop's own JSON state (counts, orders), kept in place
+        self.tensors: dict[str, Tensor] = {}  # and its own tensors (an edited dataset), kept in place
         self._saved: dict[str, Any] | None = None
         self._last = time.monotonic()
         if not self.path.is_file():
@@ -113,7 +115,8 @@ class EditCheckpoint:
             load_optimizer(optimizer, tensors, saved["param_groups"], device)
         except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
             raise CorruptFile(self.path, f"it does not fit this edit ({str(e)[:80]})", START_OVER) from None
-        self.counters.update(saved.get("counters", {}))
+        self.state.update(saved.get("state", {}))
+        self.tensors.update({k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
         print(f"canon-edit: resuming edit '{self.name}' at step {saved['step']} of {steps}", file=sys.stderr)
         return int(saved["step"])
 
@@ -122,13 +125,14 @@ class EditCheckpoint:
         tensors, groups = optimizer_tensors(optimizer)
         params = [p for g in optimizer.param_groups for p in g["params"]]
         tensors |= {f"param.{i}": p.detach().cpu().contiguous() for i, p in enumerate(params)}
+        tensors |= {f"extra.{k}": v.detach().cpu().contiguous() for k, v in self.tensors.items()}
         header = {
             "step": step,
             "steps": steps,
             "request": self.request,
             "device": device.type,
             "param_groups": groups,
-            "counters": self.counters,
+            "state": self.state,
         }
         with atomic_path(self.path) as tmp:
             save_file(tensors, str(tmp), metadata={"canon_edit": json.dumps(header)})
@@ -188,13 +192,16 @@ class CheckpointedLoop:
         optimizer: torch.optim.Optimizer,
         device: torch.device,
         steps: int,
-        counters: dict[str, int] | None = None,
+        state: dict[str, Any] | None = None,
+        tensors: dict[str, Tensor] | None = None,
     ) -> None:
-        """`counters` (what the loop counts for the edit's record) are saved and restored with it."""
+        """`state` (JSON values) and `tensors`, what the loop keeps besides its parameters, are saved
+        with them and restored into these same dicts."""
         self.checkpoint, self.optimizer, self.device, self.steps = checkpoint, optimizer, device, steps
         self.start = 0
         if checkpoint is not None:
-            checkpoint.counters = counters if counters is not None else {}
+            checkpoint.state = state if state is not None else {}
+            checkpoint.tensors = tensors if tensors is not None else {}
             self.start = checkpoint.restore(optimizer, device, steps)
         self._stop = StopRequest()
 

@@ -163,14 +163,14 @@ def distill_steps(
     after_backward: Callable[[], None] | None = None,
     after_step: Callable[[], None] | None = None,
     checkpoint: EditCheckpoint | None = None,
-    counters: dict[str, int] | None = None,
+    counts: dict[str, int] | None = None,
 ) -> None:
     """The SDS/DDS loop over any differentiable renderer: textures here, Gaussians in a plugin.
 
     `views(step, generator)` returns B×3×R×R renders at the model's resolution that carry gradients
     to the optimised parameters, and (for DDS) the same views from the unedited asset; it draws its
     frames and crops from `generator` before the timesteps are drawn from it. Every step's draws are
-    seeded by its index, so with a `checkpoint` a stopped loop resumes bit for bit (`counters`, what
+    seeded by its index, so with a `checkpoint` a stopped loop resumes bit for bit (`counts`, what
     `views` counts, are kept with it).
     """
     check_config(cfg)
@@ -179,7 +179,7 @@ def distill_steps(
     picks = torch.Generator()
     noise_gen = torch.Generator(device)
     num_train = model.alphas_cumprod.shape[0]
-    loop = CheckpointedLoop(checkpoint, optimiser, device, cfg.steps, counters)
+    loop = CheckpointedLoop(checkpoint, optimiser, device, cfg.steps, counts)
     bar = tqdm(total=cfg.steps, initial=loop.start, desc=method, disable=not progress)
     with loop.running(), bar:
         for step in range(loop.start, cfg.steps):

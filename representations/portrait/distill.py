@@ -90,6 +90,6 @@ def distill_portrait(
     )
     distill_steps(
         model, method, prompt, cfg, opt, views, source_prompt=source_prompt, seed=seed, progress=progress,
-        checkpoint=checkpoint, counters=counts,
+        checkpoint=checkpoint, counts=counts,
     )  # fmt: skip
     return {**counts, **avatar.shift()}

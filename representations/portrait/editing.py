@@ -152,7 +152,7 @@ class EditablePortrait(PortraitAsset):
 
             boxes = face_boxes(avatar, cfg.face_scale) if cfg.face_crop else None
             editor = ip2p_editor(model, text, cfg, boxes, request.seed)
-            stats = iterative_dataset_update(avatar, editor, cfg, request.seed, progress)
+            stats = iterative_dataset_update(avatar, editor, cfg, request.seed, progress, checkpoint)
         else:
             from .distill import distill_portrait
 

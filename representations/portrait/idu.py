@@ -22,6 +22,7 @@ from kornia.losses import ssim_loss
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from canon_edit.edit.checkpoint import CheckpointedLoop, EditCheckpoint, per_step_seed
 from canon_edit.guidance.iclight import GREY, ICLightConfig, relight_image
 from canon_edit.guidance.models import DiffusionModel
 from canon_edit.guidance.regenerate import IP2PConfig, ip2p
@@ -30,8 +31,9 @@ from .avatar import EditableAvatar
 from .edit_config import IDUConfig
 from .tracking import project_points
 
-# (frame, current render 3×H×W, original frame 3×H×W, alpha 1×H×W) → the edited frame 3×H×W
-Editor = Callable[[int, Tensor, Tensor, Tensor], Tensor]
+# (frame, current render 3×H×W, original frame 3×H×W, alpha 1×H×W, draw) → the edited frame 3×H×W;
+# `draw` (the step asking) seeds the editor's random choices, so a resumed update repeats them
+Editor = Callable[[int, Tensor, Tensor, Tensor, int], Tensor]
 
 
 def keyframes(T: int, every: int) -> list[int]:
@@ -43,14 +45,23 @@ def keyframes(T: int, every: int) -> list[int]:
 
 
 def iterative_dataset_update(
-    avatar: EditableAvatar, editor: Editor, cfg: IDUConfig, seed: int = 0, progress: bool = True
+    avatar: EditableAvatar,
+    editor: Editor,
+    cfg: IDUConfig,
+    seed: int = 0,
+    progress: bool = True,
+    checkpoint: EditCheckpoint | None = None,
 ) -> dict[str, Any]:
-    """Train `avatar` towards `editor`'s view of its keyframes; returns what edit.json records."""
+    """Train `avatar` towards `editor`'s view of its keyframes; returns what edit.json records.
+
+    With a `checkpoint` the edited dataset, the re-edit order and counts are kept with the
+    parameters, and every step's draws are seeded by its index: a stopped update resumes bit for bit.
+    """
     frames = keyframes(avatar.T, cfg.keyframe_every)
     original = avatar.asset.background
-    dataset = {k: original[k] for k in frames}
-    picks = torch.Generator().manual_seed(seed)
-    order: list[int] = []
+    dataset = {str(k): original[k] for k in frames}  # keyed as the checkpoint stores them
+    state: dict[str, Any] = {"order": [], "edits": [0] * len(frames)}
+    picks = torch.Generator()
     groups = [
         {"params": [avatar.features], "lr": cfg.lr_features},
         {"params": list(avatar.decoder.parameters()), "lr": cfg.lr_decoder},
@@ -60,32 +71,39 @@ def iterative_dataset_update(
     else:
         avatar.offset.requires_grad_(False)
     opt = torch.optim.Adam(groups)
-    edits = dict.fromkeys(frames, 0)
-    for step in tqdm(range(cfg.steps), desc="iterative dataset update", disable=not progress):
-        open_ = [k for k in frames if not cfg.max_edits or edits[k] < cfg.max_edits]
-        if step % cfg.reedit_every == 0 and open_:
-            order = [k for k in order if k in open_]
-            if not order:
-                order = [open_[i] for i in torch.randperm(len(open_), generator=picks).tolist()]
-            k = order.pop()
-            with torch.no_grad():
-                render, alpha, _ = avatar.render(k)
-                edited = editor(k, render.clamp(0, 1), original[k], alpha)
-                dataset[k] = (alpha * edited + (1 - alpha) * original[k]).clamp(0, 1)
-            edits[k] += 1
-        k = frames[int(torch.randint(len(frames), (1,), generator=picks))]
-        pred, alpha, feats = avatar.render(k)
-        target = dataset[k]
-        loss = cfg.l1_weight * (pred - target).abs().mean()
-        loss = loss + cfg.ssim_weight * ssim_loss(pred[None], target[None], 11)
-        base = torch.sigmoid(feats[:3])
-        loss = loss + cfg.feature_weight * ((base - original[k]).abs() * alpha).mean()
-        if cfg.lr_offset > 0:
-            loss = loss + cfg.offset_weight * avatar.offset_penalty()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    calls = sum(edits.values())
+    loop = CheckpointedLoop(checkpoint, opt, avatar.features.device, cfg.steps, state, dataset)
+    bar = tqdm(total=cfg.steps, initial=loop.start, desc="iterative dataset update", disable=not progress)
+    with loop.running(), bar:
+        for step in range(loop.start, cfg.steps):
+            picks.manual_seed(per_step_seed(seed, step))
+            edits = state["edits"]
+            open_ = [i for i in range(len(frames)) if not cfg.max_edits or edits[i] < cfg.max_edits]
+            if step % cfg.reedit_every == 0 and open_:
+                state["order"] = [i for i in state["order"] if i in open_]
+                if not state["order"]:
+                    state["order"] = [open_[j] for j in torch.randperm(len(open_), generator=picks).tolist()]
+                i = state["order"].pop()
+                k = frames[i]
+                with torch.no_grad():
+                    render, alpha, _ = avatar.render(k)
+                    edited = editor(k, render.clamp(0, 1), original[k], alpha, step)
+                    dataset[str(k)] = (alpha * edited + (1 - alpha) * original[k]).clamp(0, 1)
+                edits[i] += 1
+            k = frames[int(torch.randint(len(frames), (1,), generator=picks))]
+            pred, alpha, feats = avatar.render(k)
+            target = dataset[str(k)]
+            loss = cfg.l1_weight * (pred - target).abs().mean()
+            loss = loss + cfg.ssim_weight * ssim_loss(pred[None], target[None], 11)
+            base = torch.sigmoid(feats[:3])
+            loss = loss + cfg.feature_weight * ((base - original[k]).abs() * alpha).mean()
+            if cfg.lr_offset > 0:
+                loss = loss + cfg.offset_weight * avatar.offset_penalty()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.update(1)
+            loop.step_done(step)
+    calls = sum(state["edits"])
     return {"keyframes": frames, "held_out": avatar.T - len(frames), "editor_calls": calls, **avatar.shift()}
 
 
@@ -154,7 +172,7 @@ def ip2p_editor(
 ) -> Editor:
     """InstructPix2Pix from the noised render, conditioned on the original frame; the head edited again
     in a square crop at `face_resolution` with the same noise seed and pasted back."""
-    draws = torch.Generator().manual_seed(seed)
+    draws = torch.Generator()
     base = IP2PConfig(
         model=cfg.model,
         guidance_scale=cfg.guidance_scale,
@@ -166,7 +184,8 @@ def ip2p_editor(
         load=cfg.load,
     )
 
-    def edit(t: int, render: Tensor, original: Tensor, alpha: Tensor) -> Tensor:
+    def edit(t: int, render: Tensor, original: Tensor, alpha: Tensor, draw: int) -> Tensor:
+        draws.manual_seed(per_step_seed(seed, draw, stream=2))
         strength = cfg.t_min + (cfg.t_max - cfg.t_min) * float(torch.rand((), generator=draws))
         rcfg = replace(base, strength=strength, steps=math.ceil(cfg.denoise_steps / strength))
         noise_seed = int(torch.randint(2**31, (), generator=draws))
@@ -188,7 +207,7 @@ def ip2p_editor(
 def iclight_editor(model: DiffusionModel, prompt: str, cfg: ICLightConfig, seed: int = 0) -> Editor:
     """IC-Light on the person over grey 127 (IC-Light's convention for what is not the subject)."""
 
-    def edit(t: int, render: Tensor, original: Tensor, alpha: Tensor) -> Tensor:
+    def edit(t: int, render: Tensor, original: Tensor, alpha: Tensor, draw: int) -> Tensor:
         foreground = render + (GREY - original) * (1 - alpha)  # the person over grey, not the source
         generator = torch.Generator(model.device).manual_seed(seed + t)
         return relight_image(model, foreground, prompt, cfg, generator).to(render)
