@@ -193,7 +193,7 @@ def _add_edit(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue a stopped sds/dds edit (Ctrl-C, a kill) from its checkpoint: the same command",
+        help="continue a stopped sds/dds (or portrait ip2p) edit from its checkpoint: the same command",
     )
     p.add_argument("--mode", help="diffusion edit mode: img2img, ip2p, sds, dds (a portrait: ip2p, sds, dds)")
     p.add_argument("--model", help="local folder or hub id of the diffusion model")
@@ -307,6 +307,11 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", help="with --instruction: a local folder or cached hub id of InstructPix2Pix")
     p.add_argument("--allow-download", action="store_true", help="fetch a hub model that is not cached")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --instruction: continue a stopped edit from its checkpoint (the same command)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
 
@@ -486,7 +491,7 @@ def _cmd_edit(args: argparse.Namespace) -> None:
     if args.force and not args.name:
         raise UserError("--force replaces the edit named by --name; give --name")
     if args.resume and not (args.prompt or args.instruction):
-        raise UserError("--resume continues a stopped diffusion edit (sds, dds); give that edit's options")
+        raise UserError("--resume continues a stopped sds, dds or portrait ip2p edit: repeat that command")
     if args.canonical:
         folder = edit_canonical(target, args.canonical, args.layer, args.segment)
     elif args.appearance:
@@ -565,7 +570,11 @@ def _cmd_stylize(args: argparse.Namespace) -> None:
     if args.force and not args.name:
         raise UserError("--force replaces the edit named by --name; give --name")
     options = parse_overrides(args.overrides)
-    target = EditTarget(run=args.run, name=args.name, replace=args.force, from_edit=args.from_edit)
+    target = EditTarget(
+        run=args.run, name=args.name, replace=args.force, from_edit=args.from_edit, resume=args.resume
+    )
+    if args.resume and not args.instruction:
+        raise UserError("--resume continues a stopped --instruction edit; a style transfer has no checkpoint")
     if args.instruction:
         if args.mode or args.vgg:
             raise UserError("--mode and --vgg apply to --style; an instruction edits through InstructPix2Pix")

@@ -1,8 +1,9 @@
-"""A long edit's checkpoint, RUN/edits/.NAME.partial.safetensors, so a stopped SDS/DDS edit resumes.
+"""A long edit's checkpoint, RUN/edits/.NAME.partial.safetensors, so a stopped edit resumes.
 
-Score distillation runs for hundreds of UNet steps: an hour and more on a CPU. Its loop saves the
-optimised parameters and the optimiser's moments every `every_seconds`, and when Ctrl-C asks it to
-stop (at the end of the step in flight; a second Ctrl-C stops at once). Its random draws are seeded
+Score distillation (SDS/DDS) and a portrait's iterative dataset update run for hundreds of UNet steps:
+an hour and more on a CPU. Their loops save the optimised parameters, the optimiser's moments and
+what else they keep (an edited dataset) every `every_seconds`, and when Ctrl-C asks them to
+stop (at the end of the step in flight; a second Ctrl-C stops at once). Their random draws are seeded
 per step, so `edit ... --resume` continues where it stopped, bit for bit on the same device. The file
 also holds what the edit was asked (its request) and the device: a resume must ask the same.
 
@@ -60,7 +61,7 @@ class EditCheckpoint:
             if resume:
                 raise UserError(
                     f"edit '{name}' has no checkpoint to resume ({self.path.name} is not in {run.edits}; "
-                    "only sds and dds edits keep one); drop --resume to make it"
+                    "sds, dds and a portrait's ip2p edits keep one); drop --resume to make it"
                 )
             return
         if restart and not resume:
