@@ -117,7 +117,10 @@ class EditCheckpoint:
         except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
             raise CorruptFile(self.path, f"it does not fit this edit ({str(e)[:80]})", START_OVER) from None
         self.state.update(saved.get("state", {}))
-        self.tensors.update({k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
+        for key, value in tensors.items():  # onto the device and dtype of the loop's own entries
+            if key.startswith("extra."):
+                like = self.tensors.get(key[6:])
+                self.tensors[key[6:]] = value.to(device) if like is None else value.to(like)
         print(f"canon-edit: resuming edit '{self.name}' at step {saved['step']} of {steps}", file=sys.stderr)
         return int(saved["step"])
 

@@ -229,7 +229,10 @@ def edit_diffusion(target: EditTarget, request: Any) -> Path:
 
     run, bake = _open_for_edit(target)
     asked = {k: v for k, v in asdict(request).items() if k not in ("device", "allow_download")}
-    asked = json.loads(json.dumps({**asked, "from_edit": target.from_edit}))
+    # the fit's step too: a fit resumed since has another canonical under the stopped edit
+    asked = json.loads(
+        json.dumps({**asked, "from_edit": target.from_edit, "fit_steps": run.info().get("steps")})
+    )
     opened: list[EditCheckpoint] = []
 
     def checkpoints(mode: str) -> EditCheckpoint:
