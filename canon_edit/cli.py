@@ -288,6 +288,11 @@ def _add_relight(sub: argparse._SubParsersAction) -> None:
         "--allow-download", action="store_true", help="with --iclight: fetch an uncached hub model"
     )
     p.add_argument("--device", help="with --iclight: auto, cpu, cuda:N")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --iclight: continue a stopped relight from its checkpoint (the same command)",
+    )
 
 
 def _add_stylize(sub: argparse._SubParsersAction) -> None:
@@ -558,7 +563,11 @@ def _cmd_relight(args: argparse.Namespace) -> None:
             options["colour"] = [float(v) for v in args.color.split(",")]
         except ValueError:
             raise UserError(f"--color expects R,G,B numbers (e.g. 1,0.8,0.6), got '{args.color}'") from None
-    target = EditTarget(run=args.run, name=args.name, replace=args.force, from_edit=args.from_edit)
+    if args.resume and not args.iclight:
+        raise UserError("--resume continues a stopped --iclight relight; a light alone has no checkpoint")
+    target = EditTarget(
+        run=args.run, name=args.name, replace=args.force, from_edit=args.from_edit, resume=args.resume
+    )
     folder = edit_relight(target, options)
     print(f"edit: {folder}\nvideo: {folder / 'video.mp4'}")
 

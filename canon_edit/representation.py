@@ -56,8 +56,9 @@ class EditableBake(Bake, Protocol):
     The edit commands validate their inputs and hold the run's lock; these methods do the editing and
     return the edited bake and what edit.json should record. `save_edit` writes the edited state into
     an edit folder, `load_edit` reads it back onto this (unedited) bake. Two more are looked up by name
-    when a command needs them: `relight(options, progress)` and `stylize(style, options, vgg,
-    progress)`, with the same return shape.
+    when a command needs them: `relight(options, progress, checkpoints)` and `stylize(style, options,
+    vgg, progress)`, with the same return shape. `checkpoints(kind)` opens the edit's checkpoint
+    (`canon_edit.edit.checkpoint.EditCheckpoint`): a long loop saves into it and resumes from it.
     """
 
     def lift_keyframe(

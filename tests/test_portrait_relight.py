@@ -294,3 +294,27 @@ def test_iclight_relights_a_portrait_through_the_cli(portrait_run, iclight, caps
     assert "--prompt" in capsys.readouterr().err
     assert main(["relight", str(portrait_run.path), "--preset", "top", "--prompt", "x"]) == 2
     assert "are for --iclight" in capsys.readouterr().err
+
+    import signal  # stopped in step 7 of 12 and resumed: the relight that ran through, bit for bit
+
+    from canon_edit_representations.portrait import idu
+
+    ssim, calls = idu.ssim_loss, []
+
+    def ssim_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 7:
+            signal.raise_signal(signal.SIGINT)
+        return ssim(*args, **kwargs)
+
+    stopped = [a if a != "ic" else "ic_stopped" for a in argv]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(idu, "ssim_loss", ssim_then_ctrl_c)
+        assert main(stopped) == 2
+    assert "edit 'ic_stopped' stopped at step 7 of 12" in capsys.readouterr().err
+    assert main([*stopped, "--resume"]) == 0
+    base_asset = EditablePortrait.load(portrait_run.canonical)
+    through, resumed = (base_asset.load_edit(portrait_run.edits / n) for n in ("ic", "ic_stopped"))
+    assert torch.equal(through.gaussians["features"], resumed.gaussians["features"])
+    assert main(["relight", str(portrait_run.path), "--preset", "top", "--resume"]) == 2
+    assert "a light alone has no checkpoint" in capsys.readouterr().err

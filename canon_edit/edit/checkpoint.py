@@ -1,11 +1,12 @@
 """A long edit's checkpoint, RUN/edits/.NAME.partial.safetensors, so a stopped edit resumes.
 
-Score distillation (SDS/DDS) and a portrait's iterative dataset update run for hundreds of UNet steps:
-an hour and more on a CPU. Their loops save the optimised parameters, the optimiser's moments and
-what else they keep (an edited dataset) every `every_seconds`, and when Ctrl-C asks them to
-stop (at the end of the step in flight; a second Ctrl-C stops at once). Their random draws are seeded
-per step, so `edit ... --resume` continues where it stopped, bit for bit on the same device. The file
-also holds what the edit was asked (its request) and the device: a resume must ask the same.
+Score distillation (SDS/DDS) and a portrait's iterative dataset update (InstructPix2Pix, IC-Light)
+run for hundreds of UNet steps: an hour and more on a CPU. Their loops save the optimised
+parameters, the optimiser's moments and what else they keep (an edited dataset) every
+`every_seconds`, and when Ctrl-C asks them to stop (at the end of the step in flight; a second
+Ctrl-C stops at once). Their random draws are seeded per step, so `edit ... --resume` continues
+where it stopped, bit for bit on the same device. The file also holds what the edit was asked (its
+request) and the device: a resume must ask the same.
 
 One safetensors file, the JSON in its header, written atomically: a kill leaves the previous
 checkpoint or the new one. It is canon-edit's own: removed once the edit is saved, replaced only by
@@ -19,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ START_OVER = "start it over with --force (and --name)"
 
 
 def checkpoint_path(run: RunFolder, name: str) -> Path:
+    """Hidden and beside the edit folders: no edit name starts with a dot, `list_edits` skips it."""
     return run.edits / f".{name}.partial.safetensors"
 
 
@@ -61,7 +63,7 @@ class EditCheckpoint:
             if resume:
                 raise UserError(
                     f"edit '{name}' has no checkpoint to resume ({self.path.name} is not in {run.edits}; "
-                    "sds, dds and a portrait's ip2p edits keep one); drop --resume to make it"
+                    "sds, dds and a portrait's ip2p and IC-Light edits keep one); drop --resume to make it"
                 )
             return
         if restart and not resume:
@@ -148,6 +150,10 @@ class EditCheckpoint:
     def discard(self) -> None:
         """The edit is saved: its checkpoint goes (it is canon-edit's own file)."""
         self.path.unlink(missing_ok=True)
+
+
+# what an edit command hands a bake: the edit's checkpoint for a kind of edit (its default name)
+Checkpoints = Callable[[str], EditCheckpoint]
 
 
 class StopRequest:

@@ -34,7 +34,7 @@ from ..video import (
     write_pngs,
     write_video,
 )
-from .checkpoint import EditCheckpoint
+from .checkpoint import Checkpoints, EditCheckpoint
 from .store import check_edit_name, edit_folder, free_edit_name, load_edit, save_bake_edit, save_edit
 
 
@@ -219,6 +219,25 @@ def edit_keyframe(
         return _save(run, target, "keyframe", result, None, {**meta, **extra})
 
 
+def _checkpoints(run: RunFolder, target: EditTarget, asked: dict[str, Any]) -> tuple[Checkpoints, list]:
+    """`checkpoints(kind)`, which opens the edit's checkpoint under its name, and the list it fills.
+
+    `asked` (what the edit was asked, JSON-able) gains the base edit and the fit's step: a fit resumed
+    since has another canonical under a stopped edit.
+    """
+    asked = json.loads(
+        json.dumps({**asked, "from_edit": target.from_edit, "fit_steps": run.info().get("steps")})
+    )
+    opened: list[EditCheckpoint] = []
+
+    def checkpoints(kind: str) -> EditCheckpoint:
+        name = target.name or free_edit_name(run, kind)
+        opened.append(EditCheckpoint(run, name, asked, target.resume, target.replace))
+        return opened[-1]
+
+    return checkpoints, opened
+
+
 def edit_diffusion(target: EditTarget, request: Any) -> Path:
     """Edit with a diffusion prior (`guidance.edit.DiffusionRequest`): textures, or the bake itself.
 
@@ -229,17 +248,7 @@ def edit_diffusion(target: EditTarget, request: Any) -> Path:
 
     run, bake = _open_for_edit(target)
     asked = {k: v for k, v in asdict(request).items() if k not in ("device", "allow_download")}
-    # the fit's step too: a fit resumed since has another canonical under the stopped edit
-    asked = json.loads(
-        json.dumps({**asked, "from_edit": target.from_edit, "fit_steps": run.info().get("steps")})
-    )
-    opened: list[EditCheckpoint] = []
-
-    def checkpoints(mode: str) -> EditCheckpoint:
-        name = target.name or free_edit_name(run, mode)
-        opened.append(EditCheckpoint(run, name, asked, target.resume, target.replace))
-        return opened[-1]
-
+    checkpoints, opened = _checkpoints(run, target, asked)
     with run_lock(run.path, "edit"):
         if isinstance(bake, CanonicalVideo):
             textures, meta = diffusion_edit(bake, request, checkpoints)
@@ -269,9 +278,14 @@ def edit_relight(target: EditTarget, options: dict[str, Any], progress: bool = T
     """Relight the subject (`options`: the bake's relighting options, e.g. preset, azimuth, envmap)."""
     run, bake = _open_for_edit(target)
     relighter = self_editing(bake, "relight", "relighting (it is for portrait runs)")
+    asked = {k: v for k, v in options.items() if k not in ("device", "allow_download")}
+    checkpoints, opened = _checkpoints(run, target, asked)
     with run_lock(run.path, "edit"):
-        result, meta = relighter.relight(options, progress)
-        return _save(run, target, "relight", result, None, meta)
+        result, meta = relighter.relight(options, progress, checkpoints)
+        folder = _save(run, target, "relight", result, None, meta)
+    for checkpoint in opened:
+        checkpoint.discard()
+    return folder
 
 
 def edit_stylize(

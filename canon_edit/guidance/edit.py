@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..canonical import CanonicalVideo, fit_to_texture
 from ..config import load_config, to_dict
-from ..edit.checkpoint import EditCheckpoint
+from ..edit.checkpoint import Checkpoints, EditCheckpoint
 from ..errors import UserError
 from ..video import read_image
 from .distill import DistillConfig, distill
@@ -24,9 +24,6 @@ from .distill import check_config as check_distill
 from .models import DiffusionModel, load_model
 from .regenerate import Img2ImgConfig, IP2PConfig, img2img, ip2p
 from .regenerate import check_config as check_regenerate
-
-# the edit's checkpoint for a mode (`canon_edit.edit.commands` opens it under the edit's name)
-Checkpoints = Callable[[str], EditCheckpoint]
 
 MODES: dict[str, tuple[type, Callable[[Any], None]]] = {
     "img2img": (Img2ImgConfig, check_regenerate),

@@ -178,19 +178,23 @@ class EditablePortrait(PortraitAsset):
         decoder_state, meta = transfer_appearance(self, reference)
         return self._edited(self.gaussians, decoder_state), meta
 
-    def relight(self, options: dict[str, Any], progress: bool) -> tuple[EditablePortrait, dict[str, Any]]:
-        """A new light (a preset, a directional light or an environment map), fitted light replaced."""
+    def relight(
+        self, options: dict[str, Any], progress: bool, checkpoints: Callable[[str], Any] | None = None
+    ) -> tuple[EditablePortrait, dict[str, Any]]:
+        """A new light (a preset, a directional light or an environment map), fitted light replaced;
+        or IC-Light's, through an iterative dataset update that resumes from `checkpoints("relight")`."""
         from .relight import relight
 
         cfg = edit_config(RelightConfig, None, "portrait_relight", options)
+        checkpoint = checkpoints("relight") if checkpoints is not None else None
         avatar = EditableAvatar(self)
         if cfg.iclight:
-            return self._relight_iclight(avatar, cfg, progress)
+            return self._relight_iclight(avatar, cfg, progress, checkpoint)
         lit, meta = relight(avatar, cfg, self.surface_probe, progress)
         return dataclasses.replace(self._from(avatar), relighting=lit), {**meta, "config": to_dict(cfg)}
 
     def _relight_iclight(
-        self, avatar: EditableAvatar, cfg: RelightConfig, progress: bool
+        self, avatar: EditableAvatar, cfg: RelightConfig, progress: bool, checkpoint: Any
     ) -> tuple[EditablePortrait, dict[str, Any]]:
         """IC-Light edits keyframes (each at most `idu.max_edits` times) and IDU trains the avatar on them."""
         from canon_edit.guidance.iclight import load_iclight
@@ -199,7 +203,7 @@ class EditablePortrait(PortraitAsset):
 
         model = load_iclight(cfg.model, cfg.iclight, cfg.device, cfg.ic.load, cfg.allow_download)
         editor = iclight_editor(model, cfg.prompt, cfg.ic, cfg.ic_seed)
-        stats = iterative_dataset_update(avatar, editor, cfg.idu, cfg.ic_seed, progress)
+        stats = iterative_dataset_update(avatar, editor, cfg.idu, cfg.ic_seed, progress, checkpoint)
         meta = {"light": "iclight", "prompt": cfg.prompt, "device": str(model.device), **stats}
         return self._from(avatar), {**meta, "config": to_dict(cfg)}
 
