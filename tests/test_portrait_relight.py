@@ -199,6 +199,27 @@ def test_texture_stylization_beats_colour_only_at_kept_content(portrait_run):
     assert figures["texture"][1] >= 0.7, figures
 
 
+def test_the_content_kept_is_the_unstylized_render_of_every_frame(portrait_run, monkeypatch):
+    """A frame first drawn late keeps the render from before the loop, not one already stylized."""
+    from canon_edit_representations.portrait import stylize as stylize_module
+    from canon_edit_representations.portrait.edit_config import StylizeConfig
+
+    asset = EditablePortrait.load(portrait_run.canonical)
+    avatar, reference = EditableAvatar(asset), EditableAvatar(asset)
+    crops_of, seen = stylize_module.person_crops, []
+
+    def spy(who, t, size):
+        if not torch.is_grad_enabled():  # the content targets are taken without gradients
+            seen.append(who)
+        return crops_of(who, t, size)
+
+    monkeypatch.setattr(stylize_module, "person_crops", spy)
+    cfg = StylizeConfig(mode="texture", steps=12, crop=48)
+    stylize_module.stylize_texture(avatar, reference, striped(48), cfg, None, progress=False)
+    assert len(seen) >= 3 and all(who is reference for who in seen)
+    assert not torch.equal(avatar.features, reference.features)  # the avatar did move meanwhile
+
+
 def test_vgg_and_instruction_paths_run(portrait_run, tmp_path, capsys):
     torch.manual_seed(0)
     weights = tmp_path / "vgg16.pth"

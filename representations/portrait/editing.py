@@ -222,7 +222,7 @@ class EditablePortrait(PortraitAsset):
             from .stylize import stylize_texture
 
             avatar = EditableAvatar(coloured)
-            meta |= stylize_texture(avatar, style, cfg, vgg, progress)
+            meta |= stylize_texture(avatar, EditableAvatar(coloured), style, cfg, vgg, progress)
             coloured = coloured._from(avatar)
         return coloured, {**meta, "config": to_dict(cfg)}
 

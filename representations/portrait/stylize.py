@@ -91,9 +91,16 @@ def person_crops(avatar: EditableAvatar, t: int, size: int) -> tuple[Tensor, Ten
 
 
 def stylize_texture(
-    avatar: EditableAvatar, style: Tensor, cfg: StylizeConfig, vgg: str | None, progress: bool = True
+    avatar: EditableAvatar,
+    reference: EditableAvatar,
+    style: Tensor,
+    cfg: StylizeConfig,
+    vgg: str | None,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Optimise features and decoder towards the style's texture; returns what edit.json records."""
+    """Optimise `avatar`'s features and decoder towards the style's texture; returns what edit.json
+    records. The content a frame keeps is `reference`'s render (the avatar before this loop), whatever
+    step the frame is first drawn at: the avatar's own render would be a target already stylized."""
     net = StyleFeatures(cfg, vgg)
     side = min(style.shape[-2:])
     style_crop = F.interpolate(style[None, :3], scale_factor=cfg.crop / side, mode="bilinear", antialias=True)
@@ -112,7 +119,7 @@ def stylize_texture(
         t = int(torch.randint(avatar.T, (1,), generator=picks))
         if t not in originals:
             with torch.no_grad():
-                image, mask = person_crops(avatar, t, cfg.crop)
+                image, mask = person_crops(reference, t, cfg.crop)
                 originals[t] = (net(image), mask)
         content, mask = originals[t]
         image, _ = person_crops(avatar, t, cfg.crop)
