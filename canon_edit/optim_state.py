@@ -28,17 +28,19 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tenso
 
 
 def load_optimizer(
-    optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], groups: list[dict[str, Any]], device: Any
+    optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], groups: list[dict[str, Any]]
 ) -> None:
-    """Restore what `optimizer_tensors` saved (the moments onto `device`; Adam's step stays on the CPU).
+    """Restore what `optimizer_tensors` saved: each moment onto its parameter's device (an edit may
+    keep its parameters on the CPU and its diffusion model on a GPU); Adam's step stays on the CPU.
 
-    Raises ValueError, KeyError or RuntimeError when the saved state holds other parameters.
+    Raises ValueError, KeyError, IndexError or RuntimeError when the saved state holds other parameters.
     """
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     state: dict[int, dict[str, Tensor]] = {}
     for k, v in tensors.items():
         if k.startswith("optim."):
             _, pid, name = k.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v if name == "step" else v.to(device)
+            state.setdefault(int(pid), {})[name] = v if name == "step" else v.to(params[int(pid)].device)
     optimizer.load_state_dict({"state": state, "param_groups": regrouped(groups, optimizer, state)})
 
 

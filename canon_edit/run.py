@@ -307,11 +307,10 @@ class RunFolder:
         fix = "it is skipped"
         meta = read_json(path, fix)
         tensors = read_tensors(path.with_suffix(".safetensors"), fix)
-        device = next(model.parameters()).device
         snapshot = {k: v.clone() for k, v in model.state_dict().items()}
         try:
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            load_optimizer(optimizer, tensors, meta["param_groups"], device)
+            load_optimizer(optimizer, tensors, meta["param_groups"])
         except Exception:
             model.load_state_dict(snapshot)  # leave the model as it was for the next candidate
             raise

@@ -115,8 +115,8 @@ class EditCheckpoint:
             with torch.no_grad():
                 for i, p in enumerate(params):
                     p.copy_(tensors[f"param.{i}"].to(p.device))
-            load_optimizer(optimizer, tensors, saved["param_groups"], device)
-        except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
+            load_optimizer(optimizer, tensors, saved["param_groups"])
+        except (SafetensorError, OSError, KeyError, IndexError, ValueError, RuntimeError) as e:
             raise CorruptFile(self.path, f"it does not fit this edit ({str(e)[:80]})", START_OVER) from None
         self.state.update(saved.get("state", {}))
         for key, value in tensors.items():  # onto the device and dtype of the loop's own entries
