@@ -715,6 +715,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ({e.filename})" if e.filename else ""
         sys.stderr.write(f"canon-edit: error: {e.strerror or e}{where}; free space or fix the permissions\n")
         return 2
+    except KeyboardInterrupt:  # outputs are written atomically: what was stopped left nothing behind
+        sys.stderr.write(f"\ncanon-edit: {args.command} stopped (Ctrl-C); nothing half-written was left\n")
+        return 130
     return 0
 
 

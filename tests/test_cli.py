@@ -170,3 +170,21 @@ def test_view_refuses_a_port_that_is_none(tmp_path, capsys, port):
     """viser would try the ports after an impossible one without end: refused before anything starts."""
     code, err = run_cli(capsys, "view", str(tmp_path / "run"), "--port", port)
     assert_one_line_error(code, err, "--port", f"'{port}' is not a port", "1 to 65535")
+
+
+def test_ctrl_c_outside_a_fit_is_one_line_and_leaves_no_output(truth_run, tmp_path, capsys, monkeypatch):
+    """A render stopped mid-way: exit 130, one line, no traceback, no partial video."""
+    from canon_edit import video
+
+    write = video.VideoWriter.write
+
+    def stop_after_first_chunk(self, frames):
+        write(self, frames)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(video.VideoWriter, "write", stop_after_first_chunk)
+    out = tmp_path / "out.mp4"
+    code, err = run_cli(capsys, "render", str(truth_run.path), "-o", str(out))
+    assert code == 130 and "render stopped (Ctrl-C)" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
