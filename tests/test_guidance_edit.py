@@ -8,6 +8,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 import torch
+from interrupts import ctrl_c_at
 from tiny_diffusion import save_tiny_pipeline
 
 from canon_edit.canonical import CanonicalVideo
@@ -208,28 +209,23 @@ def _sds(run, models, name: str, *extra: str, prompt: str = "an origami swan") -
 def test_a_stopped_sds_edit_resumes_bit_for_bit(truth_run, models, capsys, monkeypatch) -> None:
     """Ctrl-C stops after the step in flight and saves; a kill leaves the last periodic save; either
     resumes with --resume to the very textures of an edit that ran through."""
-    import signal
-
     from canon_edit.edit import checkpoint as checkpoint_module
     from canon_edit.guidance import distill as distill_module
 
     assert main(_sds(truth_run, models, "through")) == 0
     through = load_edit(truth_run, "through")
     partial = truth_run.edits / ".part.partial.safetensors"
-    encode, calls = distill_module.encode_images, []
+    encode = distill_module.encode_images
 
-    def encode_then(event: str, at: int):
-        def wrapped(*args, **kwargs):
-            calls.append(1)
-            if len(calls) == at and event == "ctrl-c":
-                signal.raise_signal(signal.SIGINT)  # the user's Ctrl-C during the 3rd step
-            if len(calls) == at and event == "kill":
-                raise RuntimeError("killed")
-            return encode(*args, **kwargs)
+    def killed_in_the_second_step(*args, **kwargs):
+        killed_in_the_second_step.calls += 1
+        if killed_in_the_second_step.calls == 2:
+            raise RuntimeError("killed")
+        return encode(*args, **kwargs)
 
-        return wrapped
+    killed_in_the_second_step.calls = 0
 
-    monkeypatch.setattr(distill_module, "encode_images", encode_then("ctrl-c", 3))
+    monkeypatch.setattr(distill_module, "encode_images", ctrl_c_at(encode, 3))  # once a step
     capsys.readouterr()
     assert main(_sds(truth_run, models, "part")) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -243,9 +239,9 @@ def test_a_stopped_sds_edit_resumes_bit_for_bit(truth_run, models, capsys, monke
     assert main(_sds(truth_run, models, "part", "--resume", prompt="a paper swan")) == 2
     assert "was started with prompt='an origami swan'" in capsys.readouterr().err
 
-    calls.clear()  # resumed from step 3, then killed in step 5 after a save at every step
+    # resumed from step 3, then killed in step 5 after a save at every step
     monkeypatch.setattr(checkpoint_module, "CHECKPOINT_SECONDS", 0.0)
-    monkeypatch.setattr(distill_module, "encode_images", encode_then("kill", 2))
+    monkeypatch.setattr(distill_module, "encode_images", killed_in_the_second_step)
     with pytest.raises(RuntimeError, match="killed"):
         main(_sds(truth_run, models, "part", "--resume"))
     monkeypatch.setattr(distill_module, "encode_images", encode)

@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from interrupts import ctrl_c_at
 from tiny_diffusion import save_tiny_pipeline
 
 from canon_edit.cli import main
@@ -307,8 +308,6 @@ def test_chunks_after_a_full_render_reuse_it(asset, monkeypatch):
 def test_a_stopped_idu_edit_resumes_bit_for_bit(portrait_run, models, capsys, monkeypatch):
     """Ctrl-C in step 6 of 8 (after the second re-edit) keeps the edited dataset, the re-edit order and
     the counts with the parameters: the resumed edit is the one that ran through, bit for bit."""
-    import signal
-
     from canon_edit_representations.portrait import idu
 
     def argv(name: str, *extra: str) -> list[str]:
@@ -319,15 +318,8 @@ def test_a_stopped_idu_edit_resumes_bit_for_bit(portrait_run, models, capsys, mo
         ]  # fmt: skip
 
     assert main(argv("through")) == 0
-    ssim, calls = idu.ssim_loss, []
-
-    def ssim_then_ctrl_c(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 6:
-            signal.raise_signal(signal.SIGINT)
-        return ssim(*args, **kwargs)
-
-    monkeypatch.setattr(idu, "ssim_loss", ssim_then_ctrl_c)
+    ssim = idu.ssim_loss
+    monkeypatch.setattr(idu, "ssim_loss", ctrl_c_at(ssim, 6))  # once a step
     capsys.readouterr()
     assert main(argv("part")) == 2
     assert "edit 'part' stopped at step 6 of 8" in capsys.readouterr().err

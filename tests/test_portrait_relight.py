@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from interrupts import ctrl_c_at
 from tiny_diffusion import save_tiny_pipeline
 
 from canon_edit.cli import main
@@ -316,21 +317,11 @@ def test_iclight_relights_a_portrait_through_the_cli(portrait_run, iclight, caps
     assert main(["relight", str(portrait_run.path), "--preset", "top", "--prompt", "x"]) == 2
     assert "are for --iclight" in capsys.readouterr().err
 
-    import signal  # stopped in step 7 of 12 and resumed: the relight that ran through, bit for bit
-
-    from canon_edit_representations.portrait import idu
-
-    ssim, calls = idu.ssim_loss, []
-
-    def ssim_then_ctrl_c(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 7:
-            signal.raise_signal(signal.SIGINT)
-        return ssim(*args, **kwargs)
+    from canon_edit_representations.portrait import idu  # stopped in step 7 of 12, then resumed
 
     stopped = [a if a != "ic" else "ic_stopped" for a in argv]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(idu, "ssim_loss", ssim_then_ctrl_c)
+        patch.setattr(idu, "ssim_loss", ctrl_c_at(idu.ssim_loss, 7))  # once a step
         assert main(stopped) == 2
     assert "edit 'ic_stopped' stopped at step 7 of 12" in capsys.readouterr().err
     assert main([*stopped, "--resume"]) == 0
