@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .config import QUALITY_SECONDS
-from .errors import EditStopped, Interrupted, ReplaceRefused, ResumeNeeded, TrainingDiverged, UserError
+from .errors import (
+    EditResumeRefused,
+    EditStopped,
+    Interrupted,
+    ReplaceRefused,
+    ResumeNeeded,
+    TrainingDiverged,
+    UserError,
+)
 from .executors import EXECUTORS, TasksFailed
 from .files import RESUME_FIX, CorruptFile
 
@@ -692,6 +700,11 @@ def phrase(e: UserError) -> str:
     if isinstance(e, EditStopped):
         restart = f", or start it over with --name {e.name} --force" if e.can_restart else ""
         return f"{e.problem}; continue it with the same command and --resume{restart}"
+    if isinstance(e, EditResumeRefused):
+        return (
+            f"{e.problem}; resume it with the command that started it, or start it over with "
+            f"--name {e.name} --force"
+        )
     if isinstance(e, TasksFailed):
         return f"{e.problem}; {e.kept}: run the same command with --resume to finish the rest"
     if isinstance(e, ReplaceRefused):

@@ -47,6 +47,15 @@ class EditStopped(UserError):
         self.problem, self.name, self.can_restart = message, name, can_restart
 
 
+class EditResumeRefused(UserError):
+    """A stopped edit's checkpoint cannot continue what was asked now (other options, another device,
+    a damaged file); the edit can be started over."""
+
+    def __init__(self, message: str, name: str):
+        super().__init__(f"{message}; resume it as it was asked, or start edit {name} over (force)")
+        self.problem, self.name = message, name
+
+
 class ReplaceRefused(UserError):
     """`target` exists and is canon-edit's own; replacing it needs the caller's explicit consent."""
 

@@ -237,7 +237,8 @@ def test_a_stopped_sds_edit_resumes_bit_for_bit(truth_run, models, capsys, monke
     err = capsys.readouterr().err.strip()
     assert "was stopped at step 3 of 6" in err and "--resume" in err and "--name part --force" in err
     assert main(_sds(truth_run, models, "part", "--resume", prompt="a paper swan")) == 2
-    assert "was started with prompt='an origami swan'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "was started with prompt='an origami swan'" in err and "--name part --force" in err
 
     # resumed from step 3, then killed in step 5 after a save at every step
     monkeypatch.setattr(checkpoint_module, "CHECKPOINT_SECONDS", 0.0)
@@ -251,3 +252,16 @@ def test_a_stopped_sds_edit_resumes_bit_for_bit(truth_run, models, capsys, monke
     assert not partial.exists(), "the checkpoint outlived its saved edit"
     assert main(_sds(truth_run, models, "again", "--resume")) == 2
     assert "no checkpoint to resume" in capsys.readouterr().err
+
+
+def test_a_damaged_checkpoint_is_one_line_and_force_starts_over(truth_run, models, capsys) -> None:
+    partial = truth_run.edits / ".x.partial.safetensors"
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken")
+    capsys.readouterr()
+    assert main(_sds(truth_run, models, "x", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is corrupt" in err and "--name x --force" in err
+    assert partial.exists(), "a refused resume removed the user's checkpoint"
+    assert main(_sds(truth_run, models, "x", "--force")) == 0
+    assert (truth_run.edits / "x" / "edit.json").is_file() and not partial.exists()

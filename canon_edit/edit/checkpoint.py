@@ -31,13 +31,15 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ..atomic import atomic_path
-from ..errors import EditStopped, UserError
-from ..files import CorruptFile
+from ..errors import EditResumeRefused, EditStopped, UserError
 from ..optim_state import load_optimizer, optimizer_tensors
 from ..run import RunFolder
 
 CHECKPOINT_SECONDS = 60.0
-START_OVER = "start it over with --force (and --name)"
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
 
 
 def checkpoint_path(run: RunFolder, name: str) -> Path:
@@ -63,7 +65,7 @@ class EditCheckpoint:
             if resume:
                 raise UserError(
                     f"edit '{name}' has no checkpoint to resume ({self.path.name} is not in {run.edits}; "
-                    "sds, dds and a portrait's ip2p and IC-Light edits keep one); drop --resume to make it"
+                    "sds, dds and a portrait's ip2p and IC-Light edits keep one); make it without resuming"
                 )
             return
         if restart and not resume:
@@ -80,9 +82,7 @@ class EditCheckpoint:
         ]
         if changed:
             was = ", ".join(f"{k}={saved['request'].get(k)!r}" for k in changed)
-            raise UserError(
-                f"edit '{name}' was started with {was}; resume it with the same options, or {START_OVER}"
-            )
+            raise EditResumeRefused(f"edit '{name}' was started with {was}", name)
         self._saved = saved
 
     def _header(self) -> dict[str, Any]:
@@ -90,9 +90,11 @@ class EditCheckpoint:
             with safe_open(str(self.path), "pt") as f:
                 header = json.loads((f.metadata() or {})["canon_edit"])
         except (SafetensorError, OSError, KeyError, ValueError) as e:
-            raise CorruptFile(self.path, str(e).split("\n")[0][:120], START_OVER) from None
+            raise EditResumeRefused(f"{self.path} is corrupt ({_first_line(e)})", self.name) from None
         if not isinstance(header, dict) or not {"step", "steps", "request", "device"} <= header.keys():
-            raise CorruptFile(self.path, "its header lacks the edit's step and request", START_OVER)
+            raise EditResumeRefused(
+                f"{self.path} is corrupt (its header lacks the step and request)", self.name
+            )
         return header
 
     def restore(self, optimizer: torch.optim.Optimizer, device: torch.device, steps: int) -> int:
@@ -101,13 +103,14 @@ class EditCheckpoint:
             return 0
         saved = self._saved
         if saved["device"] != device.type:
-            raise UserError(
+            raise EditResumeRefused(
                 f"edit '{self.name}' was started on {saved['device']}, whose random draws this "
-                f"{device.type} device cannot repeat; resume it there, or {START_OVER}"
+                f"{device.type} device cannot repeat",
+                self.name,
             )
         if saved["steps"] != steps:
-            raise UserError(
-                f"edit '{self.name}' was started for {saved['steps']} steps, not {steps}; {START_OVER}"
+            raise EditResumeRefused(
+                f"edit '{self.name}' was started for {saved['steps']} steps, not {steps}", self.name
             )
         try:
             tensors = load_file(str(self.path))
@@ -117,7 +120,9 @@ class EditCheckpoint:
                     p.copy_(tensors[f"param.{i}"].to(p.device))
             load_optimizer(optimizer, tensors, saved["param_groups"])
         except (SafetensorError, OSError, KeyError, IndexError, ValueError, RuntimeError) as e:
-            raise CorruptFile(self.path, f"it does not fit this edit ({str(e)[:80]})", START_OVER) from None
+            raise EditResumeRefused(
+                f"{self.path} does not fit this edit ({str(e)[:80]})", self.name
+            ) from None
         self.state.update(saved.get("state", {}))
         for key, value in tensors.items():  # onto the device and dtype of the loop's own entries
             if key.startswith("extra."):
