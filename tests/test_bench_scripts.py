@@ -171,3 +171,10 @@ def test_foreground_psnr_frame_by_frame_finds_the_worst_frame():
 
     by_frame = _load("fit_quality").foreground_by_frame(bake, Stored())
     assert by_frame == {"min": 20.0, "median": 30.46, "max": 40.0, "worst_frame": 1}
+
+
+def test_edit_checkpoint_holds_the_textures_and_both_moments(capsys):
+    figures = _load("edit_checkpoint").main(["--layers", "1", "--texture", "256", "--repeats", "1"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(figures))
+    data = 3 * (3 * 256 * 256 * 4)  # the texels, exp_avg and exp_avg_sq, float32
+    assert data < figures["size_bytes"] < data + 2**16  # and a header of names and JSON
