@@ -66,8 +66,10 @@ def fit_segmented_video(
         raise UserError(
             f"--segment-frames splits 2D fits (codef, atlas); method '{method}' is fitted whole: drop it"
         )
-    overlap = default_overlap(length or AUTO_LONGEST // 2) if overlap is None else overlap
-    plan_segments((length or AUTO_LONGEST) + 1, length or AUTO_LONGEST, overlap)  # bad values fail here
+    longest = AUTO_LONGEST if length is None else length  # 0 is a length (refused), not "auto"
+    if overlap is None:
+        overlap = default_overlap(AUTO_LONGEST // 2 if length is None else length)
+    plan_segments(longest + 1, longest, overlap)  # bad values fail here, before any file is written
     check_executor(executor, address, threads)
     check_fit_options(cls, out, preset, overrides, device, force)
     clip = options.read()

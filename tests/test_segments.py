@@ -307,6 +307,8 @@ def test_bad_segment_options_fail_before_any_work(tiny_long_clip, tmp_path, caps
     assert "splits 2D fits" in capsys.readouterr().err
     assert main([*fit[:4], "--overlap", "3"]) == 2
     assert "--overlap goes with --segment-frames" in capsys.readouterr().err
+    assert main([*fit[:4], "--segment-frames", "0"]) == 2 and not out.exists()  # 0 is not "auto"
+    assert "--segment-frames must be at least 2, got 0" in capsys.readouterr().err
 
 
 def _panning(racing: torch.Tensor) -> Flow:
