@@ -49,7 +49,9 @@ class ClipOptions:
     fps: float | None = None
 
     def read(self) -> Clip:
-        return read_clip(
+        """The clip, refused in one line when it has one frame: flow, warping error and every method
+        need two (a one-frame fit failed only in its evaluation, after the run folder was made)."""
+        clip = read_clip(
             self.source,
             self.masks,
             max_frames=self.max_frames,
@@ -57,6 +59,15 @@ class ClipOptions:
             size=self.size,
             fps=self.fps,
         )
+        if clip.T < 2:
+            if self.max_frames is not None and self.max_frames < 2:
+                picked, fix = " with --max-frames 1", "a larger --max-frames"
+            elif self.stride > 1:
+                picked, fix = f" with --stride {self.stride}", "a smaller --stride"
+            else:
+                picked, fix = "", "a clip of two frames or more"
+            raise UserError(f"{self.source} gives 1 frame{picked}; a video edit needs at least 2: give {fix}")
+        return clip
 
     def record(self, run: Path) -> dict[str, Any]:
         """For run.json: absolute paths, and the source relative to the run (for a moved pair)."""

@@ -21,6 +21,8 @@ onto a texel grid at bake time.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from canon_edit.canonical import CanonicalVideo, splat
+from canon_edit.errors import UserError
 from canon_edit.flow import Flow
 from canon_edit.representation import Representation
 from canon_edit.run import RunFolder
@@ -76,6 +79,26 @@ class LayeredFitConfig:
     # the detail over the layer's canonical point (u, v, t) instead of the frame's (x, y, t): what
     # changes on a moving object (a turning car's sides) stays put there, so the planes can hold it
     detail_canonical: bool = False
+
+    def validate(self, prefix: str = "") -> None:
+        """Refuse values a fit cannot use before it starts (`patches=0` showed only as a NaN loss)."""
+        rules = [
+            ("patches", self.patches >= 1, ">= 1"),
+            ("patch_size", self.patch_size >= 2, ">= 2"),
+            ("flow_samples", self.flow_samples >= 0, ">= 0"),
+            ("max_texture", self.max_texture >= 8, ">= 8"),
+            ("anneal_end", 0 <= self.anneal_end <= 1, "between 0 and 1"),
+            ("anneal_start", 0 <= self.anneal_start <= self.anneal_end, "between 0 and anneal_end"),
+            ("detail_start", 0 <= self.detail_start <= 1, "between 0 and 1"),
+        ]
+        for f in dataclasses.fields(self):  # every loss weight and learning rate, the methods' own too
+            value = getattr(self, f.name)
+            if (f.name.endswith("_weight") or f.name.startswith("lr_")) and isinstance(value, float):
+                rules.append((f.name, value >= 0, ">= 0"))
+        for name, ok, rule in rules:
+            value = getattr(self, name)
+            if not ok or not math.isfinite(float(value)):
+                raise UserError(f"option {prefix}{name} must be {rule}, got {value}")
 
 
 def _planes(

@@ -46,6 +46,30 @@ def test_zero_frames(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("picks", "fix"),
+    [(["--max-frames", "1"], "a larger --max-frames"), (["--stride", "9"], "a smaller --stride")],
+)
+def test_one_frame_is_refused_before_the_run_folder(tmp_path, clip_dir, capsys, picks, fix):
+    code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(tmp_path / "run"), *picks)
+    assert_one_line_error(code, err, "gives 1 frame", "at least 2", fix)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "rule"),
+    [("patches=0", "patches must be >= 1"), ("flow_weight=-1", "flow_weight must be >= 0"),
+     ("lr_mlp=-0.1", "lr_mlp must be >= 0"), ("anneal_start=0.9", "must be between 0 and anneal_end")],
+)  # fmt: skip
+def test_option_values_a_fit_cannot_use_are_refused_before_it_starts(
+    tmp_path, clip_dir, capsys, option, rule
+):
+    """patches=0 showed only as a NaN loss at step 0, with a run folder left behind."""
+    code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(tmp_path / "run"), "--set", option)
+    assert_one_line_error(code, err, rule)
+    assert not (tmp_path / "run").exists()
+
+
 def test_mask_count_mismatch(tmp_path, clip_dir, capsys):
     (clip_dir / "masks" / "00005.png").unlink()
     code, err = run_cli(capsys, "fit", str(clip_dir), "-o", str(tmp_path / "run"))
