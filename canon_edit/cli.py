@@ -229,6 +229,9 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
         "-o", "--out", required=True, help=".mp4 for a video, .png for one frame (--frame), or a folder"
     )
     p.add_argument("--edit", help="render this edit instead of the reconstruction")
+    p.add_argument(
+        "--force", action="store_true", help="replace an output an earlier canon-edit render wrote there"
+    )
     p.add_argument("--compare", action="store_true", help="source and result side by side")
     p.add_argument("--frame", type=int, help="write only this frame as a PNG (e.g. to edit it)")
     p.add_argument("--source", action="store_true", help="with --frame: the source frame, not the render")
@@ -637,6 +640,7 @@ def _cmd_render(args: argparse.Namespace) -> None:
         source=args.source,
         orbit=args.orbit,
         view=view,
+        force=args.force,
     )
     print(f"wrote {out}")
 
@@ -680,7 +684,7 @@ COMMANDS = {
 
 
 # the CLI's words for what a library error asks the user to do
-REPLACE_WITH = {"output folder": "-o", "edit name": "--name"}
+REPLACE_WITH = {"output folder": "-o", "output path": "-o", "edit name": "--name"}
 
 
 def _resume(run: Path) -> str:

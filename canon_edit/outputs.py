@@ -1,6 +1,8 @@
 """The one policy for output folders: canon-edit replaces only what it made, and only when told to.
 
-Every folder canon-edit creates as an output (a run, a demo) gets a marker file naming its kind.
+Every folder canon-edit creates as an output (a run, a demo, rendered frames) gets a marker file
+naming its kind; every PNG and video it writes carries a tag saying so (`video.MADE_BY`), and an
+existing output file is replaced likewise only when it carries it and `force` is given.
 An existing non-empty folder is reused only when its marker says it is canon-edit's folder of the
 same kind, `force` is given, and it holds nothing but entries canon-edit writes there; then those
 entries, and only those, are removed. Anything else (a folder holding footage, a file, a folder of
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from .errors import ReplaceRefused, UserError
 from .lock import lock_holder
+from .video import made_by_canon_edit
 
 MARKER = ".canon-edit.json"
 
@@ -44,6 +47,22 @@ def check_writable(folder: Path, what: str) -> None:
         raise UserError(f"{what}: {parent} is a file, not a folder; choose another output path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{what}: {parent} is not writable; choose a writable output path")
+
+
+def check_output_file(path: Path, force: bool) -> None:
+    """An existing file at an output path is replaced only when told to (`force`) and only when
+    canon-edit wrote it (the tag `video.made_by_canon_edit` reads); anything else is refused."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise UserError(f"output: {path} is a folder; give a file path, or the folder without a suffix")
+    if not made_by_canon_edit(path):
+        raise UserError(
+            f"{path} exists and canon-edit did not write it; canon-edit never replaces it: choose "
+            "another output path"
+        )
+    if not force:
+        raise ReplaceRefused(f"{path} exists (an earlier canon-edit output)", path, "output path")
 
 
 def claim_folder(
@@ -94,7 +113,12 @@ def claim_folder(
         return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / MARKER).write_text(json.dumps({"kind": kind}) + "\n")
+        mark_folder(folder, kind)
     except OSError as e:
         raise UserError(f"cannot write to {folder} ({e.strerror}); choose a writable output folder") from None
     return folder
+
+
+def mark_folder(folder: Path, kind: str) -> None:
+    """Say in `folder` that it is canon-edit's folder of `kind` (what `claim_folder` reads)."""
+    (folder / MARKER).write_text(json.dumps({"kind": kind}) + "\n")

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 
 from .atomic import atomic_path
@@ -26,6 +27,7 @@ from .errors import UserError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".gif", ".mkv", ".avi", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MADE_BY = "canon-edit"  # the tag every PNG and video canon-edit writes carries
 WRITE_VIDEO_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
 DEFAULT_FPS = 30.0
 FPS_FILE = "fps.txt"  # a frame folder may state its rate in this file
@@ -421,6 +423,7 @@ class VideoWriter:
         with atomic_path(self.path) as tmp:
             with self._errors():
                 self._container = av.open(str(tmp), "w", format=container_format, container_options=options)
+                self._container.metadata["comment"] = MADE_BY  # so a later render may replace it (force)
             try:
                 yield
                 if self._stream is None:
@@ -510,8 +513,24 @@ def write_image(path: str | Path, image: Tensor) -> None:
         raise ValueError(f"write_image expects C×H×W with C in (1, 3, 4), got {tuple(image.shape)}")
     array = next(uint8_frames(image[None]))
     pil = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
+    info = PngInfo()
+    info.add_text("Software", MADE_BY)  # so a later render may replace it (force)
     with atomic_path(path) as tmp:
-        pil.save(tmp, format="PNG")
+        pil.save(tmp, format="PNG", pnginfo=info)
+
+
+def made_by_canon_edit(path: str | Path) -> bool:
+    """Whether the PNG or video at `path` says canon-edit wrote it (what `write_image` and
+    `VideoWriter` record): the only files an output may replace."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".png":
+            with Image.open(path) as image:
+                return getattr(image, "text", {}).get("Software") == MADE_BY
+        with av.open(str(path)) as container:
+            return any(k.lower() == "comment" and v == MADE_BY for k, v in container.metadata.items())
+    except (OSError, ValueError, av.FFmpegError):
+        return False
 
 
 def write_pngs(folder: str | Path, frames: Tensor | Iterable[Tensor]) -> None:

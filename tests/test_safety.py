@@ -16,8 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from canon_edit.cli import main
 from canon_edit.run import RunFolder
@@ -187,6 +189,28 @@ def test_render_checks_its_output_before_rendering(work, capsys):
     for name in ("x.GIF", "x.webm"):  # readable, not writable: refused before rendering, the formats named
         refused(*cli(capsys, "render", work / "run", "-o", work / name), ".mp4, .m4v, .mov, .mkv, .avi")
     assert snapshot(work) == before
+
+
+def test_render_replaces_only_its_own_outputs_and_only_when_forced(work, capsys):
+    """The user's frames, videos and run folders are never written over, forced or not; a render's
+    own video, frame or frame folder is replaced with --force only."""
+    frames, run = work / "footage", work / "run"
+    frames.mkdir()
+    for t in range(3):  # frames from another tool: no canon-edit tag
+        Image.fromarray(np.full((8, 8, 3), 40 * t, np.uint8)).save(frames / f"{t:05d}.png")
+    (work / "mine.mp4").write_bytes(b"a video of the user's")
+    before = snapshot(work)
+    for target in (frames, run, run / "canonical", work / "mine.mp4", frames / "00001.png"):
+        extra = ["--frame", "1"] if target.suffix == ".png" else []
+        refused(*cli(capsys, "render", run, *extra, "-o", target, "--force"), "canon-edit never replaces")
+    assert snapshot(work) == before
+    for out, extra in ((work / "r.mp4", []), (work / "f.png", ["--frame", "1"]), (work / "pngs", [])):
+        assert cli(capsys, "render", run, *extra, "-o", out)[0] == 0
+        refused(*cli(capsys, "render", run, *extra, "-o", out), "--force")
+        assert cli(capsys, "render", run, *extra, "-o", out, "--force")[0] == 0
+    assert sorted(p.name for p in (work / "pngs").iterdir()) == [".canon-edit.json"] + [
+        f"{t:05d}.png" for t in range(6)
+    ]
 
 
 def test_resume_keeps_the_run_and_records_safe_changes(work, capsys):

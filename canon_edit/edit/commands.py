@@ -9,6 +9,7 @@ the run's write lock (lock.py); rendering and evaluation only read the run and n
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,11 +18,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_dir
 from ..canonical import CanonicalVideo, apply_canonical_edit, keyframe_textures
 from ..errors import UserError
 from ..evaluate import evaluate_video, paired, render_chunks
 from ..lock import run_lock
-from ..outputs import check_writable
+from ..outputs import check_output_file, check_writable, claim_folder, mark_folder
 from ..representation import Bake, EditableBake, load_bake
 from ..run import RunFolder
 from ..segments import SegmentedVideo
@@ -332,11 +334,13 @@ def render_run(
     source: bool = False,
     orbit: float | None = None,
     view: tuple[float, float] | None = None,
+    force: bool = False,
 ) -> Path:
     """Write the reconstruction (or an edit) as a video, a PNG folder, or one frame's PNG.
 
     `orbit` (degrees) swings the camera around a 3D asset's head over the clip, in yaw and pitch;
-    `view` (yaw, pitch) holds it at one offset. Novel views are rendered over black.
+    `view` (yaw, pitch) holds it at one offset. Novel views are rendered over black. An existing
+    output is replaced only with `force` and only when canon-edit wrote it (outputs.py).
     """
     out = Path(out)
     if source and frame is None:
@@ -352,6 +356,10 @@ def render_run(
         raise UserError("the source frame has only its own viewpoint; drop --orbit/--view or --source")
     _check_angles(orbit, view)
     check_writable(out.parent if out.suffix else out, "output")
+    if out.suffix:
+        check_output_file(out, force)
+    else:
+        claim_folder(out, FRAMES, _numbered_pngs(out), force=force, dry_run=True)
     run = RunFolder.open(run_path)
     bake = load_bake(run)
     if edit:
@@ -368,8 +376,20 @@ def render_run(
     if out.suffix:
         write_video(out, video, bake.fps)
     else:
-        write_pngs(out, video)
+        with atomic_dir(out) as tmp:  # the frames appear together, in a folder marked as canon-edit's
+            write_pngs(tmp, video)
+            mark_folder(tmp, FRAMES)
     return out
+
+
+FRAMES = "frame folder"  # the kind of a folder `render` writes PNG frames into
+
+
+def _numbered_pngs(folder: Path) -> frozenset[str]:
+    """The frames an earlier render wrote in `folder` (00000.png, ...): what a forced render replaces."""
+    if not folder.is_dir():
+        return frozenset()
+    return frozenset(p.name for p in folder.iterdir() if re.fullmatch(r"\d{5}\.png", p.name))
 
 
 def evaluate_run(run_path: str | Path, edit: str | None = None) -> dict[str, Any]:
