@@ -58,8 +58,8 @@ def check_output_file(path: Path, force: bool) -> None:
         raise UserError(f"output: {path} is a folder; give a file path, or the folder without a suffix")
     if not made_by_canon_edit(path):
         raise UserError(
-            f"{path} exists and canon-edit did not write it; canon-edit never replaces it: choose "
-            "another output path"
+            f"{path} exists and carries no canon-edit tag (another tool's file, or one from before "
+            "outputs were tagged); canon-edit never replaces it: choose another output path"
         )
     if not force:
         raise ReplaceRefused(f"{path} exists (an earlier canon-edit output)", path, "output path")
