@@ -30,9 +30,10 @@ from .errors import UserError
 from .evaluate import evaluate_video, render_chunks
 from .flow import load_or_compute_flow
 from .lock import run_lock
-from .outputs import MARKER, claim_folder
+from .outputs import MARKER, changed_since_written, claim_folder, write_manifest
 from .representation import Bake, Representation, get_representation
 from .run import RUN_ENTRIES, RunFolder, versions
+from .segments import SEGMENTS_DIR
 from .train import optimise, plan_line, with_quality
 from .video import FPS_FILE, Clip, VideoPair, read_clip, stated_fps
 
@@ -220,10 +221,26 @@ def finish_run(run: RunFolder, bake: Bake, clip: Clip, extra: dict[str, Any] | N
 
     One render pass, a chunk of frames at a time, feeds both videos and the metrics.
     """
+    check_canonical_untouched(run)
     with atomic_dir(run.canonical) as tmp:
         bake.save(tmp)
+        write_manifest(tmp)
     with VideoPair(run.renders / "reconstruction.mp4", run.renders / "compare.mp4", clip.fps) as videos:
         evaluate_video(run, clip, render_chunks(bake.render, bake.T), extra=extra, each=videos.write)
+
+
+def check_canonical_untouched(run: RunFolder) -> None:
+    """A re-bake rewrites RUN/canonical (and each segment's) as a whole: refuse while it holds what
+    the user changed there."""
+    folders = [run.canonical, *sorted((run.path / SEGMENTS_DIR).glob("*/canonical"))]
+    changed = [f"{folder / name}" for folder in folders for name in changed_since_written(folder)]
+    if changed:
+        shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
+        raise UserError(
+            f"files in the run's canonical folder were changed or added since the fit wrote them "
+            f"({shown}), and the fit rewrites that folder: move them out of the run (edit from there, "
+            "e.g. --canonical my_layer_0.png) and run it again"
+        )
 
 
 def fps_origin(options: ClipOptions) -> str:
@@ -332,6 +349,7 @@ def resume_fit(
                 f"the clip's {differs} differs from the run's ({info['clip'].get(differs)}); "
                 "a resumed fit keeps its clip: fit the new one into a new folder"
             )
+    check_canonical_untouched(run)  # before any training: the re-bake at the end would fail on it
     if info.get("segments"):
         from .segmented_fit import fit_segments
 

@@ -11,6 +11,7 @@ another kind) is refused with one line and left untouched.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -21,6 +22,37 @@ from .lock import lock_holder
 from .video import made_by_canon_edit
 
 MARKER = ".canon-edit.json"
+MANIFEST = ".written.json"  # what canon-edit wrote in a folder it rewrites as a whole (a bake)
+HASHED_UP_TO = 64 * 2**20  # files a user edits (PNG textures, a PLY) are hashed; larger ones sized
+
+
+def _fingerprints(folder: Path) -> dict[str, str]:
+    """name → sha256 (or the size, over `HASHED_UP_TO`) of every file under `folder` but the manifest."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if not path.is_file() or name == MANIFEST:
+            continue
+        size = path.stat().st_size
+        out[name] = f"size:{size}" if size > HASHED_UP_TO else hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def write_manifest(folder: Path) -> None:
+    """Record what is in `folder` now, as canon-edit wrote it (see `changed_since_written`)."""
+    (folder / MANIFEST).write_text(json.dumps(_fingerprints(folder)) + "\n")
+
+
+def changed_since_written(folder: Path) -> list[str]:
+    """Files of `folder` added or changed since `write_manifest` (a texture painted in place, a PLY
+    edited in a splat editor): what rewriting the folder would lose. [] without a manifest."""
+    try:
+        written = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(written, dict):
+        return []
+    return [name for name, print_ in _fingerprints(folder).items() if written.get(name) != print_]
 
 
 def _kind_of(folder: Path, legacy: str | None) -> str | None:

@@ -213,6 +213,24 @@ def test_render_replaces_only_its_own_outputs_and_only_when_forced(work, capsys)
     ]
 
 
+def test_a_canonical_painted_in_place_is_never_rebaked_over(work, capsys):
+    """Painting RUN/canonical/layer_0.png itself (or saving a file beside it) is kept: a resumed fit,
+    which rewrites that folder, is refused before it trains, until the file is moved out."""
+    run, layer = work / "run", work / "run" / "canonical" / "layer_0.png"
+    painted = read_image(layer)
+    painted[:3, :4, :4] = 0.0
+    Image.fromarray((painted[:3].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(layer)
+    before = snapshot(work)
+    refused(*cli(capsys, "fit", "--resume", "-o", run, "--steps", "40"), "layer_0.png", "move them out")
+    assert snapshot(work) == before
+    layer.rename(work / "my_layer_0.png")
+    (run / "canonical" / "notes.txt").write_text("mine")
+    refused(*cli(capsys, "fit", "--resume", "-o", run, "--steps", "40"), "notes.txt")
+    (run / "canonical" / "notes.txt").unlink()
+    assert cli(capsys, "fit", "--resume", "-o", run, "--steps", "40", "--quiet")[0] == 0
+    assert layer.is_file() and (work / "my_layer_0.png").is_file()
+
+
 def test_resume_keeps_the_run_and_records_safe_changes(work, capsys):
     run = work / "run"
     before = snapshot(work)
