@@ -23,18 +23,18 @@ from .video import made_by_canon_edit
 
 MARKER = ".canon-edit.json"
 MANIFEST = ".written.json"  # what canon-edit wrote in a folder it rewrites as a whole (a bake)
-HASHED_UP_TO = 64 * 2**20  # files a user edits (PNG textures, a PLY) are hashed; larger ones sized
+EDITABLE = (".png", ".jpg", ".jpeg", ".ply")  # what a user paints or edits in place: fingerprinted
 
 
 def _fingerprints(folder: Path) -> dict[str, str]:
-    """name → sha256 (or the size, over `HASHED_UP_TO`) of every file under `folder` but the manifest."""
+    """name → sha256 of every editable file under `folder` (a texture, a PLY), "" for the others:
+    canon-edit's own data files (a bake's safetensors) are rebuilt when damaged, not kept."""
     out = {}
     for path in sorted(folder.rglob("*")):
         name = path.relative_to(folder).as_posix()
-        if not path.is_file() or name == MANIFEST:
-            continue
-        size = path.stat().st_size
-        out[name] = f"size:{size}" if size > HASHED_UP_TO else hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.is_file() and name != MANIFEST:
+            editable = path.suffix.lower() in EDITABLE
+            out[name] = hashlib.sha256(path.read_bytes()).hexdigest() if editable else ""
     return out
 
 
