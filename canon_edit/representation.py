@@ -73,7 +73,9 @@ class EditableBake(Bake, Protocol):
 
     def diffusion_edit(
         self, request: Any, progress: bool, checkpoints: Callable[[str], Any] | None = None
-    ) -> tuple[Bake, dict[str, Any]]: ...
+    ) -> tuple[Bake, dict[str, Any]]:
+        """`checkpoints(kind)` opens the edit's checkpoint (`canon_edit.edit.checkpoint`)."""
+        ...
 
     def transfer_appearance(self, reference: Tensor) -> tuple[Bake, dict[str, Any]]: ...
 

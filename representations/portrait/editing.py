@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from torch import Tensor
 
 from canon_edit.atomic import atomic_path
 from canon_edit.config import load_config, to_dict
+from canon_edit.edit.checkpoint import Checkpoints, EditCheckpoint
 from canon_edit.errors import UserError
 from canon_edit.files import read_json, read_tensors
 
@@ -122,10 +122,10 @@ class EditablePortrait(PortraitAsset):
         return self._from(avatar), {**stats, "config": to_dict(cfg)}
 
     def diffusion_edit(
-        self, request: Any, progress: bool, checkpoints: Callable[[str], Any] | None = None
+        self, request: Any, progress: bool, checkpoints: Checkpoints | None = None
     ) -> tuple[EditablePortrait, dict[str, Any]]:
         """IDU with InstructPix2Pix (mode ip2p) or SDS/DDS through renders (modes sds, dds);
-        `checkpoints(mode)` opens the edit's checkpoint, which SDS/DDS resume from."""
+        `checkpoints(mode)` opens the edit's checkpoint, which either loop resumes from."""
         from canon_edit.guidance.edit import edit_text
         from canon_edit.guidance.models import load_model
 
@@ -179,7 +179,7 @@ class EditablePortrait(PortraitAsset):
         return self._edited(self.gaussians, decoder_state), meta
 
     def relight(
-        self, options: dict[str, Any], progress: bool, checkpoints: Callable[[str], Any] | None = None
+        self, options: dict[str, Any], progress: bool, checkpoints: Checkpoints | None = None
     ) -> tuple[EditablePortrait, dict[str, Any]]:
         """A new light (a preset, a directional light or an environment map), fitted light replaced;
         or IC-Light's, through an iterative dataset update that resumes from `checkpoints("relight")`."""
@@ -194,7 +194,7 @@ class EditablePortrait(PortraitAsset):
         return dataclasses.replace(self._from(avatar), relighting=lit), {**meta, "config": to_dict(cfg)}
 
     def _relight_iclight(
-        self, avatar: EditableAvatar, cfg: RelightConfig, progress: bool, checkpoint: Any
+        self, avatar: EditableAvatar, cfg: RelightConfig, progress: bool, checkpoint: EditCheckpoint | None
     ) -> tuple[EditablePortrait, dict[str, Any]]:
         """IC-Light edits keyframes (each at most `idu.max_edits` times) and IDU trains the avatar on them."""
         from canon_edit.guidance.iclight import load_iclight
