@@ -40,11 +40,12 @@ def main(argv: list[str] | None = None) -> dict:
         for _ in range(args.repeats):
             cp = EditCheckpoint(run, "bench", request, resume=False, restart=True)
             t0 = time.perf_counter()
-            cp.save(1, 300, opt, device)
+            cp.save(1, 300, opt, device, {}, {})
             saves.append(time.perf_counter() - t0)
             size = checkpoint_path(run, "bench").stat().st_size
             t0 = time.perf_counter()
-            EditCheckpoint(run, "bench", request, resume=True, restart=False).restore(opt, device, 300)
+            resumed = EditCheckpoint(run, "bench", request, resume=True, restart=False)
+            resumed.restore(opt, device, 300, {}, {})
             restores.append(time.perf_counter() - t0)
     figures = {
         "bench": "edit_checkpoint",

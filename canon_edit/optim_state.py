@@ -13,6 +13,11 @@ import torch
 from torch import Tensor
 
 
+def parameters(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    """The optimiser's parameters in the order its state is keyed by (group after group)."""
+    return [p for g in optimizer.param_groups for p in g["params"]]
+
+
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
     """(`optim.<pid>.<name>` → CPU tensor, the parameter groups without tensors) of `optimizer`."""
     opt = optimizer.state_dict()
@@ -35,7 +40,7 @@ def load_optimizer(
 
     Raises ValueError, KeyError, IndexError or RuntimeError when the saved state holds other parameters.
     """
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    params = parameters(optimizer)
     state: dict[int, dict[str, Tensor]] = {}
     for k, v in tensors.items():
         if k.startswith("optim."):
@@ -56,7 +61,7 @@ def regrouped(
     current = optimizer.state_dict()["param_groups"]
     if [len(g["params"]) for g in saved] == [len(g["params"]) for g in current]:
         return saved
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    params = parameters(optimizer)
     fits = sum(len(g["params"]) for g in saved) == len(params) and all(
         0 <= i < len(params) and all(v.ndim == 0 or v.shape == params[i].shape for v in st.values())
         for i, st in state.items()

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ..atomic import atomic_path
 from ..errors import EditResumeRefused, EditStopped, UserError
-from ..optim_state import load_optimizer, optimizer_tensors
+from ..optim_state import load_optimizer, optimizer_tensors, parameters
 from ..run import RunFolder
 
 CHECKPOINT_SECONDS = 60.0
@@ -57,8 +57,6 @@ class EditCheckpoint:
         nor started over, or a resume finds nothing to resume, or asks something else."""
         self.path, self.name, self.request = checkpoint_path(run, name), name, request
         self.every_seconds = CHECKPOINT_SECONDS
-        self.state: dict[str, Any] = {}  # the loop's own JSON state (counts, orders), kept in place
-        self.tensors: dict[str, Tensor] = {}  # and its own tensors (an edited dataset), kept in place
         self._saved: dict[str, Any] | None = None
         self._last = time.monotonic()
         if not self.path.is_file():
@@ -97,8 +95,16 @@ class EditCheckpoint:
             )
         return header
 
-    def restore(self, optimizer: torch.optim.Optimizer, device: torch.device, steps: int) -> int:
-        """Load the saved parameters and moments into `optimizer`; the step to go on from (0: none)."""
+    def restore(
+        self,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        steps: int,
+        state: dict[str, Any],
+        tensors: dict[str, Tensor],
+    ) -> int:
+        """Load the saved parameters and moments into `optimizer`, and the loop's own `state` (JSON
+        values) and `tensors` into those dicts; the step to go on from (0: none)."""
         if self._saved is None:
             return 0
         saved = self._saved
@@ -113,40 +119,46 @@ class EditCheckpoint:
                 f"edit '{self.name}' was started for {saved['steps']} steps, not {steps}", self.name
             )
         try:
-            tensors = load_file(str(self.path))
-            params = [p for g in optimizer.param_groups for p in g["params"]]
+            stored = load_file(str(self.path))
             with torch.no_grad():
-                for i, p in enumerate(params):
-                    p.copy_(tensors[f"param.{i}"].to(p.device))
-            load_optimizer(optimizer, tensors, saved["param_groups"])
+                for i, p in enumerate(parameters(optimizer)):
+                    p.copy_(stored[f"param.{i}"].to(p.device))
+            load_optimizer(optimizer, stored, saved["param_groups"])
         except (SafetensorError, OSError, KeyError, IndexError, ValueError, RuntimeError) as e:
             raise EditResumeRefused(
                 f"{self.path} does not fit this edit ({str(e)[:80]})", self.name
             ) from None
-        self.state.update(saved.get("state", {}))
-        for key, value in tensors.items():  # onto the device and dtype of the loop's own entries
+        state.update(saved.get("state", {}))
+        for key, value in stored.items():  # onto the device and dtype of the loop's own entries
             if key.startswith("extra."):
-                like = self.tensors.get(key[6:])
-                self.tensors[key[6:]] = value.to(device) if like is None else value.to(like)
+                like = tensors.get(key[6:])
+                tensors[key[6:]] = value.to(device) if like is None else value.to(like)
         print(f"canon-edit: resuming edit '{self.name}' at step {saved['step']} of {steps}", file=sys.stderr)
         return int(saved["step"])
 
-    def save(self, step: int, steps: int, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    def save(
+        self,
+        step: int,
+        steps: int,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        state: dict[str, Any],
+        tensors: dict[str, Tensor],
+    ) -> None:
         """Write the state after `step` steps (atomically: the previous checkpoint until it is whole)."""
-        tensors, groups = optimizer_tensors(optimizer)
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        tensors |= {f"param.{i}": p.detach().cpu().contiguous() for i, p in enumerate(params)}
-        tensors |= {f"extra.{k}": v.detach().cpu().contiguous() for k, v in self.tensors.items()}
+        stored, groups = optimizer_tensors(optimizer)
+        stored |= {f"param.{i}": p.detach().cpu().contiguous() for i, p in enumerate(parameters(optimizer))}
+        stored |= {f"extra.{k}": v.detach().cpu().contiguous() for k, v in tensors.items()}
         header = {
             "step": step,
             "steps": steps,
             "request": self.request,
             "device": device.type,
             "param_groups": groups,
-            "state": self.state,
+            "state": state,
         }
         with atomic_path(self.path) as tmp:
-            save_file(tensors, str(tmp), metadata={"canon_edit": json.dumps(header)})
+            save_file(stored, str(tmp), metadata={"canon_edit": json.dumps(header)})
         self._last = time.monotonic()
 
     def due(self) -> bool:
@@ -213,11 +225,11 @@ class CheckpointedLoop:
         """`state` (JSON values) and `tensors`, what the loop keeps besides its parameters, are saved
         with them and restored into these same dicts."""
         self.checkpoint, self.optimizer, self.device, self.steps = checkpoint, optimizer, device, steps
+        self.state = state if state is not None else {}
+        self.tensors = tensors if tensors is not None else {}
         self.start = 0
         if checkpoint is not None:
-            checkpoint.state = state if state is not None else {}
-            checkpoint.tensors = tensors if tensors is not None else {}
-            self.start = checkpoint.restore(optimizer, device, steps)
+            self.start = checkpoint.restore(optimizer, device, steps, self.state, self.tensors)
         self._stop = StopRequest()
 
     @contextmanager
@@ -234,8 +246,7 @@ class CheckpointedLoop:
         if cp is None:
             return
         done = step + 1
+        if self._stop.requested or (cp.due() and done < self.steps):
+            cp.save(done, self.steps, self.optimizer, self.device, self.state, self.tensors)
         if self._stop.requested:
-            cp.save(done, self.steps, self.optimizer, self.device)
             raise EditStopped(f"edit '{cp.name}' stopped at step {done} of {self.steps}", cp.name)
-        if cp.due() and done < self.steps:
-            cp.save(done, self.steps, self.optimizer, self.device)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -221,8 +223,10 @@ def edit_keyframe(
         return _save(run, target, "keyframe", result, None, {**meta, **extra})
 
 
-def _checkpoints(run: RunFolder, target: EditTarget, asked: dict[str, Any]) -> tuple[Checkpoints, list]:
-    """`checkpoints(kind)`, which opens the edit's checkpoint under its name, and the list it fills.
+@contextmanager
+def _checkpoints(run: RunFolder, target: EditTarget, asked: dict[str, Any]) -> Iterator[Checkpoints]:
+    """`checkpoints(kind)`, which opens the edit's checkpoint under its name; the checkpoints opened
+    go when the block ends without an error (the edit is saved), and stay for a resume otherwise.
 
     `asked` (what the edit was asked, JSON-able) gains the base edit and the fit's step: a fit resumed
     since has another canonical under a stopped edit.
@@ -237,7 +241,9 @@ def _checkpoints(run: RunFolder, target: EditTarget, asked: dict[str, Any]) -> t
         opened.append(EditCheckpoint(run, name, asked, target.resume, target.replace))
         return opened[-1]
 
-    return checkpoints, opened
+    yield checkpoints
+    for checkpoint in opened:
+        checkpoint.discard()
 
 
 def edit_diffusion(target: EditTarget, request: Any) -> Path:
@@ -250,18 +256,13 @@ def edit_diffusion(target: EditTarget, request: Any) -> Path:
 
     run, bake = _open_for_edit(target)
     asked = {k: v for k, v in asdict(request).items() if k not in ("device", "allow_download")}
-    checkpoints, opened = _checkpoints(run, target, asked)
-    with run_lock(run.path, "edit"):
+    with run_lock(run.path, "edit"), _checkpoints(run, target, asked) as checkpoints:
         if isinstance(bake, CanonicalVideo):
             textures, meta = diffusion_edit(bake, request, checkpoints)
-            folder = _save(run, target, meta["mode"], bake, textures, meta)
-        else:
-            editor = self_editing(bake, "diffusion_edit", "diffusion edits")
-            result, meta = editor.diffusion_edit(request, True, checkpoints)
-            folder = _save(run, target, meta["mode"], result, None, meta)
-    for checkpoint in opened:
-        checkpoint.discard()
-    return folder
+            return _save(run, target, meta["mode"], bake, textures, meta)
+        editor = self_editing(bake, "diffusion_edit", "diffusion edits")
+        result, meta = editor.diffusion_edit(request, True, checkpoints)
+        return _save(run, target, meta["mode"], result, None, meta)
 
 
 def edit_appearance(target: EditTarget, image: str | Path) -> Path:
@@ -281,13 +282,9 @@ def edit_relight(target: EditTarget, options: dict[str, Any], progress: bool = T
     run, bake = _open_for_edit(target)
     relighter = self_editing(bake, "relight", "relighting (it is for portrait runs)")
     asked = {k: v for k, v in options.items() if k not in ("device", "allow_download")}
-    checkpoints, opened = _checkpoints(run, target, asked)
-    with run_lock(run.path, "edit"):
+    with run_lock(run.path, "edit"), _checkpoints(run, target, asked) as checkpoints:
         result, meta = relighter.relight(options, progress, checkpoints)
-        folder = _save(run, target, "relight", result, None, meta)
-    for checkpoint in opened:
-        checkpoint.discard()
-    return folder
+        return _save(run, target, "relight", result, None, meta)
 
 
 def edit_stylize(
