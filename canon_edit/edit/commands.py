@@ -376,6 +376,8 @@ def render_run(
         with atomic_dir(out) as tmp:  # the frames appear together, in a folder marked as canon-edit's
             write_pngs(tmp, video)
             mark_folder(tmp, FRAMES)
+            # again, as the folder is about to be replaced: files may have landed in it while rendering
+            claim_folder(out, FRAMES, _numbered_pngs(out), force=force, dry_run=True)
     return out
 
 
