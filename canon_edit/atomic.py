@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,12 @@ _UMASK = _current_umask()
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path in the target's folder; rename it onto `path` if the block succeeds."""
+def atomic_path(path: str | Path, check: Callable[[], object] | None = None) -> Iterator[Path]:
+    """Yield a temp path in the target's folder; rename it onto `path` if the block succeeds.
+
+    `check` runs just before the rename and may refuse it by raising: a file that appeared at `path`
+    while the block ran (a render takes minutes) is then kept, and the temp file goes.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
@@ -35,6 +39,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if check is not None:
+            check()
         # mkstemp makes 0600 and some writers re-create the file: set the mode of a normal output last
         os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
@@ -53,13 +59,16 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 @contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temp folder beside `path`; on success it replaces `path` as a whole."""
+def atomic_dir(path: str | Path, check: Callable[[], object] | None = None) -> Iterator[Path]:
+    """Yield a temp folder beside `path`; on success it replaces `path` as a whole (after `check`, as
+    in `atomic_path`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        if check is not None:
+            check()
         os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
         if path.exists():
             shutil.rmtree(path)

@@ -7,7 +7,7 @@ caught here and reported as a one-line `UserError` naming the problem and the fi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -392,8 +392,10 @@ class VideoWriter:
     by edge replication.
     """
 
-    def __init__(self, path: str | Path, fps: float, crf: int = 18) -> None:
-        self.path = Path(path)
+    def __init__(
+        self, path: str | Path, fps: float, crf: int = 18, check: Callable[[], object] | None = None
+    ) -> None:
+        self.path, self.check = Path(path), check
         if self.path.suffix.lower() not in WRITE_VIDEO_FORMATS:
             raise UserError(
                 f"output: cannot write H.264 into {self.path}; give a path ending in "
@@ -417,7 +419,7 @@ class VideoWriter:
         """The encoder on a temp file: flushed and renamed onto `path` after a block without error."""
         container_format = WRITE_VIDEO_FORMATS[self.path.suffix.lower()]
         options = {"movflags": "+faststart"} if container_format in ("mp4", "mov") else {}
-        with atomic_path(self.path) as tmp:
+        with atomic_path(self.path, self.check) as tmp:
             with self._errors():
                 self._container = av.open(str(tmp), "w", format=container_format, container_options=options)
                 self._container.metadata["comment"] = MADE_BY  # so a later render may replace it (force)
@@ -494,15 +496,23 @@ class VideoPair:
         self.compare.write(torch.cat([source, video], dim=3))
 
 
-def write_video(path: str | Path, frames: Tensor | Iterable[Tensor], fps: float, crf: int = 18) -> None:
-    """Write `T×3×H×W` frames, or chunks of them, as H.264 (see `VideoWriter`)."""
-    with VideoWriter(path, fps, crf) as writer:
+def write_video(
+    path: str | Path,
+    frames: Tensor | Iterable[Tensor],
+    fps: float,
+    crf: int = 18,
+    check: Callable[[], object] | None = None,
+) -> None:
+    """Write `T×3×H×W` frames, or chunks of them, as H.264 (see `VideoWriter`; `check`: `atomic_path`'s)."""
+    with VideoWriter(path, fps, crf, check) as writer:
         for chunk in frames.split(CHUNK) if isinstance(frames, Tensor) else frames:
             writer.write(chunk)
 
 
-def write_image(path: str | Path, image: Tensor) -> None:
-    """Write a `C×H×W` image in [0,1] as PNG (lossless, keeps alpha): C=3 RGB, C=4 RGBA, C=1 gray."""
+def write_image(path: str | Path, image: Tensor, check: Callable[[], object] | None = None) -> None:
+    """Write a `C×H×W` image in [0,1] as PNG (lossless, keeps alpha): C=3 RGB, C=4 RGBA, C=1 gray.
+
+    `check` runs just before the PNG takes its name (`atomic_path`)."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise UserError(f"output: {path} is written as PNG; give it a .png name")
@@ -512,7 +522,7 @@ def write_image(path: str | Path, image: Tensor) -> None:
     pil = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
     info = PngInfo()
     info.add_text("Software", MADE_BY)  # so a later render may replace it (force)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, check) as tmp:
         pil.save(tmp, format="PNG", pnginfo=info)
 
 

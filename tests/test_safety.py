@@ -213,6 +213,43 @@ def test_render_replaces_only_its_own_outputs_and_only_when_forced(work, capsys)
     ]
 
 
+def test_a_file_that_lands_at_the_output_while_rendering_is_kept(work, capsys, monkeypatch):
+    """The output is checked again as it takes its name: a file another program (or the user) put
+    there during the minutes a render takes is not replaced, forced or not, and no temp file stays."""
+    import canon_edit.edit.commands as commands
+
+    run, landed = work / "run", {}
+    real_chunks, real_frame = commands.render_chunks, commands._frame
+
+    def land(path: Path) -> None:
+        if path.suffix:
+            path.write_bytes(b"the user's")
+        else:
+            path.mkdir()
+            Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(path / "00000.png")
+        landed.update({k: v for k, v in snapshot(work).items() if k.startswith(path.name)})
+
+    def chunks(*args, **kwargs):
+        for k, chunk in enumerate(real_chunks(*args, **kwargs)):
+            if k == 1:
+                land(target)
+            yield chunk
+
+    def frame(*args):
+        land(target)
+        return real_frame(*args)
+
+    monkeypatch.setattr(commands, "render_chunks", chunks)
+    monkeypatch.setattr(commands, "_frame", frame)
+    for target, extra in ((work / "r.mp4", []), (work / "pngs", []), (work / "f.png", ["--frame", "1"])):
+        for force in ([], ["--force"]):
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+            before, landed = snapshot(work), {}
+            code, err = cli(capsys, "render", run, *extra, "-o", target, *force)
+            refused(code, err, str(target))
+            assert landed and snapshot(work) == before | landed, err  # what landed, as it was; no temp
+
+
 def test_a_canonical_painted_in_place_is_never_rebaked_over(work, capsys):
     """Painting RUN/canonical/layer_0.png itself (or saving a file beside it) is kept: a resumed fit,
     which rewrites that folder, is refused before it trains, until the file is moved out."""

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -353,10 +354,13 @@ def render_run(
         raise UserError("the source frame has only its own viewpoint; drop --orbit/--view or --source")
     _check_angles(orbit, view)
     check_writable(out.parent if out.suffix else out, "output")
-    if out.suffix:
-        check_output_file(out, force)
-    else:
-        claim_folder(out, FRAMES, _numbered_pngs(out), force=force, dry_run=True)
+    # run now, and again as the output takes its name: a file may land at `out` while rendering
+    recheck = (
+        partial(check_output_file, out, force)
+        if out.suffix
+        else partial(claim_folder, out, FRAMES, _numbered_pngs(out), force=force, dry_run=True)
+    )
+    recheck()
     run = RunFolder.open(run_path)
     bake = load_bake(run)
     if edit:
@@ -365,19 +369,18 @@ def render_run(
     render = bake.render if turned is None else lambda ids: turned(ids, orbit=orbit, view=view)
     if frame is not None:
         t = _frame(bake, frame)
-        write_image(out, (run.stored_clip().read(t, t + 1) if source else render([t]))[0].clamp(0, 1))
+        image = (run.stored_clip().read(t, t + 1) if source else render([t]))[0].clamp(0, 1)
+        write_image(out, image, recheck)
         return out
     video = render_chunks(render, bake.T)  # streamed: a chunk is rendered, written and dropped
     if compare:
         video = (torch.cat([frames, chunk], dim=3) for chunk, frames in paired(run.stored_clip(), video))
     if out.suffix:
-        write_video(out, video, bake.fps)
+        write_video(out, video, bake.fps, check=recheck)
     else:
-        with atomic_dir(out) as tmp:  # the frames appear together, in a folder marked as canon-edit's
+        with atomic_dir(out, recheck) as tmp:  # the frames appear together, in a marked folder
             write_pngs(tmp, video)
             mark_folder(tmp, FRAMES)
-            # again, as the folder is about to be replaced: files may have landed in it while rendering
-            claim_folder(out, FRAMES, _numbered_pngs(out), force=force, dry_run=True)
     return out
 
 
