@@ -152,7 +152,9 @@ class EditablePortrait(PortraitAsset):
 
             boxes = face_boxes(avatar, cfg.face_scale) if cfg.face_crop else None
             editor = ip2p_editor(model, text, cfg, boxes, request.seed)
-            stats = iterative_dataset_update(avatar, editor, cfg, request.seed, progress, checkpoint)
+            stats = iterative_dataset_update(
+                avatar, editor, cfg, request.seed, progress, checkpoint, draws_on=model.device
+            )
         else:
             from .distill import distill_portrait
 
@@ -203,7 +205,9 @@ class EditablePortrait(PortraitAsset):
 
         model = load_iclight(cfg.model, cfg.iclight, cfg.device, cfg.ic.load, cfg.allow_download)
         editor = iclight_editor(model, cfg.prompt, cfg.ic, cfg.ic_seed)
-        stats = iterative_dataset_update(avatar, editor, cfg.idu, cfg.ic_seed, progress, checkpoint)
+        stats = iterative_dataset_update(
+            avatar, editor, cfg.idu, cfg.ic_seed, progress, checkpoint, draws_on=model.device
+        )
         meta = {"light": "iclight", "prompt": cfg.prompt, "device": str(model.device), **stats}
         return self._from(avatar), {**meta, "config": to_dict(cfg)}
 

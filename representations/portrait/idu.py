@@ -51,11 +51,14 @@ def iterative_dataset_update(
     seed: int = 0,
     progress: bool = True,
     checkpoint: EditCheckpoint | None = None,
+    draws_on: torch.device | None = None,
 ) -> dict[str, Any]:
     """Train `avatar` towards `editor`'s view of its keyframes; returns what edit.json records.
 
     With a `checkpoint` the edited dataset, the re-edit order and counts are kept with the
-    parameters, and every step's draws are seeded by its index: a stopped update resumes bit for bit.
+    parameters, and every step's draws are seeded by its index: a stopped update resumes bit for bit
+    when the editor draws on the same kind of device, `draws_on` (its model's; default the avatar's),
+    which the checkpoint records.
     """
     frames = keyframes(avatar.T, cfg.keyframe_every)
     original = avatar.asset.background
@@ -71,7 +74,7 @@ def iterative_dataset_update(
     else:
         avatar.offset.requires_grad_(False)
     opt = torch.optim.Adam(groups)
-    loop = CheckpointedLoop(checkpoint, opt, avatar.features.device, cfg.steps, state, dataset)
+    loop = CheckpointedLoop(checkpoint, opt, draws_on or avatar.features.device, cfg.steps, state, dataset)
     bar = tqdm(total=cfg.steps, initial=loop.start, desc="iterative dataset update", disable=not progress)
     with loop.running(), bar:
         for step in range(loop.start, cfg.steps):
