@@ -79,7 +79,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from canon_edit.canonical import CanonicalVideo, Layer, composite_weights
+from canon_edit.canonical import CanonicalVideo, composite_weights
 from canon_edit.errors import UserError
 from canon_edit.flow import Flow
 from canon_edit.video import Clip
@@ -336,33 +336,25 @@ class Atlas(fields.LayeredRepresentation):
     def bake(self) -> CanonicalVideo:
         """Textures on their texel grids; uv, alpha and the residuals at every pixel of every frame."""
         dev, map_w, grid = self.bake_grid()
-        shape = (self.T, self.H, self.W)
-        uvs, alphas, shadings, details = [], [torch.ones(shape)], [], []
-        for la in self.layers:
-            frames = [
-                evaluate_layer(la, grid, torch.full((len(grid),), t, device=dev), map_w)
-                for t in range(self.T)
+        bakes = [fields.LayerBake(self.T, self.H, self.W, la.texture.texture_hw) for la in self.layers]
+        for t in range(self.T):
+            frame_t = torch.full((len(grid),), t, device=dev)
+            samples = [evaluate_layer(la, grid, frame_t, map_w) for la in self.layers]
+            alphas = [torch.ones(len(grid), device=dev)] + [
+                torch.sigmoid(s.logit) for s in samples if s.logit is not None
             ]
-            uvs.append(torch.stack([s.uv for s in frames]).reshape(*shape, 2).cpu() * 2 - 1)
-            shading, detail = fields.baked_residuals(
-                [self.frame_residuals(la.shading, la.detail, s.uv, grid, t) for t, s in enumerate(frames)]
-            )
-            shadings.append(shading)
-            details.append(detail)
-            if la.alpha is not None:
-                alphas.append(torch.sigmoid(torch.stack([s.logit for s in frames])).reshape(shape).cpu())
-        comp = composite_weights(alphas)
+            for la, s, bake, weight, alpha in zip(
+                self.layers, samples, bakes, composite_weights(alphas), alphas, strict=True
+            ):
+                residuals = self.frame_residuals(la.shading, la.detail, s.uv, grid, t)
+                bake.add(t, s.uv, weight, None if la.alpha is None else alpha, residuals)
         layers = [
-            Layer(
-                texture=la.texture.bake(self.baked_hw[k]),
-                uv=uvs[k].half(),
-                alpha=None if k == 0 else alphas[k].half(),
-                shading=shadings[k],
-                detail=details[k],
-                coverage=fields.texture_coverage(comp[k], uvs[k], la.texture.texture_hw, self.baked_hw[k]),
-                name="background" if k == 0 else f"foreground_{k}",
+            bake.layer(
+                la.texture.bake(self.baked_hw[k]),
+                self.baked_hw[k],
+                "background" if k == 0 else f"foreground_{k}",
             )
-            for k, la in enumerate(self.layers)
+            for k, (la, bake) in enumerate(zip(self.layers, bakes, strict=True))
         ]
         return CanonicalVideo(layers=layers, fps=self.fps)
 

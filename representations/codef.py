@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from canon_edit.canonical import CanonicalVideo, Layer, composite_weights
+from canon_edit.canonical import CanonicalVideo, composite_weights
 from canon_edit.flow import Flow
 from canon_edit.video import Clip
 
@@ -44,7 +44,6 @@ from .fields import (
     planes,
     residual_fields,
     residual_terms,
-    texture_coverage,
     texture_size,
 )
 
@@ -165,22 +164,11 @@ class CoDeF(LayeredRepresentation):
         weights = self.weights.permute(3, 0, 1, 2).cpu()
         layers = []
         for k, la in enumerate(self.layers):
-            uvs, residuals = [], []
+            bake = fields.LayerBake(self.T, self.H, self.W, la.texture.texture_hw)
             for t in range(self.T):
                 unit = la.mapping.to_unit(la.mapping(grid, torch.full((len(grid),), t, device=dev), lw)[0])
-                uvs.append((unit * 2 - 1).reshape(self.H, self.W, 2).cpu())
-                residuals.append(self.frame_residuals(la.shading, la.detail, unit, grid, t))
-            uv = torch.stack(uvs)
-            shading, detail = fields.baked_residuals(residuals)
-            layers.append(
-                Layer(
-                    texture=la.texture.bake(self.baked_hw[k]),
-                    uv=uv.half(),
-                    alpha=None if k == 0 else self.alphas[k].half(),
-                    shading=shading,
-                    detail=detail,
-                    coverage=texture_coverage(weights[k], uv, la.texture.texture_hw, self.baked_hw[k]),
-                    name="background" if k == 0 else f"foreground_{k}",
-                )
-            )
+                residuals = self.frame_residuals(la.shading, la.detail, unit, grid, t)
+                bake.add(t, unit, weights[k, t], None if k == 0 else self.alphas[k][t], residuals)
+            name = "background" if k == 0 else f"foreground_{k}"
+            layers.append(bake.layer(la.texture.bake(self.baked_hw[k]), self.baked_hw[k], name))
         return CanonicalVideo(layers=layers, fps=self.fps)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from canon_edit.canonical import CanonicalVideo, splat
+from canon_edit.canonical import CanonicalVideo, Layer, splat
 from canon_edit.errors import UserError
 from canon_edit.flow import Flow
 from canon_edit.representation import Representation
@@ -251,17 +251,65 @@ def residual_terms(cfg: LayeredFitConfig, parts: list[Appearance]) -> dict[str, 
     return terms
 
 
-def baked_residuals(
-    frames: list[tuple[Tensor | None, Tensor | None]],
-) -> tuple[Tensor | None, Tensor | None]:
-    """A layer's bake of `frame_residuals` over every frame: (shading, detail), float16 or None.
+class LayerBake:
+    """One layer's per-frame fields, written into float16 tensors as each frame is evaluated.
 
-    The detail is None too where the fit never learned any, so it costs nothing to render.
+    A bake used to keep every frame's float32 fields in lists and stack them at the end; with the
+    MLPs' large temporaries freed in between, the allocator's heap held 47 MB a frame for a two-layer
+    atlas at 240p (1.4 GB over 30 frames, bench/RESULTS.md) for 4 MB of fields. Here the output is
+    allocated once and each frame goes straight into it; the coverage is splatted frame by frame.
+    The values are the old bake's: each is rounded to float16 from the same float32.
     """
-    shading = None if frames[0][0] is None else torch.stack([s for s, _ in frames]).half()
-    detail = None if frames[0][1] is None else torch.stack([d for _, d in frames])
-    learned = detail is not None and bool((detail.abs() > 1 / 512).any())
-    return shading, detail.half() if learned else None
+
+    def __init__(self, frames: int, height: int, width: int, field_hw: tuple[int, int]) -> None:
+        self.shape, self.field_hw = (frames, height, width), field_hw
+        self.uv = torch.empty(*self.shape, 2, dtype=torch.float16)
+        self.alpha: Tensor | None = None
+        self.shading: Tensor | None = None
+        self.detail: Tensor | None = None
+        self.learned = False  # whether any detail exceeds 1/512: else the bake has none to render
+        self.seen = torch.zeros(field_hw)
+
+    def add(
+        self,
+        t: int,
+        unit: Tensor,
+        weight: Tensor,
+        alpha: Tensor | None = None,
+        residuals: tuple[Tensor | None, Tensor | None] = (None, None),
+    ) -> None:
+        """Frame t: texture coordinates `unit` (H·W×2 in [0, 1]), the layer's composite weight (H×W),
+        its alpha (H×W) and `frame_residuals`' (shading, detail)."""
+        uv = (unit * 2 - 1).reshape(*self.shape[1:], 2).cpu()
+        self.uv[t] = uv
+        self.seen += splat(weight.reshape(-1, 1).cpu(), uv.reshape(-1, 2), self.field_hw)[0]
+        shading, detail = residuals
+        if alpha is not None:
+            self.alpha = self._field(self.alpha, 0)
+            self.alpha[t] = alpha.reshape(self.shape[1:])
+        if shading is not None:
+            self.shading = self._field(self.shading, 3)
+            self.shading[t] = shading
+        if detail is not None:
+            self.detail = self._field(self.detail, 3)
+            self.detail[t] = detail
+            self.learned = self.learned or bool((detail.abs() > 1 / 512).any())
+
+    def _field(self, values: Tensor | None, channels: int) -> Tensor:
+        if values is not None:
+            return values
+        return torch.empty(*self.shape, *([channels] if channels else []), dtype=torch.float16)
+
+    def layer(self, texture: Tensor, baked_hw: tuple[int, int], name: str) -> Layer:
+        return Layer(
+            texture=texture,
+            uv=self.uv,
+            alpha=self.alpha,
+            shading=self.shading,
+            detail=self.detail if self.learned else None,
+            coverage=texture_coverage(self.seen, baked_hw),
+            name=name,
+        )
 
 
 class TextureField(nn.Module):
@@ -346,16 +394,14 @@ def auto_texture_scale(A: Tensor, weights: Tensor, cap: float) -> float:
     return float(min(cap, max(1.0, 1 / float(smin))))
 
 
-def texture_coverage(
-    weight: Tensor, uv: Tensor, field_hw: tuple[int, int], baked_hw: tuple[int, int]
-) -> Tensor:
+def texture_coverage(seen: Tensor, baked_hw: tuple[int, int]) -> Tensor:
     """Hc×Wc: 1 where some frame sees the texel with composite weight (so edits there show), else 0.
 
-    Splatted at the field's resolution (about one texel per pixel, so a seen texel gathers about one
-    pixel's weight) and then resized to the baked grid; a 3×3 closing fills the pinholes that
-    splatting leaves where the texture is magnified, so the PNG shows one clean used region.
+    `seen` is every frame's composite weight splatted at the field's resolution (about one texel per
+    pixel, so a seen texel gathers about one pixel's weight), resized here to the baked grid; a 3×3
+    closing fills the pinholes that splatting leaves where the texture is magnified, so the PNG shows
+    one clean used region.
     """
-    seen = splat(weight.reshape(-1, 1), uv.reshape(-1, 2), field_hw)[0]
     cov = (seen > 0.25).float()[None, None]
     closed = -F.max_pool2d(-F.max_pool2d(cov, 3, stride=1, padding=1), 3, stride=1, padding=1)
     return F.interpolate(torch.maximum(cov, closed), size=baked_hw, mode="nearest")[0, 0]

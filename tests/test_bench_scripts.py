@@ -178,3 +178,15 @@ def test_edit_checkpoint_holds_the_textures_and_both_moments(capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(figures))
     data = 3 * (3 * 256 * 256 * 4)  # the texels, exp_avg and exp_avg_sq, float32
     assert data < figures["size_bytes"] < data + 2**16  # and a header of names and JSON
+
+
+def test_fit_memory_prints_one_json_line(clip_dir, capsys):
+    figures = _load("fit_memory").main(
+        ["--clip", str(clip_dir), "--size", "48", "--lengths", "3", "6", "--methods", "codef", "--steps", "2"]
+    )
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(figures))
+    rows = figures["codef"]["by_length"]
+    assert set(rows) == {"3", "6"} and all(r["peak_rss_mb"] > 100 and r["seconds"] > 0 for r in rows.values())
+    assert figures["codef"]["mb_per_frame"] == round(
+        (rows["6"]["peak_rss_mb"] - rows["3"]["peak_rss_mb"]) / 3, 2
+    )

@@ -12,11 +12,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from canon_edit.canonical import CanonicalVideo, keyframe_textures
+from canon_edit.canonical import CanonicalVideo, keyframe_textures, splat
 from canon_edit.fitting import fit_clip
 from canon_edit.metrics import psnr
 from canon_edit.procedural import edited_truth, make_clip, seen_mask
-from canon_edit_representations.fields import LayeredFitConfig, residual_fields
+from canon_edit_representations.fields import LayerBake, LayeredFitConfig, residual_fields, texture_coverage
 
 KEYFRAME = 5
 STEPS = 600
@@ -84,3 +84,28 @@ def test_detail_reads_the_canonical_point_only_when_asked(canonical):
     assert torch.equal(base, same)
     assert float((base - changed).abs().mean()) > 0.1
     assert torch.equal(base, detail(uv if canonical else (xy + 1) / 2, t))
+
+
+def test_a_layer_bake_written_frame_by_frame_equals_the_whole_clip_stacked():
+    """LayerBake keeps float16 outputs only: its fields are the float32 frames stacked and rounded,
+    its coverage the splat of every frame at once, and a detail that never exceeds 1/512 is dropped."""
+    g = torch.Generator().manual_seed(0)
+    T, H, W, field_hw = 5, 6, 7, (9, 11)
+    unit = torch.rand(T, H * W, 2, generator=g) * 0.5  # the frames see a quarter of the texture
+    weight = torch.rand(T, H, W, generator=g).round()
+    alpha = torch.rand(T, H, W, generator=g)
+    shading = torch.rand(T, H, W, 3, generator=g) + 0.5
+    for detail, kept in (
+        (torch.randn(T, H, W, 3, generator=g) * 0.1, True),
+        (torch.full((T, H, W, 3), 1e-3), False),
+    ):
+        bake = LayerBake(T, H, W, field_hw)
+        for t in range(T):
+            bake.add(t, unit[t], weight[t], alpha[t], (shading[t], detail[t]))
+        layer = bake.layer(torch.rand(3, 4, 4), (18, 22), "foreground_1")
+        uv = (unit * 2 - 1).reshape(T, H, W, 2)
+        assert torch.equal(layer.uv, uv.half()) and torch.equal(layer.alpha, alpha.half())
+        assert torch.equal(layer.shading, shading.half())
+        assert (layer.detail is not None) == kept and (not kept or torch.equal(layer.detail, detail.half()))
+        seen = splat(weight.reshape(-1, 1), uv.reshape(-1, 2), field_hw)[0]
+        assert torch.equal(layer.coverage, texture_coverage(seen, (18, 22))) and 0 < layer.coverage.mean() < 1
