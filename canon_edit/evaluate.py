@@ -80,7 +80,7 @@ def evaluate_video(
     key = chunks_key(
         (clip.T, 3, clip.H, clip.W), (clip.read(ids[0], ids[-1] + 1) for ids in frame_chunks(clip.T))
     )
-    flow, flow_file = stored_flow(run.flow, key, lambda: clip.read(0, clip.T))
+    flow, flow_file = stored_flow(run.flow, key, clip.read, (clip.T, clip.H, clip.W))
     metrics = VideoMetrics(flow, clip.T)
     for chunk, source in paired(clip, video):
         metrics.add(chunk.clamp(0, 1), source, clip.read_foreground(metrics.seen, metrics.seen + len(chunk)))

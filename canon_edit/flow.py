@@ -8,9 +8,12 @@ and the warping-error metric need.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,7 +26,7 @@ from tqdm import tqdm
 from .atomic import atomic_path
 from .errors import UserError
 from .files import CorruptFile, MappedTensors
-from .video import CHUNK
+from .video import CHUNK, frame_chunks
 
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -51,25 +54,40 @@ def _gray_uint8(frames: Tensor) -> np.ndarray:
 
 def compute_flow(frames: Tensor, preset: str = "medium", show_progress: bool = False) -> Flow:
     """DIS optical flow between consecutive frames of `T×3×H×W` frames, both directions."""
-    if preset not in DIS_PRESETS:
-        raise UserError(f"flow preset '{preset}' is unknown; use one of {', '.join(DIS_PRESETS)}")
     if frames.ndim != 4 or frames.shape[0] == 0:
         raise ValueError(f"compute_flow expects T×3×H×W frames with T ≥ 1, got {tuple(frames.shape)}")
-    gray = _gray_uint8(frames)
-    n_pairs, height, width = len(gray) - 1, *gray.shape[1:]
+    n_pairs, height, width = len(frames) - 1, *frames.shape[2:]
     flow = Flow(
         forward=torch.zeros(n_pairs, 2, height, width),
         backward=torch.zeros(n_pairs, 2, height, width),
         forward_ok=torch.zeros(n_pairs, height, width, dtype=torch.bool),
         backward_ok=torch.zeros(n_pairs, height, width, dtype=torch.bool),
     )
-    dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
-    for t in tqdm(range(n_pairs), desc="optical flow", unit="pair", disable=not show_progress):
-        fwd = torch.from_numpy(dis.calc(gray[t], gray[t + 1], None)).permute(2, 0, 1)[None]
-        bwd = torch.from_numpy(dis.calc(gray[t + 1], gray[t], None)).permute(2, 0, 1)[None]
-        flow.forward[t], flow.backward[t] = fwd[0], bwd[0]
-        flow.forward_ok[t], flow.backward_ok[t] = consistency_mask(fwd, bwd)[0], consistency_mask(bwd, fwd)[0]
+    pairs = flow_pairs(lambda a, b: frames[a:b], len(frames), preset, show_progress)
+    for t, (fwd, bwd, fwd_ok, bwd_ok) in enumerate(pairs):
+        flow.forward[t], flow.backward[t], flow.forward_ok[t], flow.backward_ok[t] = fwd, bwd, fwd_ok, bwd_ok
     return flow
+
+
+def flow_pairs(
+    read: Callable[[int, int], Tensor], frames: int, preset: str = "medium", show_progress: bool = False
+) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """(forward, backward, forward_ok, backward_ok) of each consecutive pair, the frames read a chunk
+    at a time (`read(start, stop)`: `B×3×H×W` in [0, 1]), so memory holds a chunk, not the clip."""
+    if preset not in DIS_PRESETS:
+        raise UserError(f"flow preset '{preset}' is unknown; use one of {', '.join(DIS_PRESETS)}")
+    dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+    bar = tqdm(total=max(0, frames - 1), desc="optical flow", unit="pair", disable=not show_progress)
+    previous = None
+    with bar:
+        for ids in frame_chunks(frames):
+            for gray in _gray_uint8(read(ids[0], ids[-1] + 1)):
+                if previous is not None:
+                    fwd = torch.from_numpy(dis.calc(previous, gray, None)).permute(2, 0, 1)[None]
+                    bwd = torch.from_numpy(dis.calc(gray, previous, None)).permute(2, 0, 1)[None]
+                    yield fwd[0], bwd[0], consistency_mask(fwd, bwd)[0], consistency_mask(bwd, fwd)[0]
+                    bar.update()
+                previous = gray
 
 
 def warp(image: Tensor, flow: Tensor) -> Tensor:
@@ -136,6 +154,44 @@ def save_flow(path: str | Path, flow: Flow, key: str) -> None:
         save_file(tensors, str(tmp), metadata={"key": key, "format": FLOW_FORMAT})
 
 
+def write_flow(
+    path: str | Path,
+    read: Callable[[int, int], Tensor],
+    shape: tuple[int, int, int],
+    key: str,
+    preset: str = "medium",
+    show_progress: bool = False,
+) -> None:
+    """`save_flow`'s file for frames of `shape` (T, H, W) read a chunk at a time, written pair by pair.
+
+    A long clip's flow does not fit in memory as float32 (18 bytes a pixel of every frame: 26 GB for
+    two minutes at 480p); this writes each pair at its place in the file as it is computed. The file
+    is safetensors, as `save_flow` writes it (same tensors, dtypes and values); atomic.
+    """
+    frames, height, width = shape
+    n = max(0, frames - 1)
+    specs = [("forward", "F16", [n, 2, height, width], 2), ("backward", "F16", [n, 2, height, width], 2)]
+    specs += [("forward_ok", "U8", [n, height, width], 1), ("backward_ok", "U8", [n, height, width], 1)]
+    header: dict[str, Any] = {"__metadata__": {"key": key, "format": FLOW_FORMAT}}
+    offset = 0
+    for name, dtype, dims, itemsize in specs:
+        size = math.prod(dims) * itemsize
+        header[name] = {"dtype": dtype, "shape": dims, "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-(8 + len(text)) % 8)  # the data aligned, so a mapping reads float16 in place
+    start = 8 + len(text)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        f.truncate(start + offset)
+        for t, pair in enumerate(flow_pairs(read, frames, preset, show_progress)):
+            for (name, _, dims, itemsize), value in zip(specs, pair, strict=True):
+                per_pair = math.prod(dims[1:]) * itemsize
+                f.seek(start + header[name]["data_offsets"][0] + t * per_pair)
+                stored = value.half() if itemsize == 2 else value.to(torch.uint8)
+                f.write(stored.contiguous().numpy().tobytes())
+
+
 def map_flow(path: str | Path) -> tuple[Flow, str, MappedTensors]:
     """A flow saved by `save_flow` mapped as stored (float16 flows, uint8 masks), its key, the mapping.
 
@@ -176,19 +232,20 @@ def _cached(cache_path: Path, key: str) -> tuple[Flow, MappedTensors] | None:
 def stored_flow(
     cache_path: str | Path,
     frames_key: str,
-    frames: Callable[[], Tensor],
+    read: Callable[[int, int], Tensor],
+    shape: tuple[int, int, int],
     preset: str = "medium",
     show_progress: bool = False,
 ) -> tuple[Flow, MappedTensors]:
     """The cached flow of the frames whose `chunks_key` is `frames_key`, mapped (see `map_flow`).
 
-    When the cache is missing, unreadable or for other frames, the flow is computed from `frames()`
-    and cached first.
+    When the cache is missing, unreadable or for other frames, the flow is computed from the frames,
+    read a chunk at a time (`read(start, stop)`; `shape` is T, H, W), and cached first.
     """
     cache_path, key = Path(cache_path), f"{frames_key}-dis-{preset}"
     cached = _cached(cache_path, key)
     if cached is None:
-        save_flow(cache_path, compute_flow(frames(), preset=preset, show_progress=show_progress), key)
+        write_flow(cache_path, read, shape, key, preset, show_progress)
         flow, _, file = map_flow(cache_path)
         return flow, file
     return cached
@@ -201,5 +258,7 @@ def load_or_compute_flow(
 
     Either way the flow is what the cache holds (float16 flows), so a resumed fit sees the same data.
     """
-    flow, _ = stored_flow(cache_path, frames_key(frames), lambda: frames, preset, show_progress)
+    shape = (len(frames), *frames.shape[2:])
+    key = frames_key(frames)
+    flow, _ = stored_flow(cache_path, key, lambda a, b: frames[a:b], shape, preset, show_progress)
     return _unpacked(flow)

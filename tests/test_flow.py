@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from canon_edit import flow as flow_module
 from canon_edit.errors import UserError
@@ -19,7 +20,9 @@ from canon_edit.flow import (
     load_or_compute_flow,
     save_flow,
     warp,
+    write_flow,
 )
+from canon_edit.video import CHUNK
 
 H, W = 48, 64
 SHIFT = (1.3, -0.7)
@@ -156,13 +159,13 @@ def test_frames_key_sensitive_to_content_and_shape() -> None:
 
 def test_flow_cache_reused_and_invalidated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real_compute = flow_module.compute_flow
+    real_pairs = flow_module.flow_pairs
 
-    def counting_compute(frames: torch.Tensor, **kwargs: object) -> Flow:
-        calls.append(frames.shape)
-        return real_compute(frames, **kwargs)  # type: ignore[arg-type]
+    def counting_pairs(read, frames: int, *args: object):  # the flow computed, pair by pair
+        calls.append(frames)
+        return real_pairs(read, frames, *args)
 
-    monkeypatch.setattr(flow_module, "compute_flow", counting_compute)
+    monkeypatch.setattr(flow_module, "flow_pairs", counting_pairs)
     cache = tmp_path / "run" / "flow.safetensors"
     frames = torch.stack([texture(), texture(dx=SHIFT[0], dy=SHIFT[1])])
     first = load_or_compute_flow(cache, frames)
@@ -178,3 +181,23 @@ def test_flow_cache_reused_and_invalidated(tmp_path: Path, monkeypatch: pytest.M
     cache.write_bytes(b"garbage")
     load_or_compute_flow(cache, frames.flip(0))
     assert len(calls) == 3, "an unreadable cache must be recomputed"
+
+
+def test_a_flow_written_pair_by_pair_is_the_saved_flow_and_reads_a_chunk_at_a_time(tmp_path: Path) -> None:
+    frames = torch.stack([texture(dx=k * SHIFT[0], dy=k * SHIFT[1]) for k in range(7)])
+    save_flow(tmp_path / "whole.safetensors", compute_flow(frames), "key")
+    reads = []
+
+    def read(start: int, stop: int) -> torch.Tensor:
+        reads.append(stop - start)
+        return frames[start:stop]
+
+    write_flow(tmp_path / "pairs.safetensors", read, (7, H, W), "key")
+    assert sum(reads) == 7 and max(reads) <= CHUNK  # never the whole clip at once
+    whole, pairs = (
+        load_file(str(tmp_path / "whole.safetensors")),
+        load_file(str(tmp_path / "pairs.safetensors")),
+    )
+    assert whole.keys() == pairs.keys() and all(torch.equal(whole[k], pairs[k]) for k in whole)
+    flow, key = load_flow(tmp_path / "pairs.safetensors")  # the cache's own reader takes it
+    assert key == "key" and flow.forward.shape == (6, 2, H, W)
