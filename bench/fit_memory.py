@@ -1,7 +1,13 @@
 """Peak memory of `canon-edit fit` against the clip's length, per method: one JSON line.
 
     python bench/fit_memory.py --clip ../shared/data/davis_camel [--size 240] [--lengths 30 90] \
-        [--methods atlas codef] [--steps 5]
+        [--methods atlas codef] [--steps 5] [--segment-frames N]
+    python bench/fit_memory.py --long 600 --lengths 100 600 --segment-frames 100 ...
+
+`--long N` fits the procedural long clip (`procedural.make_long_clip`: a pan and a sprite that
+leaves and comes back) of N frames at `--size` (16:9), written as a clip folder, instead of `--clip`.
+With `--segment-frames N` each fit is `fit --segment-frames N` (segments of N frames, the default
+overlap), whose peak should follow a segment's length, not the clip's.
 
 Each fit (`--max-frames L`, a few steps: the peak of a fit is its bake, which every fit ends with,
 not its steps) runs in a fresh process that reports its own peak RSS (VmHWM) and time.
@@ -20,15 +26,28 @@ import time
 from pathlib import Path
 from typing import Any
 
+from canon_edit.procedural import make_long_clip
 from canon_edit.run import versions
+from canon_edit.video import write_pngs
 
 
-def fit_peak(clip: str, method: str, size: int, frames: int, steps: int, out: Path) -> dict[str, float]:
+def fit_peak(clip: str, method: str, frames: int, args: argparse.Namespace, out: Path) -> dict[str, float]:
     """`canon-edit fit` in a fresh process: its peak RSS (MiB) and seconds."""
-    argv = [clip, "-o", str(out), "--method", method, "--size", str(size), "--max-frames", str(frames)]
-    command = [sys.executable, __file__, "--child", *argv, "--steps", str(steps), "--quiet"]
+    argv = [clip, "-o", str(out), "--method", method, "--size", str(args.size), "--max-frames", str(frames)]
+    argv += ["--steps", str(args.steps), "--quiet"]
+    if args.segment_frames:
+        argv += ["--segment-frames", str(args.segment_frames)]
+    command = [sys.executable, __file__, "--child", *argv]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def long_clip(frames: int, size: int, folder: Path) -> str:
+    """The procedural long clip at `size` rows (16:9) as a clip folder (frames/, masks/)."""
+    long = make_long_clip(frames, height=size, width=round(size * 16 / 9 / 2) * 2)
+    write_pngs(folder / "frames", long.clip.frames)
+    write_pngs(folder / "masks", long.clip.masks.expand(-1, 3, -1, -1))
+    return str(folder)
 
 
 def _child(argv: list[str]) -> None:
@@ -50,28 +69,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         _child(argv[1:])
         return {}
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--clip", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--clip", help="a video or clip folder")
+    source.add_argument("--long", type=int, metavar="N", help="the procedural long clip of N frames")
     p.add_argument("--size", type=int, default=240)
     p.add_argument("--lengths", type=int, nargs="+", default=[30, 90])
     p.add_argument("--methods", nargs="+", default=["atlas", "codef"])
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--segment-frames", type=int, default=None)
     args = p.parse_args(argv)
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        clip = args.clip or long_clip(args.long, args.size, Path(tmp) / "long")
         for method in args.methods:
-            rows = {
-                str(n): fit_peak(args.clip, method, args.size, n, args.steps, Path(tmp) / f"{method}{n}")
-                for n in args.lengths
-            }
+            rows = {str(n): fit_peak(clip, method, n, args, Path(tmp) / f"{method}{n}") for n in args.lengths}
             first, last = str(min(args.lengths)), str(max(args.lengths))
             span = max(1, int(last) - int(first))
             slope = (rows[last]["peak_rss_mb"] - rows[first]["peak_rss_mb"]) / span
             figures[method] = {"by_length": rows, "mb_per_frame": round(slope, 2)}
     result = {
         "bench": "fit_memory",
-        "clip": Path(args.clip).name,
+        "clip": Path(args.clip).name if args.clip else f"procedural long clip, {args.long} frames",
         "size": args.size,
         "steps": args.steps,
+        "segment_frames": args.segment_frames,
         **figures,
         "versions": versions(),
     }

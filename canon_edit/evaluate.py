@@ -24,8 +24,8 @@ from typing import Any
 from torch import Tensor
 
 from .atomic import write_json
-from .files import CorruptFile, read_json
-from .flow import chunks_key, stored_flow
+from .files import CorruptFile, MappedTensors, read_json
+from .flow import Flow, chunks_key, stored_flow
 from .metrics import VideoMetrics
 from .run import RunFolder, StoredClip
 from .video import CHUNK, Clip, frame_chunks
@@ -38,6 +38,17 @@ def render_chunks(render: Callable[[list[int]], Tensor], frames: int, size: int 
     """
     for ids in frame_chunks(frames, size):
         yield render(ids)
+
+
+def clip_flow(
+    run: RunFolder, clip: Clip | StoredClip, show_progress: bool = False
+) -> tuple[Flow, MappedTensors]:
+    """The flow of `clip` from the run's cache (computed and cached first when it is missing or for
+    other frames), mapped; the clip is read a chunk at a time either way, so a long one fits."""
+    key = chunks_key(
+        (clip.T, 3, clip.H, clip.W), (clip.read(ids[0], ids[-1] + 1) for ids in frame_chunks(clip.T))
+    )
+    return stored_flow(run.flow, key, clip.read, (clip.T, clip.H, clip.W), show_progress=show_progress)
 
 
 def paired(clip: Clip | StoredClip, video: Tensor | Iterable[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
@@ -77,10 +88,7 @@ def evaluate_video(
     caller that also writes the video renders it once. `extra` holds a representation's own figures
     (e.g. alpha IoU); they are kept on re-evaluation.
     """
-    key = chunks_key(
-        (clip.T, 3, clip.H, clip.W), (clip.read(ids[0], ids[-1] + 1) for ids in frame_chunks(clip.T))
-    )
-    flow, flow_file = stored_flow(run.flow, key, clip.read, (clip.T, clip.H, clip.W))
+    flow, flow_file = clip_flow(run, clip)
     metrics = VideoMetrics(flow, clip.T)
     for chunk, source in paired(clip, video):
         metrics.add(chunk.clamp(0, 1), source, clip.read_foreground(metrics.seen, metrics.seen + len(chunk)))

@@ -32,7 +32,7 @@ from .flow import load_or_compute_flow
 from .lock import run_lock
 from .outputs import MARKER, changed_since_written, claim_folder, write_manifest
 from .representation import Bake, Representation, get_representation
-from .run import RUN_ENTRIES, RunFolder, versions
+from .run import RUN_ENTRIES, RunFolder, StoredClip, versions
 from .segments import SEGMENTS_DIR
 from .train import optimise, plan_line, with_quality
 from .video import FPS_FILE, Clip, VideoPair, read_clip, stated_fps
@@ -49,7 +49,7 @@ class ClipOptions:
     size: int | None = None
     fps: float | None = None
 
-    def read(self) -> Clip:
+    def read(self, as_uint8: bool = False) -> Clip:
         """The clip, refused in one line when it has one frame: flow, warping error and every method
         need two (a one-frame fit failed only in its evaluation, after the run folder was made)."""
         clip = read_clip(
@@ -59,6 +59,7 @@ class ClipOptions:
             stride=self.stride,
             size=self.size,
             fps=self.fps,
+            as_uint8=as_uint8,
         )
         if clip.T < 2:
             if self.max_frames is not None and self.max_frames < 2:
@@ -217,7 +218,9 @@ def _fit(
     return run
 
 
-def finish_run(run: RunFolder, bake: Bake, clip: Clip, extra: dict[str, Any] | None = None) -> None:
+def finish_run(
+    run: RunFolder, bake: Bake, clip: Clip | StoredClip, extra: dict[str, Any] | None = None
+) -> None:
     """Save the bake, the reconstruction and side-by-side videos, and the metrics.
 
     One render pass, a chunk of frames at a time, feeds both videos and the metrics.

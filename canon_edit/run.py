@@ -62,6 +62,8 @@ def _exact_uint8(x: Tensor) -> bool:
 
 
 def _pack(x: Tensor) -> Tensor:
+    if x.dtype == torch.uint8:  # frames read as they are stored (`read_clip(as_uint8=True)`)
+        return x.contiguous()
     packed = x.mul(255).round().to(torch.uint8) if _exact_uint8(x) else x.float()
     return packed.contiguous()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from .canonical import CanonicalVideo
 from .errors import UserError
+from .evaluate import clip_flow
 from .executors import Task, check_executor, run_tasks
 from .fitting import (
     ClipOptions,
@@ -28,7 +29,6 @@ from .fitting import (
     resume_fit,
     start_record,
 )
-from .flow import load_or_compute_flow
 from .lock import run_lock
 from .representation import get_representation, load_bake
 from .run import RunFolder, StoredClip
@@ -72,18 +72,20 @@ def fit_segmented_video(
     plan_segments(longest + 1, longest, overlap)  # bad values fail here, before any file is written
     check_executor(executor, address, threads)
     check_fit_options(cls, out, preset, overrides, device, force)
-    clip = options.read()
+    clip = options.read(as_uint8=True)  # stored, not fitted: float frames would take four times as much
     cfg = config_of(cls, preset, overrides)
     run = RunFolder.create(out, force=force, owned=owned_entries(cls, out))
     with run_lock(run.path, "fit"):
         run.save_clip(clip)
         if length is None:
-            flow = load_or_compute_flow(run.flow, clip.frames, show_progress=show_progress)
+            flow, _ = clip_flow(run, run.stored_clip(), show_progress)
             segments = plan_by_motion(flow, clip.masks, AUTO_STRETCH, overlap, AUTO_LONGEST)
+            del flow
         else:
             segments = plan_segments(clip.T, length, overlap)
         record = start_record(run, method, preset, cfg, clip, options, device)
         run.write_info(**record, segments=[asdict(seg) for seg in segments], overlap=overlap)
+        del clip  # each segment reads its frames from the stored clip: memory follows a segment's length
         return fit_segments(run, device, executor, address, threads, show_progress)
 
 
@@ -119,7 +121,7 @@ def fit_segments(
     )
     subs = [RunFolder(run.path / SEGMENTS_DIR / seg.name) for seg in segments]
     bakes = [load_bake(sub) for sub in subs]
-    clip = run.clip()
+    clip = run.stored_clip()  # read a chunk at a time as the whole is evaluated
     finish_run(run, SegmentedVideo(segments, bakes, clip.fps), clip)
     run.write_info(
         status="done",

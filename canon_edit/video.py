@@ -42,7 +42,8 @@ CHUNK = 4
 
 @dataclass
 class Clip:
-    """A video in memory: frames `T×3×H×W` in [0,1], optional masks `T×K×H×W` (one channel per label)."""
+    """A video in memory: frames `T×3×H×W` in [0,1] (uint8 0..255 where read with `as_uint8`), optional
+    masks `T×K×H×W` (one channel per label)."""
 
     frames: Tensor
     fps: float
@@ -327,13 +328,15 @@ def read_clip(
     stride: int = 1,
     size: int | None = None,
     fps: float | None = None,
+    as_uint8: bool = False,
 ) -> Clip:
     """Read a video file, a folder of frames, or a clip folder (`frames/` + optional `masks/`).
 
     Every `stride`-th source frame is kept, then the first `max_frames`; masks get the same selection.
     `size` is the short side in pixels (aspect kept, even sides). `fps` is the rate of a frame folder
     (default: the number in the folder's `fps.txt`, else 30) and overrides a video's own; the clip's
-    fps is divided by `stride`.
+    fps is divided by `stride`. `as_uint8` keeps the frames as read, 0..255 (a quarter of the float
+    frames' memory), for a caller that stores them rather than fits them (a long clip's segments).
     """
     _check_positive("max_frames", max_frames)
     _check_positive("stride", stride)
@@ -363,7 +366,9 @@ def read_clip(
     mask_tensor = (
         None if masks is None else _read_masks(Path(masks), n_source, source_hw, out_hw, stride, max_frames)
     )
-    return Clip(frames=_to_tensor(frames), fps=rate / stride, masks=mask_tensor, source=str(path))
+    tensor = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous() if as_uint8 else None
+    tensor = _to_tensor(frames) if tensor is None else tensor
+    return Clip(frames=tensor, fps=rate / stride, masks=mask_tensor, source=str(path))
 
 
 def uint8_frames(frames: Tensor) -> Iterator[np.ndarray]:
