@@ -30,12 +30,13 @@ from .errors import UserError
 from .evaluate import evaluate_video, render_chunks
 from .flow import load_or_compute_flow
 from .lock import run_lock
+from .memory import check_fit_memory
 from .outputs import MARKER, changed_since_written, claim_folder, write_manifest
 from .representation import Bake, Representation, get_representation
 from .run import RUN_ENTRIES, RunFolder, StoredClip, versions
 from .segments import SEGMENTS_DIR
 from .train import optimise, plan_line, with_quality
-from .video import FPS_FILE, Clip, VideoPair, read_clip, stated_fps
+from .video import FPS_FILE, Clip, VideoPair, clip_shape, read_clip, stated_fps
 
 
 @dataclass
@@ -70,6 +71,16 @@ class ClipOptions:
                 picked, fix = "", "a clip of two frames or more"
             raise UserError(f"{self.source} gives 1 frame{picked}; a video edit needs at least 2: give {fix}")
         return clip
+
+    def check_memory(self, cls: type[Representation], device: str, segment: int | None = None) -> None:
+        """Refuse, before reading, a CPU fit of this clip (or of its segments of `segment` frames)
+        that would need more memory than the machine has available."""
+        if pick_device(device).type != "cpu":
+            return  # the fields and their optimiser live on the GPU: the figures are the CPU's
+        shape = clip_shape(self.source, max_frames=self.max_frames, stride=self.stride, size=self.size)
+        if shape is not None and segment is not None:
+            shape = (min(shape[0], segment), *shape[1:])
+        check_fit_memory(cls.name, cls.fit_memory, shape, segments=segment is not None)
 
     def record(self, run: Path) -> dict[str, Any]:
         """For run.json: absolute paths, and the source relative to the run (for a moved pair)."""
@@ -267,6 +278,7 @@ def fit_video(
     check_fit_options(
         cls, out, kwargs.get("preset"), kwargs.get("overrides"), kwargs.get("device", "auto"), force
     )
+    options.check_memory(cls, kwargs.get("device", "auto"))
     clip = options.read()
     return fit_clip(clip, out, method, clip_options=options, force=force, **kwargs)
 

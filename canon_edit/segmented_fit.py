@@ -72,6 +72,8 @@ def fit_segmented_video(
     plan_segments(longest + 1, longest, overlap)  # bad values fail here, before any file is written
     check_executor(executor, address, threads)
     check_fit_options(cls, out, preset, overrides, device, force)
+    if executor == "local":  # a Ray task fits on whichever worker has room
+        options.check_memory(cls, device, segment=longest)
     clip = options.read(as_uint8=True)  # stored, not fitted: float frames would take four times as much
     cfg = config_of(cls, preset, overrides)
     run = RunFolder.create(out, force=force, owned=owned_entries(cls, out))

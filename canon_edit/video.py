@@ -320,6 +320,46 @@ def stated_fps(path: str | Path) -> float | None:
     return None
 
 
+def _frames_folder(path: Path) -> Path:
+    """A clip folder's frames/, else the folder itself (a folder of frames)."""
+    return path / "frames" if (path / "frames").is_dir() else path
+
+
+def clip_shape(
+    path: str | Path, *, max_frames: int | None = None, stride: int = 1, size: int | None = None
+) -> tuple[int, int, int] | None:
+    """(frames, height, width) of the clip `read_clip` would read, from file names and headers only.
+
+    For deciding, before decoding anything, whether a clip can be held at all. None when that cannot be
+    told cheaply (a video whose container states neither its frame count nor its duration, an
+    unreadable header): `read_clip` then reports what is wrong. A rotated video's sides may be swapped;
+    the number of pixels is right.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            files = _list_images(_frames_folder(path), IMAGE_SUFFIXES)
+            if not files:
+                return None
+            with Image.open(files[0]) as image:
+                width, height = image.size
+            count = len(files)
+        elif path.suffix.lower() in VIDEO_SUFFIXES:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                width, height = stream.codec_context.width, stream.codec_context.height
+                rate = stream.average_rate or stream.guessed_rate
+                count = stream.frames or round(float((container.duration or 0) / av.time_base * (rate or 0)))
+        else:
+            return None
+    except (OSError, IndexError, ValueError, UnidentifiedImageError, av.FFmpegError):
+        return None
+    frames = len(_select(count, stride, max_frames))
+    if not frames or not width or not height:
+        return None
+    return (frames, *_even_size(height, width, size))
+
+
 def read_clip(
     path: str | Path,
     masks: str | Path | None = None,
@@ -347,7 +387,7 @@ def read_clip(
     if not path.exists():
         raise UserError(f"input: {path} does not exist; check the path")
     if path.is_dir():
-        frames_dir = path / "frames" if (path / "frames").is_dir() else path
+        frames_dir = _frames_folder(path)
         if masks is None and frames_dir != path and (path / "masks").is_dir():
             masks = path / "masks"
         frames, n_source, source_hw = _read_folder(frames_dir, stride, max_frames, size)

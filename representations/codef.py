@@ -88,6 +88,9 @@ class CoDeFLayer(nn.Module):
 class CoDeF(LayeredRepresentation):
     name = "codef"
     config_class = CoDeFConfig
+    # a fit's peak with one mask label (two layers): davis_camel at 426×240, 875 / 1273 MiB at 30 / 90
+    # frames (bench/RESULTS.md, "Fit memory against clip length")
+    fit_memory = (709e6, 68.0)
 
     def __init__(self, clip: Clip, flow: Flow, cfg: CoDeFConfig, init_cache: Path | None = None):
         super().__init__()

@@ -154,6 +154,36 @@ def test_bad_options_fail_before_any_work(work, capsys, option, needle):
     assert not out.exists() and snapshot(work) == before
 
 
+def test_a_fit_that_would_outgrow_memory_is_refused_before_reading(work, capsys, monkeypatch):
+    """The method's measured cost against what the machine has: one line that names the segments that
+    would fit; the clip is not read and nothing is written; segments too long are refused alike."""
+    import canon_edit.fitting
+    from canon_edit import memory
+    from canon_edit.representation import get_representation
+
+    fixed, per_pixel = get_representation("codef").fit_memory
+    height, width = read_image(work / "clip" / "frames" / "00000.png").shape[1:]
+    monkeypatch.setattr(memory, "available_memory", lambda: int(fixed + per_pixel * height * width * 3.5))
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the clip was read")
+
+    monkeypatch.setattr(canon_edit.fitting, "read_clip", no_reading)
+    before, out = snapshot(work), work / "new"
+    refused(
+        *cli(capsys, "fit", work / "clip", "-o", out, *TINY), "clip whole (6 frames)", "--segment-frames 3"
+    )
+    refused(
+        *cli(capsys, "fit", work / "clip", "-o", out, *TINY, "--segment-frames", "5"),
+        "a segment of 5 frames",
+        "shorter segments (--segment-frames 3)",
+    )
+    assert not out.exists() and snapshot(work) == before
+    monkeypatch.setenv(memory.NO_CHECK_ENV, "1")  # the way past a wrong estimate: on to reading
+    with pytest.raises(AssertionError, match="the clip was read"):
+        main(["fit", str(work / "clip"), "-o", str(out), *TINY])
+
+
 def test_keyframe_checks_and_resampling(work, capsys):
     run = work / "run"
     painted = read_image(work / "painted.png")

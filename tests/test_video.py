@@ -14,7 +14,15 @@ from PIL import Image
 
 from canon_edit.errors import UserError
 from canon_edit.metrics import psnr
-from canon_edit.video import read_clip, read_image, resize_frames, write_image, write_pngs, write_video
+from canon_edit.video import (
+    clip_shape,
+    read_clip,
+    read_image,
+    resize_frames,
+    write_image,
+    write_pngs,
+    write_video,
+)
 
 T, H, W = 8, 48, 64
 
@@ -175,6 +183,25 @@ def test_selection_and_size(clip_folder: Path) -> None:
     assert torch.allclose(clip.frames, resize_frames(full.frames[[0, 2, 4]], 24, 32), atol=1 / 255)
     assert full.masks is not None
     assert torch.allclose(clip.masks, resize_frames(full.masks[[0, 2, 4]], 24, 32), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [{}, {"stride": 3}, {"max_frames": 5}, {"stride": 2, "max_frames": 3, "size": 24}, {"size": 37}],
+)
+def test_clip_shape_from_headers_is_what_reading_gives(tmp_path: Path, clip_folder: Path, selection) -> None:
+    """The shape `fit` checks memory against, before reading: a clip folder, a frame folder, a video."""
+    write_video(tmp_path / "a.mp4", smooth_video(t=7, h=H - 1, w=W - 1), fps=24)  # odd: padded to even
+    for source in (clip_folder, clip_folder / "frames", tmp_path / "a.mp4"):
+        clip = read_clip(source, **selection)
+        assert clip_shape(source, **selection) == (clip.T, clip.H, clip.W), source
+
+
+def test_clip_shape_is_none_where_headers_cannot_tell(tmp_path: Path) -> None:
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    (tmp_path / "empty").mkdir()
+    for source in ("broken.mp4", "empty", "missing.mp4", "notes.txt"):
+        assert clip_shape(tmp_path / source) is None
 
 
 def test_size_keeps_aspect_with_even_sides(tmp_path: Path) -> None:

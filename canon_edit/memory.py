@@ -1,0 +1,69 @@
+"""Will a fit fit in memory? Checked before anything is read or written.
+
+A fit that outgrows memory is killed by the kernel minutes in, without a word. A representation states
+what its fit peaks at (`Representation.fit_memory`: a fixed part and bytes per pixel of the clip,
+measured by `bench/fit_memory.py`); a fit on the CPU whose clip needs more than the machine has
+available is refused in one line that names what would fit: segments of so many frames, or a smaller
+size. `CANON_EDIT_NO_MEMORY_CHECK=1` skips the check (an estimate can be wrong for an unusual clip).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from .errors import UserError
+
+NO_CHECK_ENV = "CANON_EDIT_NO_MEMORY_CHECK"
+MEMINFO = Path("/proc/meminfo")
+GB = 1e9
+
+
+def available_memory() -> int | None:
+    """Bytes a new allocation can take without killing anything: MemAvailable + SwapFree (Linux);
+    None where that cannot be read."""
+    try:
+        fields = dict(line.split(":", 1) for line in MEMINFO.read_text().splitlines() if ":" in line)
+        return sum(int(fields[key].split()[0]) * 1024 for key in ("MemAvailable", "SwapFree"))
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
+def fit_bytes(cost: tuple[float, float], frames: int, height: int, width: int) -> float:
+    """A fit's peak memory: `cost` = (fixed bytes, bytes a pixel of the clip)."""
+    fixed, per_pixel = cost
+    return fixed + per_pixel * frames * height * width
+
+
+def check_fit_memory(
+    method: str,
+    cost: tuple[float, float] | None,
+    shape: tuple[int, int, int] | None,
+    *,
+    segments: bool = False,
+    available: int | None = None,
+) -> None:
+    """Refuse a fit of `shape` = (frames, height, width) whose estimated peak exceeds what is available.
+
+    `segments`: `frames` is a segment's length (a segmented fit holds one segment at a time).
+    """
+    if cost is None or shape is None or os.environ.get(NO_CHECK_ENV, "") not in ("", "0"):
+        return
+    available = available_memory() if available is None else available
+    frames, height, width = shape
+    need = fit_bytes(cost, frames, height, width)
+    if available is None or need <= available:
+        return
+    per_frame = cost[1] * height * width
+    fits = math.floor((available - cost[0]) / per_frame)
+    what = f"a segment of {frames} frames" if segments else f"the clip whole ({frames} frames)"
+    fixes = []
+    if fits >= 2:
+        fixes.append(f"{'shorter segments' if segments else 'as segments'} (--segment-frames {fits})")
+    fixes.append("at a smaller --size")
+    raise UserError(
+        f"fitting {what} at {width}x{height} with {method} needs about {need / GB:.1f} GB of memory and "
+        f"this machine has {available / GB:.1f} GB available: fit it {' or '.join(fixes)} "
+        f"(or set {NO_CHECK_ENV}=1 to try anyway)"
+    )
