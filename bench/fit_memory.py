@@ -11,8 +11,10 @@ overlap), whose peak should follow a segment's length, not the clip's.
 
 Each fit (`--max-frames L`, a few steps: the peak of a fit is its bake, which every fit ends with,
 not its steps) runs in a fresh process that reports its own peak RSS (VmHWM) and time.
-`mb_per_frame` is the slope between the shortest and the longest length: what one more frame costs,
-so what a clip of any length needs, and when to fit it as segments instead.
+`estimate_mb` is what `fit` estimates before it reads the clip (`Representation.fit_memory`; a segmented
+fit: one segment) to refuse a fit that would outgrow memory. `mb_per_frame` is the slope between the
+shortest and the longest length: what one more frame costs, so what a clip of any length needs, and
+when to fit it as segments instead.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from canon_edit.memory import fit_bytes
 from canon_edit.procedural import make_long_clip
+from canon_edit.representation import get_representation
 from canon_edit.run import versions
-from canon_edit.video import write_pngs
+from canon_edit.video import clip_shape, write_pngs
 
 
 def fit_peak(clip: str, method: str, frames: int, args: argparse.Namespace, out: Path) -> dict[str, float]:
@@ -83,6 +87,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         clip = args.clip or long_clip(args.long, args.size, Path(tmp) / "long")
         for method in args.methods:
             rows = {str(n): fit_peak(clip, method, n, args, Path(tmp) / f"{method}{n}") for n in args.lengths}
+            for n, row in rows.items():  # what `fit` checks memory against, before reading the clip
+                shape = clip_shape(
+                    clip, max_frames=min(int(n), args.segment_frames or int(n)), size=args.size
+                )
+                cost = get_representation(method).fit_memory
+                if shape is not None and cost is not None:
+                    row["estimate_mb"] = round(fit_bytes(cost, *shape) / 2**20, 1)
             first, last = str(min(args.lengths)), str(max(args.lengths))
             span = max(1, int(last) - int(first))
             slope = (rows[last]["peak_rss_mb"] - rows[first]["peak_rss_mb"]) / span
