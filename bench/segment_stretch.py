@@ -71,7 +71,8 @@ def fit(args: argparse.Namespace, clip: Clip, run_dir: Path, clip_dir: Path) -> 
     if args.auto:  # the plan the fit will make, from the clip as it reads it back, for its steps
         read = ClipOptions(str(clip_dir)).read()
         flow = load_or_compute_flow(clip_dir / "flow.safetensors", read.frames)
-        plan = plan_by_motion(flow, read.masks, AUTO_STRETCH, args.overlap, AUTO_LONGEST)
+        masks = read.read_masks if read.has_masks else None
+        plan = plan_by_motion(flow, masks, AUTO_STRETCH, args.overlap, AUTO_LONGEST)
     else:
         plan = plan_segments(clip.T, args.segment_frames, args.overlap)
     steps = args.steps or args.steps_per_frame * max(seg.frames for seg in plan)

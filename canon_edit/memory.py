@@ -1,8 +1,8 @@
 """Will a fit fit in memory? Checked before anything is read or written.
 
 A fit that outgrows memory is killed by the kernel minutes in, without a word. A representation states
-what its fit peaks at (`Representation.fit_memory`: a fixed part and bytes per pixel of the clip,
-measured by `bench/fit_memory.py`); a fit on the CPU whose clip needs more than the machine has
+what its fit peaks at (`Representation.fit_memory`: a fixed part and bytes per pixel of a frame and of
+the clip, measured by `bench/fit_memory.py`); a fit on the CPU whose clip needs more than the machine has
 available is refused in one line that names what would fit: segments of so many frames, or a smaller
 size. `CANON_EDIT_NO_MEMORY_CHECK=1` skips the check (an estimate can be wrong for an unusual clip).
 """
@@ -30,15 +30,16 @@ def available_memory() -> int | None:
         return None
 
 
-def fit_bytes(cost: tuple[float, float], frames: int, height: int, width: int) -> float:
-    """A fit's peak memory: `cost` = (fixed bytes, bytes a pixel of the clip)."""
-    fixed, per_pixel = cost
-    return fixed + per_pixel * frames * height * width
+def fit_bytes(cost: tuple[float, float, float], frames: int, height: int, width: int) -> float:
+    """A fit's peak memory: `cost` = (fixed bytes, bytes a pixel of one frame, bytes a pixel of the clip)
+    (the model's grids and textures grow with the frame's size, the per-frame buffers with the clip's)."""
+    fixed, per_frame_pixel, per_clip_pixel = cost
+    return fixed + (per_frame_pixel + per_clip_pixel * frames) * height * width
 
 
 def check_fit_memory(
     method: str,
-    cost: tuple[float, float] | None,
+    cost: tuple[float, float, float] | None,
     shape: tuple[int, int, int] | None,
     *,
     segments: bool = False,
@@ -55,8 +56,7 @@ def check_fit_memory(
     need = fit_bytes(cost, frames, height, width)
     if available is None or need <= available:
         return
-    per_frame = cost[1] * height * width
-    fits = math.floor((available - cost[0]) / per_frame)
+    fits = math.floor((available - fit_bytes(cost, 0, height, width)) / (cost[2] * height * width))
     what = f"a segment of {frames} frames" if segments else f"the clip whole ({frames} frames)"
     fixes = []
     if fits >= 2:

@@ -98,6 +98,16 @@ class StoredClip:
         self.file.release()
         return frames
 
+    @property
+    def has_masks(self) -> bool:
+        return "masks" in self.file.tensors
+
+    def read_masks(self, start: int, stop: int) -> Tensor:
+        """The masks of frames [start, stop) (B×K×H×W, float in [0, 1]) of a clip that has them."""
+        masks = _unpack(self.file.tensors["masks"][start:stop]).clone()
+        self.file.release()
+        return masks
+
     def read_foreground(self, start: int, stop: int) -> Tensor | None:
         """The union of the masks' labels over frames [start, stop) (B×H×W), or None without masks."""
         masks = self.file.tensors.get("masks")

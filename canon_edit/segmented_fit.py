@@ -79,15 +79,17 @@ def fit_segmented_video(
     run = RunFolder.create(out, force=force, owned=owned_entries(cls, out))
     with run_lock(run.path, "fit"):
         run.save_clip(clip)
+        record = start_record(run, method, preset, cfg, clip, options, device)
+        del clip  # planned and fitted from the stored clip, a chunk or a segment at a time
+        stored = run.stored_clip()
         if length is None:
-            flow, _ = clip_flow(run, run.stored_clip(), show_progress)
-            segments = plan_by_motion(flow, clip.masks, AUTO_STRETCH, overlap, AUTO_LONGEST)
+            flow, _ = clip_flow(run, stored, show_progress)
+            masks = stored.read_masks if stored.has_masks else None
+            segments = plan_by_motion(flow, masks, AUTO_STRETCH, overlap, AUTO_LONGEST)
             del flow
         else:
-            segments = plan_segments(clip.T, length, overlap)
-        record = start_record(run, method, preset, cfg, clip, options, device)
+            segments = plan_segments(stored.T, length, overlap)
         run.write_info(**record, segments=[asdict(seg) for seg in segments], overlap=overlap)
-        del clip  # each segment reads its frames from the stored clip: memory follows a segment's length
         return fit_segments(run, device, executor, address, threads, show_progress)
 
 

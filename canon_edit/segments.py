@@ -18,7 +18,7 @@ frames show; where that leaves a masked object unpainted past a seam, the edit s
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -80,14 +80,29 @@ def plan_segments(frames: int, length: int, overlap: int) -> list[Segment]:
     return [Segment(f"seg_{k:03d}", cuts[k], cuts[k + 1] + overlap) for k in range(n)]
 
 
-def camera_path(flow: Flow, masks: Tensor | None = None) -> Tensor:
+# the masks of frames [start, stop) as float in [0, 1], B×K×H×W (`Clip.read_masks`, `StoredClip.
+# read_masks`): a long clip's are read from the run's stored clip a chunk at a time, never held whole
+MaskReader = Callable[[int, int], Tensor]
+MASK_CHUNK = 64
+
+
+def mask_chunks(masks: MaskReader, frames: int) -> Iterator[tuple[int, Tensor]]:
+    """(first frame, its chunk of masks) over frames [0, frames), `MASK_CHUNK` frames at a time."""
+    for start in range(0, frames, MASK_CHUNK):
+        yield start, masks(start, min(start + MASK_CHUNK, frames))
+
+
+def camera_path(flow: Flow, masks: MaskReader | None = None) -> Tensor:
     """T×2: where the view has moved since frame 0, in pixels: the median consistent flow of the
-    background (pixels outside every label of `masks`, T×K×H×W, when given), summed."""
+    background (pixels outside every label of `masks`, when given), summed."""
+    pairs = flow.forward.shape[0]
+    chunks = mask_chunks(masks, pairs) if masks is not None else [(0, None)]
     steps = [torch.zeros(2)]
-    for t in range(flow.forward.shape[0]):
-        ok = flow.forward_ok[t].bool() & (masks is None or masks[t].amax(0) < 0.5)
-        vectors = flow.forward[t].float().flatten(1)[:, ok.flatten()] if ok.any() else torch.zeros(2, 1)
-        steps.append(vectors.median(dim=1).values)
+    for start, chunk in chunks:
+        for t in range(start, pairs if chunk is None else start + len(chunk)):
+            ok = flow.forward_ok[t].bool() & (chunk is None or chunk[t - start].amax(0) < 0.5)
+            vectors = flow.forward[t].float().flatten(1)[:, ok.flatten()] if ok.any() else torch.zeros(2, 1)
+            steps.append(vectors.median(dim=1).values)
     return torch.stack(steps).cumsum(0)
 
 
@@ -98,7 +113,7 @@ NEARLY_BEST = 0.9
 
 
 def plan_by_motion(
-    flow: Flow, masks: Tensor | None, stretch: float, overlap: int, longest: int
+    flow: Flow, masks: MaskReader | None, stretch: float, overlap: int, longest: int
 ) -> list[Segment]:
     """Segments that each span at most `stretch` frame sizes of camera travel (and `longest` frames).
 
@@ -116,7 +131,7 @@ def plan_by_motion(
     shortest = 2 * overlap + 1
     if longest < shortest:
         raise UserError(f"segments of at most {longest} frames cannot share {overlap}; lower --overlap")
-    area = None if masks is None else label_shares(masks)
+    area = None if masks is None else label_shares(masks, frames)
     bounds, start = [], 0
     while True:
         travel = (path[start:] - path[start]).abs().amax(1)
@@ -134,10 +149,9 @@ def plan_by_motion(
         start = end - overlap
 
 
-def label_shares(masks: Tensor, chunk: int = 64) -> Tensor:
-    """T×K: the share of each frame each label covers, a chunk of frames at a time (a long clip's
-    masks are as large as its frames; a float copy of them all would double that)."""
-    return torch.cat([(m >= 0.5).float().mean((2, 3)) for m in masks.split(chunk)])
+def label_shares(masks: MaskReader, frames: int) -> Tensor:
+    """T×K: the share of each of `frames` frames each label covers."""
+    return torch.cat([(chunk >= 0.5).float().mean((2, 3)) for _, chunk in mask_chunks(masks, frames)])
 
 
 def cut_showing_masks(area: Tensor, start: int, earliest: int, latest: int, overlap: int) -> int:

@@ -66,6 +66,16 @@ class Clip:
         """Frames [start, stop), as `run.StoredClip.read` gives them from a run's stored clip."""
         return self.frames[start:stop]
 
+    @property
+    def has_masks(self) -> bool:
+        return self.masks is not None
+
+    def read_masks(self, start: int, stop: int) -> Tensor:
+        """The masks of frames [start, stop) (B×K×H×W) of a clip that has them."""
+        if self.masks is None:
+            raise ValueError("this clip has no masks")
+        return self.masks[start:stop]
+
     def read_foreground(self, start: int, stop: int) -> Tensor | None:
         """The union of the masks' labels over frames [start, stop) (B×H×W), or None without masks."""
         return None if self.masks is None else self.masks[start:stop].amax(1)

@@ -88,9 +88,10 @@ class CoDeFLayer(nn.Module):
 class CoDeF(LayeredRepresentation):
     name = "codef"
     config_class = CoDeFConfig
-    # a fit's peak with one mask label (two layers): davis_camel at 426×240, 875 / 1273 MiB at 30 / 90
-    # frames (bench/RESULTS.md, "Fit memory against clip length")
-    fit_memory = (709e6, 68.0)
+    # a fit's peak with one mask label (two layers), fitted to davis_camel at 426×240 (875 / 1273 MiB at
+    # 30 / 90 frames) and davis_breakdance at 854×480 (2040 / 2952 MiB at 30 / 60) within 5%
+    # (bench/RESULTS.md, "Fit memory: what fit checks before it reads a clip")
+    fit_memory = (550e6, 1544.0, 73.0)
 
     def __init__(self, clip: Clip, flow: Flow, cfg: CoDeFConfig, init_cache: Path | None = None):
         super().__init__()

@@ -161,9 +161,9 @@ def test_a_fit_that_would_outgrow_memory_is_refused_before_reading(work, capsys,
     from canon_edit import memory
     from canon_edit.representation import get_representation
 
-    fixed, per_pixel = get_representation("codef").fit_memory
     height, width = read_image(work / "clip" / "frames" / "00000.png").shape[1:]
-    monkeypatch.setattr(memory, "available_memory", lambda: int(fixed + per_pixel * height * width * 3.5))
+    room = memory.fit_bytes(get_representation("codef").fit_memory, 3.5, height, width)  # 3 frames fit
+    monkeypatch.setattr(memory, "available_memory", lambda: int(room))
 
     def no_reading(*args, **kwargs):
         raise AssertionError("the clip was read")

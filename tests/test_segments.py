@@ -321,14 +321,19 @@ def _panning(racing: torch.Tensor) -> Flow:
     return Flow(forward, -forward, ok, ok)
 
 
+def _reader(masks: torch.Tensor | None):
+    """Masks in memory read as a run's stored clip reads them, a chunk of frames at a time."""
+    return None if masks is None else lambda start, stop: masks[start:stop]
+
+
 def test_auto_segments_cut_where_the_camera_has_travelled_a_frame():
     masks = torch.zeros(200, 2, 24, 64)  # two labels: the camera is what neither of them covers
     masks[:, 0, :, :10] = 1
     masks[:, 1, :, 10:40] = 1
     flow = _panning(masks.amax(1) > 0)  # a foreground racing the other way over most of the frame
-    plan = plan_by_motion(flow, masks, stretch=1.0, overlap=5, longest=150)
+    plan = plan_by_motion(flow, _reader(masks), stretch=1.0, overlap=5, longest=150)
     assert [(s.start, s.end) for s in plan] == [(0, 81), (76, 157), (152, 200)]
-    assert plan_by_motion(flow, masks, 1.0, 5, 60)[0].end == 60  # never longer than `longest`
+    assert plan_by_motion(flow, _reader(masks), 1.0, 5, 60)[0].end == 60  # never longer than `longest`
     # without the masks the foreground's motion would pass for the camera's
     assert plan_by_motion(flow, None, 1.0, 5, 150)[0].end == 11
 
@@ -344,17 +349,17 @@ def test_auto_cuts_move_to_where_the_shared_frames_show_the_masked_objects():
     masks[100:, 1, 10:20, 30:40] = 1
     masks[:30, 2, 0:4, 0:4] = 1  # leaves at frame 30 for good
     flow = _panning(masks.amax(1) > 0)  # the objects race the other way
-    plan = plan_by_motion(flow, masks, stretch=1.0, overlap=5, longest=150)
+    plan = plan_by_motion(flow, _reader(masks), stretch=1.0, overlap=5, longest=150)
     assert [(s.start, s.end) for s in plan] == [(0, 60), (55, 136), (131, 200)]
     # by travel alone (every label in view throughout), or without masks, the cuts stay put
     for only_travel in (masks[:, :1], None):
-        assert [(s.start, s.end) for s in plan_by_motion(flow, only_travel, 1.0, 5, 150)] == [
+        assert [(s.start, s.end) for s in plan_by_motion(flow, _reader(only_travel), 1.0, 5, 150)] == [
             (0, 81), (76, 157), (152, 200)
         ]  # fmt: skip
     # never earlier than halfway to the travel limit: an object out of view from frame 35 on (so in
     # no shared frames of a cut from 41 to 81) does not move the cut
     masks[35:100, 1] = 0
-    assert plan_by_motion(flow, masks, 1.0, 5, 150)[0].end == 81
+    assert plan_by_motion(flow, _reader(masks), 1.0, 5, 150)[0].end == 81
 
 
 def test_viewer_shows_the_canonicals_of_the_segment_that_holds_the_frame(segmented_run, long_clip):
