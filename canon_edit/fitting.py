@@ -30,7 +30,7 @@ from .errors import UserError
 from .evaluate import evaluate_video, render_chunks
 from .flow import load_or_compute_flow
 from .lock import run_lock
-from .memory import check_fit_memory
+from .memory import check_fit_memory, check_read_memory
 from .outputs import MARKER, changed_since_written, claim_folder, write_manifest
 from .representation import Bake, Representation, get_representation
 from .run import RUN_ENTRIES, RunFolder, StoredClip, versions
@@ -78,9 +78,11 @@ class ClipOptions:
         if pick_device(device).type != "cpu":
             return  # the fields and their optimiser live on the GPU: the figures are the CPU's
         shape = clip_shape(self.source, max_frames=self.max_frames, stride=self.stride, size=self.size)
-        if shape is not None and segment is not None:
-            shape = (min(shape[0], segment), *shape[1:])
-        check_fit_memory(cls.name, cls.fit_memory, shape, segments=segment is not None)
+        if shape is None or segment is None:
+            check_fit_memory(cls.name, cls.fit_memory, shape)
+            return
+        check_read_memory(shape)  # the whole clip is read once, to be stored for its segments
+        check_fit_memory(cls.name, cls.fit_memory, (min(shape[0], segment), *shape[1:]), segments=True)
 
     def record(self, run: Path) -> dict[str, Any]:
         """For run.json: absolute paths, and the source relative to the run (for a moved pair)."""

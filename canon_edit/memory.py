@@ -18,6 +18,9 @@ from .errors import UserError
 NO_CHECK_ENV = "CANON_EDIT_NO_MEMORY_CHECK"
 MEMINFO = Path("/proc/meminfo")
 GB = 1e9
+# a segmented fit first reads the whole clip to store it (`read_clip(as_uint8=True)`): its peak, with one
+# mask label, above the process's own: 15.3 bytes a pixel on davis_breakdance at 854×480 (84 frames)
+READ_COST = (0.0, 0.0, 16.0)
 
 
 def available_memory() -> int | None:
@@ -49,13 +52,11 @@ def check_fit_memory(
 
     `segments`: `frames` is a segment's length (a segmented fit holds one segment at a time).
     """
-    if cost is None or shape is None or os.environ.get(NO_CHECK_ENV, "") not in ("", "0"):
+    short = _short(cost, shape, available)
+    if short is None or cost is None or shape is None:
         return
-    available = available_memory() if available is None else available
+    need, available = short
     frames, height, width = shape
-    need = fit_bytes(cost, frames, height, width)
-    if available is None or need <= available:
-        return
     fits = math.floor((available - fit_bytes(cost, 0, height, width)) / (cost[2] * height * width))
     what = f"a segment of {frames} frames" if segments else f"the clip whole ({frames} frames)"
     fixes = []
@@ -63,7 +64,34 @@ def check_fit_memory(
         fixes.append(f"{'shorter segments' if segments else 'as segments'} (--segment-frames {fits})")
     fixes.append("at a smaller --size")
     raise UserError(
-        f"fitting {what} at {width}x{height} with {method} needs about {need / GB:.1f} GB of memory and "
-        f"this machine has {available / GB:.1f} GB available: fit it {' or '.join(fixes)} "
+        f"fitting {what} at {width}x{height} with {method} needs about {need / GB:.1f} GB of memory "
+        f"and this machine has {available / GB:.1f} GB available: fit it {' or '.join(fixes)} "
         f"(or set {NO_CHECK_ENV}=1 to try anyway)"
     )
+
+
+def check_read_memory(shape: tuple[int, int, int] | None, *, available: int | None = None) -> None:
+    """Refuse a segmented fit whose whole clip, read once to be stored, would not fit in memory."""
+    short = _short(READ_COST, shape, available)
+    if short is None or shape is None:
+        return
+    need, available = short
+    frames, height, width = shape
+    fits = math.floor(available / (READ_COST[2] * height * width))
+    fix = f"fewer frames (--max-frames {fits}, --stride) or " if fits >= 2 else ""
+    raise UserError(
+        f"reading the clip ({frames} frames at {width}x{height}) to store it for its segments needs about "
+        f"{need / GB:.1f} GB of memory and this machine has {available / GB:.1f} GB available: read "
+        f"{fix}at a smaller --size (or set {NO_CHECK_ENV}=1 to try anyway)"
+    )
+
+
+def _short(
+    cost: tuple[float, float, float] | None, shape: tuple[int, int, int] | None, available: int | None
+) -> tuple[float, int] | None:
+    """(bytes needed, bytes available) when `shape` at `cost` needs more than is available, else None."""
+    if cost is None or shape is None or os.environ.get(NO_CHECK_ENV, "") not in ("", "0"):
+        return None
+    available = available_memory() if available is None else available
+    need = fit_bytes(cost, *shape)
+    return None if available is None or need <= available else (need, available)

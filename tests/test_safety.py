@@ -156,7 +156,8 @@ def test_bad_options_fail_before_any_work(work, capsys, option, needle):
 
 def test_a_fit_that_would_outgrow_memory_is_refused_before_reading(work, capsys, monkeypatch):
     """The method's measured cost against what the machine has: one line that names the segments that
-    would fit; the clip is not read and nothing is written; segments too long are refused alike."""
+    would fit; the clip is not read and nothing is written; segments too long, or a clip too long to be
+    read whole for its segments, are refused alike."""
     import canon_edit.fitting
     from canon_edit import memory
     from canon_edit.representation import get_representation
@@ -177,6 +178,14 @@ def test_a_fit_that_would_outgrow_memory_is_refused_before_reading(work, capsys,
         *cli(capsys, "fit", work / "clip", "-o", out, *TINY, "--segment-frames", "5"),
         "a segment of 5 frames",
         "shorter segments (--segment-frames 3)",
+    )
+    # a segmented fit reads the whole clip once, to store it: room for 3 frames of that, not 6
+    room = memory.fit_bytes(memory.READ_COST, 3.5, height, width)
+    monkeypatch.setattr(memory, "available_memory", lambda: int(room))
+    refused(
+        *cli(capsys, "fit", work / "clip", "-o", out, *TINY, "--segment-frames", "4"),
+        "reading the clip (6 frames",
+        "--max-frames 3",
     )
     assert not out.exists() and snapshot(work) == before
     monkeypatch.setenv(memory.NO_CHECK_ENV, "1")  # the way past a wrong estimate: on to reading
