@@ -245,8 +245,8 @@ class Atlas(fields.LayeredRepresentation):
     name = "atlas"
     config_class = AtlasConfig
     # a fit's peak with one mask label (two layers), fitted to davis_camel at 426×240 (968 / 1459 MiB at
-    # 30 / 90 frames) and davis_breakdance at 854×480 (2031 / 2891 MiB at 30 / 60) within 5%
-    # (bench/RESULTS.md, "Fit memory: what fit checks before it reads a clip")
+    # 30 / 90 frames) and davis_breakdance at 854×480 (2031 / 2891 MiB at 30 / 60); within -11% to +4% of
+    # later runs (bench/RESULTS.md, "Fit memory: what fit checks before it reads a clip")
     fit_memory = (602e6, 1523.0, 79.0)
 
     def __init__(self, clip: Clip, flow: Flow, cfg: AtlasConfig, init_cache: Path | None = None):

@@ -89,8 +89,8 @@ class CoDeF(LayeredRepresentation):
     name = "codef"
     config_class = CoDeFConfig
     # a fit's peak with one mask label (two layers), fitted to davis_camel at 426×240 (875 / 1273 MiB at
-    # 30 / 90 frames) and davis_breakdance at 854×480 (2040 / 2952 MiB at 30 / 60) within 5%
-    # (bench/RESULTS.md, "Fit memory: what fit checks before it reads a clip")
+    # 30 / 90 frames) and davis_breakdance at 854×480 (2040 / 2952 MiB at 30 / 60); within -11% to +4% of
+    # later runs (bench/RESULTS.md, "Fit memory: what fit checks before it reads a clip")
     fit_memory = (550e6, 1544.0, 73.0)
 
     def __init__(self, clip: Clip, flow: Flow, cfg: CoDeFConfig, init_cache: Path | None = None):
