@@ -226,7 +226,7 @@ def optimise(
                 # fit the LR schedule to the steps the budget allows, re-estimated often: a slow
                 # start (warm-up, a busy machine) must not end a fit that later runs fast
                 total = min(cfg.steps, start + int(ran * left / max(now - t0, 1e-6)))
-                total = max(total, done + 1) if now - t0 < left else done
+                total = min(cfg.steps, max(total, done + 1)) if now - t0 < left else done
                 bar.total = total
                 if hasattr(model, "schedule_steps"):  # coarse-to-fine schedules follow the plan
                     model.schedule_steps = total

@@ -114,6 +114,15 @@ def test_time_budget_stops_early_and_still_anneals(tmp_path, capsys):
     assert done <= toy.schedule_steps <= done + 20
 
 
+def test_a_budget_the_steps_fit_in_plans_no_step_past_them(tmp_path):
+    """The plan is re-estimated every 20 steps; one at the last step planned a step more (the bar ended
+    at 1440/1441 on a draft fit, and the schedules' last step was off by one)."""
+    run = RunFolder.create(tmp_path / "run")
+    toy = Toy()
+    assert optimise(toy, run, TrainConfig(steps=40, time_budget=3600), show_progress=False) == 40
+    assert toy.schedule_steps == 40
+
+
 def _spent(run: RunFolder) -> tuple[int, float]:
     meta = json.loads(run.checkpoint_paths()[-1].read_text())
     return meta["step"], meta["fit_seconds"]
