@@ -302,7 +302,7 @@ def _add_relight(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="with --iclight: continue a stopped relight from its checkpoint (the same command)",
+        help="continue the stopped relight (--iclight, or the albedo refit) of the same command",
     )
 
 
@@ -326,7 +326,7 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="with --instruction: continue a stopped edit from its checkpoint (the same command)",
+        help="continue the stopped stylization (texture, vgg, --instruction) of the same command",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -574,8 +574,6 @@ def _cmd_relight(args: argparse.Namespace) -> None:
             options["colour"] = [float(v) for v in args.color.split(",")]
         except ValueError:
             raise UserError(f"--color expects R,G,B numbers (e.g. 1,0.8,0.6), got '{args.color}'") from None
-    if args.resume and not args.iclight:
-        raise UserError("--resume continues a stopped --iclight relight; a light alone has no checkpoint")
     target = EditTarget(
         run=args.run, name=args.name, replace=args.force, from_edit=args.from_edit, resume=args.resume
     )
@@ -593,8 +591,6 @@ def _cmd_stylize(args: argparse.Namespace) -> None:
     target = EditTarget(
         run=args.run, name=args.name, replace=args.force, from_edit=args.from_edit, resume=args.resume
     )
-    if args.resume and not args.instruction:
-        raise UserError("--resume continues a stopped --instruction edit; a style transfer has no checkpoint")
     if args.instruction:
         if args.mode or args.vgg:
             raise UserError("--mode and --vgg apply to --style; an instruction edits through InstructPix2Pix")

@@ -221,6 +221,41 @@ def test_the_content_kept_is_the_unstylized_render_of_every_frame(portrait_run, 
     assert not torch.equal(avatar.features, reference.features)  # the avatar did move meanwhile
 
 
+def _stopped_then_resumed(argv: list[str], module, name: str, kind: str, capsys) -> tuple[str, str]:
+    """`argv` run through as one edit, and stopped by Ctrl-C in the 5th of its steps (`name` of `module`
+    is called once a step) as another, then resumed: the two edits' names."""
+    through, stopped = f"{kind}_through", f"{kind}_stopped"
+    assert main([*argv, "--name", through]) == 0, capsys.readouterr().err
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, name, ctrl_c_at(getattr(module, name), 5))
+        assert main([*argv, "--name", stopped]) == 2
+    assert f"edit '{stopped}' stopped at step 5 of 9" in capsys.readouterr().err
+    assert main([*argv, "--name", stopped, "--resume"]) == 0, capsys.readouterr().err
+    return through, stopped
+
+
+def test_a_stopped_stylization_and_albedo_refit_resume_bit_for_bit(portrait_run, tmp_path, capsys):
+    """The weight-free stylization and the relight's albedo refit keep their one stream of draws with
+    their parameters: stopped by Ctrl-C and resumed, each edit is the one that ran through."""
+    from canon_edit_representations.portrait import stylize as stylize_module
+
+    style = tmp_path / "style.png"
+    write_image(style, striped(48))
+    run = str(portrait_run.path)
+    stylize = ["stylize", run, "--style", str(style), "--set", "steps=9", "--set", "crop=48"]
+    relight = ["relight", run, "--preset", "top", "--set", "refit_steps=9"]
+    base = EditablePortrait.load(portrait_run.canonical)
+    for kind, argv, module, name in [
+        ("stylize", stylize, stylize_module.StyleFeatures, "style_loss"),
+        ("relight", relight, relight_module, "ssim_loss"),
+    ]:
+        names = _stopped_then_resumed(argv, module, name, kind, capsys)
+        through, resumed = (base.load_edit(portrait_run.edits / n) for n in names)
+        assert torch.equal(through.gaussians["features"], resumed.gaussians["features"]), kind
+        assert not torch.equal(through.gaussians["features"], base.gaussians["features"]), kind
+        assert not (portrait_run.edits / f".{names[1]}.partial.safetensors").exists(), kind  # went, saved
+
+
 def test_vgg_and_instruction_paths_run(portrait_run, tmp_path, capsys):
     torch.manual_seed(0)
     weights = tmp_path / "vgg16.pth"
@@ -329,4 +364,4 @@ def test_iclight_relights_a_portrait_through_the_cli(portrait_run, iclight, caps
     through, resumed = (base_asset.load_edit(portrait_run.edits / n) for n in ("ic", "ic_stopped"))
     assert torch.equal(through.gaussians["features"], resumed.gaussians["features"])
     assert main(["relight", str(portrait_run.path), "--preset", "top", "--resume"]) == 2
-    assert "a light alone has no checkpoint" in capsys.readouterr().err
+    assert "has no checkpoint to resume" in capsys.readouterr().err

@@ -36,6 +36,7 @@ from ..optim_state import load_optimizer, optimizer_tensors, parameters
 from ..run import RunFolder
 
 CHECKPOINT_SECONDS = 60.0
+GENERATOR = "generator"  # a CheckpointedLoop's stream of draws, kept with its tensors
 
 
 def _first_line(error: Exception) -> str:
@@ -63,7 +64,8 @@ class EditCheckpoint:
             if resume:
                 raise UserError(
                     f"edit '{name}' has no checkpoint to resume ({self.path.name} is not in {run.edits}; "
-                    "sds, dds and a portrait's ip2p and IC-Light edits keep one); make it without resuming"
+                    "sds, dds, and a portrait's ip2p, IC-Light, albedo-refit relight and texture stylize "
+                    "edits keep one); make it without resuming"
                 )
             return
         if restart and not resume:
@@ -221,15 +223,22 @@ class CheckpointedLoop:
         steps: int,
         state: dict[str, Any] | None = None,
         tensors: dict[str, Tensor] | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         """`state` (JSON values) and `tensors`, what the loop keeps besides its parameters, are saved
-        with them and restored into these same dicts."""
+        with them and restored into these same dicts; so is the state of `generator`, a loop's one
+        stream of draws (where its draws are not seeded per step)."""
         self.checkpoint, self.optimizer, self.device, self.steps = checkpoint, optimizer, device, steps
         self.state = state if state is not None else {}
         self.tensors = tensors if tensors is not None else {}
+        self.generator = generator
+        if generator is not None:
+            self.tensors[GENERATOR] = generator.get_state()
         self.start = 0
         if checkpoint is not None:
             self.start = checkpoint.restore(optimizer, device, steps, self.state, self.tensors)
+        if generator is not None:
+            generator.set_state(self.tensors[GENERATOR].cpu())
         self._stop = StopRequest()
 
     @contextmanager
@@ -247,6 +256,8 @@ class CheckpointedLoop:
             return
         done = step + 1
         if self._stop.requested or (cp.due() and done < self.steps):
+            if self.generator is not None:
+                self.tensors[GENERATOR] = self.generator.get_state()
             cp.save(done, self.steps, self.optimizer, self.device, self.state, self.tensors)
         if self._stop.requested:
             raise EditStopped(f"edit '{cp.name}' stopped at step {done} of {self.steps}", cp.name)

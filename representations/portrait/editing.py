@@ -192,7 +192,7 @@ class EditablePortrait(PortraitAsset):
         avatar = EditableAvatar(self)
         if cfg.iclight:
             return self._relight_iclight(avatar, cfg, progress, checkpoint)
-        lit, meta = relight(avatar, cfg, self.surface_probe, progress)
+        lit, meta = relight(avatar, cfg, self.surface_probe, progress, checkpoint)
         return dataclasses.replace(self._from(avatar), relighting=lit), {**meta, "config": to_dict(cfg)}
 
     def _relight_iclight(
@@ -212,21 +212,28 @@ class EditablePortrait(PortraitAsset):
         return self._from(avatar), {**meta, "config": to_dict(cfg)}
 
     def stylize(
-        self, style: Tensor, options: dict[str, Any] | None, vgg: str | None, progress: bool
+        self,
+        style: Tensor,
+        options: dict[str, Any] | None,
+        vgg: str | None,
+        progress: bool,
+        checkpoints: Checkpoints | None = None,
     ) -> tuple[EditablePortrait, dict[str, Any]]:
-        """The style image's colours, then (modes texture, vgg) its texture (stylize.py)."""
+        """The style image's colours, then (modes texture, vgg) its texture (stylize.py), whose loop
+        resumes from `checkpoints("stylize")`."""
         cfg = edit_config(StylizeConfig, None, "portrait_stylize", options)
         if vgg and cfg.mode != "vgg":
             cfg = dataclasses.replace(cfg, mode="vgg")
         if cfg.mode == "vgg" and not vgg:
             raise UserError("mode vgg needs VGG weights: --vgg FILE (a torchvision VGG-16/19 state dict)")
+        checkpoint = checkpoints("stylize") if checkpoints is not None else None
         decoder_state, meta = transfer_appearance(self, style)
         coloured = self._edited(self.gaussians, decoder_state)
         if cfg.mode != "colour":
             from .stylize import stylize_texture
 
             avatar = EditableAvatar(coloured)
-            meta |= stylize_texture(avatar, EditableAvatar(coloured), style, cfg, vgg, progress)
+            meta |= stylize_texture(avatar, EditableAvatar(coloured), style, cfg, vgg, progress, checkpoint)
             coloured = coloured._from(avatar)
         return coloured, {**meta, "config": to_dict(cfg)}
 

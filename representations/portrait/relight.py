@@ -31,6 +31,7 @@ from kornia.losses import ssim_loss
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from canon_edit.edit.checkpoint import CheckpointedLoop, EditCheckpoint
 from canon_edit.errors import UserError
 
 from .asset import spread
@@ -130,9 +131,15 @@ def target_light(cfg: RelightConfig) -> Tensor:
 
 
 def refit_albedo(
-    avatar: EditableAvatar, probe: SurfaceProbe, light: Tensor, cfg: RelightConfig, progress: bool
+    avatar: EditableAvatar,
+    probe: SurfaceProbe,
+    light: Tensor,
+    cfg: RelightConfig,
+    progress: bool,
+    checkpoint: EditCheckpoint | None = None,
 ) -> float:
     """Train features and decoder so decoded albedo × shading(n, `light`) reproduces the source; the loss.
+    With a `checkpoint` a stopped refit resumes bit for bit.
 
     The light stays as `fit_light` found it from the probe's sightings: refining its bands with the
     albedo through the renderer, as this once did, moved it from 2.3% to 5.1% off the truth on the
@@ -146,28 +153,39 @@ def refit_albedo(
     )
     lit = Relighting(fitted=light, target=light, albedo=True, blur=cfg.shading_blur)
     picks = torch.Generator().manual_seed(0)
-    loss = torch.zeros(())
-    for _ in tqdm(range(cfg.refit_steps), desc="albedo", disable=not progress):
-        t = int(torch.randint(avatar.T, (1,), generator=picks))
-        pred, _ = render_relit(
-            avatar.body, avatar.gaussians(), avatar.decoder, avatar.tracking, t, avatar.camera(t),
-            avatar.asset.background[t], lit, probe,
-        )  # fmt: skip
-        target = avatar.asset.background[t]
-        loss = (pred - target).abs().mean() + 0.2 * ssim_loss(pred[None], target[None], 11)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return float(loss.detach())
+    state = {"loss": 0.0}
+    loop = CheckpointedLoop(checkpoint, opt, avatar.features.device, cfg.refit_steps, state, generator=picks)
+    bar = tqdm(total=cfg.refit_steps, initial=loop.start, desc="albedo", disable=not progress)
+    with loop.running(), bar:
+        for step in range(loop.start, cfg.refit_steps):
+            t = int(torch.randint(avatar.T, (1,), generator=picks))
+            pred, _ = render_relit(
+                avatar.body, avatar.gaussians(), avatar.decoder, avatar.tracking, t, avatar.camera(t),
+                avatar.asset.background[t], lit, probe,
+            )  # fmt: skip
+            target = avatar.asset.background[t]
+            loss = (pred - target).abs().mean() + 0.2 * ssim_loss(pred[None], target[None], 11)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            state["loss"] = float(loss.detach())
+            bar.update(1)
+            loop.step_done(step)
+    return state["loss"]
 
 
 def relight(
-    avatar: EditableAvatar, cfg: RelightConfig, surface: Callable[[], SurfaceProbe], progress: bool = True
+    avatar: EditableAvatar,
+    cfg: RelightConfig,
+    surface: Callable[[], SurfaceProbe],
+    progress: bool = True,
+    checkpoint: EditCheckpoint | None = None,
 ) -> tuple[Relighting, dict[str, Any]]:
     """Fit the clip's light, refit the albedo if asked, and set the new light; edit.json's record.
 
     `surface` gives the asset's surface probe (`EditablePortrait.surface_probe`, which keeps it for the
-    relit renders); it is asked for only once the new light has been checked.
+    relit renders); it is asked for only once the new light has been checked. The refit resumes from
+    `checkpoint`.
     """
     new = target_light(cfg)  # a bad environment map fails before any work
     frames = spread(avatar.T, cfg.light_frames)
@@ -178,6 +196,6 @@ def relight(
     stats["light_frames"] = frames
     refitted = cfg.albedo == "refit" and cfg.refit_steps > 0
     if refitted:
-        stats["albedo_refit_loss"] = round(refit_albedo(avatar, probe, light, cfg, progress), 5)
+        stats["albedo_refit_loss"] = round(refit_albedo(avatar, probe, light, cfg, progress, checkpoint), 5)
     lit = Relighting(light, new, cfg.rotate, refitted, cfg.shading_blur, cfg.footage)
     return lit, {**stats, "fitted_light": light.tolist(), "light": new.tolist()}

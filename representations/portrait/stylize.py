@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from canon_edit.edit.checkpoint import CheckpointedLoop, EditCheckpoint
 from canon_edit.guidance.distill import crop_resize
 from canon_edit.style.features import RandomFeatures
 from canon_edit.style.losses import (
@@ -97,10 +98,13 @@ def stylize_texture(
     cfg: StylizeConfig,
     vgg: str | None,
     progress: bool = True,
+    checkpoint: EditCheckpoint | None = None,
 ) -> dict[str, Any]:
     """Optimise `avatar`'s features and decoder towards the style's texture; returns what edit.json
     records. The content a frame keeps is `reference`'s render (the avatar before this loop), whatever
-    step the frame is first drawn at: the avatar's own render would be a target already stylized."""
+    step the frame is first drawn at: the avatar's own render would be a target already stylized.
+    With a `checkpoint` a stopped loop resumes bit for bit (the content targets are taken again from
+    `reference`, which does not change)."""
     net = StyleFeatures(cfg, vgg)
     side = min(style.shape[-2:])
     style_crop = F.interpolate(style[None, :3], scale_factor=cfg.crop / side, mode="bilinear", antialias=True)
@@ -115,8 +119,10 @@ def stylize_texture(
     )
     avatar.offset.requires_grad_(False)
     picks = torch.Generator().manual_seed(cfg.seed)
-    for _ in tqdm(range(cfg.steps), desc="stylize", disable=not progress):
-        t = int(torch.randint(avatar.T, (1,), generator=picks))
+    loop = CheckpointedLoop(checkpoint, opt, avatar.features.device, cfg.steps, generator=picks)
+    bar = tqdm(total=cfg.steps, initial=loop.start, desc="stylize", disable=not progress)
+
+    def loss_at(t: int) -> Tensor:
         if t not in originals:
             with torch.no_grad():
                 image, mask = person_crops(reference, t, cfg.crop)
@@ -128,21 +134,21 @@ def stylize_texture(
         weight = cfg.content_weight * (
             ARF_CONTENT_WEIGHT if net.vgg is not None and cfg.loss == "nnfm" else 1.0
         )
-        loss = (
-            loss
-            + weight
-            * torch.stack(
-                [
-                    F.mse_loss(f * mask_at(mask, f), c * mask_at(mask, c))
-                    for f, c in zip(feats, content, strict=True)
-                ]
-            ).mean()
-        )
-        if cfg.tv_weight:
-            loss = loss + cfg.tv_weight * tv_loss(image)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        kept = [
+            F.mse_loss(f * mask_at(mask, f), c * mask_at(mask, c))
+            for f, c in zip(feats, content, strict=True)
+        ]
+        loss = loss + weight * torch.stack(kept).mean()
+        return loss + cfg.tv_weight * tv_loss(image) if cfg.tv_weight else loss
+
+    with loop.running(), bar:
+        for step in range(loop.start, cfg.steps):
+            loss = loss_at(int(torch.randint(avatar.T, (1,), generator=picks)))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.update(1)
+            loop.step_done(step)
     return {"style_features": "vgg" if vgg else "random", "loss": cfg.loss if vgg else "gram"}
 
 
