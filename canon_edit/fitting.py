@@ -30,7 +30,7 @@ from .errors import UserError
 from .evaluate import evaluate_video, render_chunks
 from .flow import load_or_compute_flow
 from .lock import run_lock
-from .memory import check_fit_memory, check_read_memory
+from .memory import check_fit_memory, check_read_memory, fit_bytes
 from .outputs import MARKER, changed_since_written, claim_folder, write_manifest
 from .representation import Bake, Representation, get_representation
 from .run import RUN_ENTRIES, RunFolder, StoredClip, versions
@@ -220,7 +220,9 @@ def _fit(
         load_or_compute_flow(run.flow, clip.frames, show_progress=show_progress) if cls.needs_flow else None
     )
     if show_progress:
-        print(plan_line(cfg.train), file=sys.stderr)
+        cpu = dev.type == "cpu" and cls.fit_memory is not None  # the measured figures are the CPU's
+        peak = fit_bytes(cls.fit_memory, clip.T, clip.H, clip.W) if cpu else None
+        print(plan_line(cfg.train, peak), file=sys.stderr)
     torch.manual_seed(cfg.train.seed)  # same seed, same fit
     model = cls(clip, flow, cfg, **extra_kwargs).to(dev)
     del flow  # the model keeps what it needs of it; the rest is 18 bytes a pixel of the clip, unused

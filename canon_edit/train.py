@@ -66,15 +66,16 @@ def with_quality(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, steps=steps, time_budget=seconds)
 
 
-def plan_line(cfg: TrainConfig) -> str:
-    """What a fit will spend, said before it starts."""
+def plan_line(cfg: TrainConfig, peak_bytes: float | None = None) -> str:
+    """What a fit will spend, said before it starts: time and steps, and memory where it is known."""
     spend = (
-        f"up to {cfg.time_budget / 60:g} min and {cfg.steps} steps"
+        f"up to {cfg.time_budget / 60:g} min and {cfg.steps} steps (fewer on a busy or slower machine)"
         if cfg.time_budget
         else f"{cfg.steps} steps"
     )
     named = f"quality '{cfg.quality}': " if cfg.quality else ""
-    return f"{named}fitting for {spend} (fewer steps on a busy or slower machine)"
+    memory = f"; about {peak_bytes / 1e9:.1f} GB of memory at its peak" if peak_bytes else ""
+    return f"{named}fitting for {spend}{memory}"
 
 
 class Trainable(Protocol):

@@ -172,6 +172,10 @@ def test_quality_is_a_time_and_a_step_cap_known_before_the_fit():
     cfg = with_quality(TrainConfig(steps=4000, quality="draft", reference_rate=10.0))
     assert (cfg.time_budget, cfg.steps) == (120.0, 1200)
     assert plan_line(cfg).startswith("quality 'draft': fitting for up to 2 min and 1200 steps")
+    assert plan_line(cfg, 1.26e9).endswith(
+        "(fewer on a busy or slower machine); about 1.3 GB of memory at its peak"
+    )
+    assert plan_line(TrainConfig(steps=30)) == "fitting for 30 steps"
     best = with_quality(TrainConfig(steps=4000, quality="best"))  # no measured rate: the steps stay
     assert (best.time_budget, best.steps) == (1800.0, 4000)
     assert with_quality(TrainConfig(steps=7)) == TrainConfig(steps=7)
