@@ -57,8 +57,8 @@ class EditableBake(Bake, Protocol):
     return the edited bake and what edit.json should record. `save_edit` writes the edited state into
     an edit folder, `load_edit` reads it back onto this (unedited) bake. Two more are looked up by name
     when a command needs them: `relight(options, progress, checkpoints)` and `stylize(style, options,
-    vgg, progress)`, with the same return shape. `checkpoints(kind)` opens the edit's checkpoint
-    (`canon_edit.edit.checkpoint.EditCheckpoint`): a long loop saves into it and resumes from it.
+    vgg, progress, checkpoints)`, with the same return shape. `checkpoints(kind)` opens the edit's
+    checkpoint (`canon_edit.edit.checkpoint.EditCheckpoint`): a long loop saves into it and resumes from it.
     """
 
     def lift_keyframe(

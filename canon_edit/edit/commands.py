@@ -301,7 +301,8 @@ def edit_stylize(
     image = read_image(style)
     if vgg is not None and not Path(vgg).is_file():
         raise UserError(f"VGG weights {vgg} not found; give a torchvision VGG-16/19 state dict file")
-    asked = {"style": str(Path(style).resolve()), "vgg": vgg, "options": options or {}}
+    weights = str(Path(vgg).resolve()) if vgg else None
+    asked = {"style": str(Path(style).resolve()), "vgg": weights, "options": options or {}}
     with run_lock(run.path, "edit"), _checkpoints(run, target, asked) as checkpoints:
         result, meta = stylist.stylize(image, options, vgg, progress, checkpoints)
         return _save(run, target, "stylize", result, None, {"style": str(style), "vgg": vgg, **meta})
