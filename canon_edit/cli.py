@@ -244,6 +244,8 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--view", metavar="YAW,PITCH", help="portrait: render from the camera turned by YAW,PITCH degrees"
     )
+    p.add_argument("--crf", type=int, help="a video's x264 CRF: lower is larger and closer (default 16)")
+    p.add_argument("--x264-preset", help="a video's x264 preset: slower is smaller (default veryfast)")
 
 
 def _add_edit_target(p: argparse.ArgumentParser, kind: str) -> None:
@@ -627,6 +629,10 @@ def _cmd_render(args: argparse.Namespace) -> None:
         except ValueError:
             raise UserError(f"--view expects YAW,PITCH in degrees (e.g. 30,0), got '{args.view}'") from None
         view = (yaw, pitch)
+    from .video import X264
+
+    given = {"crf": args.crf, "preset": args.x264_preset}
+    x264 = X264(**{k: v for k, v in given.items() if v is not None})
     out = render_run(
         args.run,
         args.out,
@@ -637,6 +643,7 @@ def _cmd_render(args: argparse.Namespace) -> None:
         orbit=args.orbit,
         view=view,
         force=args.force,
+        x264=x264,
     )
     print(f"wrote {out}")
 

@@ -252,6 +252,17 @@ def test_render_replaces_only_its_own_outputs_and_only_when_forced(work, capsys)
     ]
 
 
+def test_render_encodes_at_the_crf_and_preset_asked(work, capsys):
+    from test_video import x264_options
+
+    run, out = work / "run", work / "slow.mp4"
+    for bad, words in [(["--crf", "60"], "0..51"), (["--x264-preset", "turbo"], "unknown x264 preset")]:
+        refused(*cli(capsys, "render", run, "-o", out, *bad), words)
+        assert not out.exists()
+    assert cli(capsys, "render", run, "-o", out, "--crf", "22", "--x264-preset", "slow")[0] == 0
+    assert (x264_options(out)["crf"], x264_options(out)["subme"]) == ("22.0", "8")
+
+
 def test_a_file_that_lands_at_the_output_while_rendering_is_kept(work, capsys, monkeypatch):
     """The output is checked again as it takes its name: a file another program (or the user) put
     there during the minutes a render takes is not replaced, forced or not, and no temp file stays."""

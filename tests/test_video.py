@@ -15,6 +15,7 @@ from PIL import Image
 from canon_edit.errors import UserError
 from canon_edit.metrics import psnr
 from canon_edit.video import (
+    X264,
     clip_shape,
     read_clip,
     read_image,
@@ -73,6 +74,28 @@ def test_mp4_round_trip(tmp_path: Path) -> None:
     assert clip.masks is None
     assert psnr(clip.frames, video) >= 35
     assert not list(tmp_path.glob(".*tmp*")), "atomic write left a temp file"
+
+
+def x264_options(path: Path) -> dict[str, str]:
+    """The settings libx264 writes into the stream (its SEI): 'crf', 'subme' (8 slow, 2 veryfast), ..."""
+    found = re.search(rb"options: ([^\x00]*)", path.read_bytes())
+    assert found, f"no x264 settings in {path}"
+    return dict(item.split("=", 1) for item in found.group(1).decode().split() if "=" in item)
+
+
+def test_videos_are_encoded_as_measured_unless_told(tmp_path: Path) -> None:
+    """veryfast at CRF 16 by default (bench/encode_presets.py); any CRF and preset x264 knows when
+    given, and one line for those it does not."""
+    video = smooth_video()
+    write_video(tmp_path / "default.mp4", video, fps=24)
+    write_video(tmp_path / "slow.mp4", video, fps=24, x264=X264(crf=22, preset="slow"))
+    default, slow = x264_options(tmp_path / "default.mp4"), x264_options(tmp_path / "slow.mp4")
+    assert (default["crf"], default["subme"]) == ("16.0", "2")
+    assert (slow["crf"], slow["subme"]) == ("22.0", "8")
+    assert psnr(read_clip(tmp_path / "default.mp4").frames, video) >= 35
+    for bad, words in [({"crf": 52}, "0..51"), ({"preset": "turbo"}, "veryfast")]:
+        with pytest.raises(UserError, match=words):
+            X264(**bad)
 
 
 def test_mp4_odd_size_padded_by_edge(tmp_path: Path) -> None:

@@ -32,7 +32,9 @@ from ..run import RunFolder
 from ..segments import SegmentedVideo
 from ..video import (
     ASPECT_TOLERANCE,
+    ENCODING,
     WRITE_VIDEO_FORMATS,
+    X264,
     read_image,
     resize_frames,
     write_image,
@@ -335,8 +337,10 @@ def render_run(
     orbit: float | None = None,
     view: tuple[float, float] | None = None,
     force: bool = False,
+    x264: X264 = ENCODING,
 ) -> Path:
-    """Write the reconstruction (or an edit) as a video, a PNG folder, or one frame's PNG.
+    """Write the reconstruction (or an edit) as a video (encoded as `x264` says), a PNG folder, or one
+    frame's PNG.
 
     `orbit` (degrees) swings the camera around a 3D asset's head over the clip, in yaw and pitch;
     `view` (yaw, pitch) holds it at one offset. Novel views are rendered over black. An existing
@@ -378,7 +382,7 @@ def render_run(
     if compare:
         video = (torch.cat([frames, chunk], dim=3) for chunk, frames in paired(run.stored_clip(), video))
     if out.suffix:
-        write_video(out, video, bake.fps, check=recheck)
+        write_video(out, video, bake.fps, x264, check=recheck)
     else:
         with atomic_dir(out, recheck) as tmp:  # the frames appear together, in a marked folder
             write_pngs(tmp, video)
