@@ -198,3 +198,14 @@ def test_fit_memory_prints_one_json_line(clip_dir, capsys):
     assert figures["codef"]["mb_per_frame"] == round(
         (rows["6"]["peak_rss_mb"] - rows["3"]["peak_rss_mb"]) / 3, 2
     )
+
+
+def test_encode_presets_prints_one_json_line(clip_dir, capsys):
+    figures = _load("encode_presets").main(
+        ["--clip", str(clip_dir), "--size", "48", "--frames", "4", "--repeats", "1",
+         "--settings", "veryfast:16", "veryfast:40"]
+    )  # fmt: skip
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(figures))
+    close, coarse = figures["settings"]["veryfast:16"], figures["settings"]["veryfast:40"]
+    assert figures["frames"] == 4 and close["fps"] > 0
+    assert close["psnr"] > coarse["psnr"] + 5 and close["kib"] >= coarse["kib"]  # size for fidelity
