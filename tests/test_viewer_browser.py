@@ -115,6 +115,18 @@ class Shots:
                 break
         return shot, path
 
+    def showing(self, viewer_session, before: np.ndarray, name: str, timeout: float = 15.0):
+        """`changed`, with the session's page it shows: the page is drawn for the size the browser last
+        reported, so a shot taken while the canvas was still at another size is taken again (its
+        panels' rects would fall outside it)."""
+        shot, path = self.changed(before, name, timeout)
+        page = viewer_session.page
+        end = time.monotonic() + timeout
+        while shot.shape[:2] != page.image.shape[:2] and time.monotonic() < end:
+            time.sleep(0.2)
+            shot, page = self._grab(path), viewer_session.page
+        return shot, path, page
+
     def until(
         self, ok: Callable[[np.ndarray], bool], name: str, timeout: float = 15.0
     ) -> tuple[np.ndarray, Path]:
@@ -225,8 +237,8 @@ def test_2d_uploaded_canonical_rerenders_the_frames(truth_run, open_viewer, tmp_
     png = tmp_path / "background_edit.png"
     write_image(png, edited)
     page.locator("input[type=file]").first.set_input_files(str(png))
-    after, path = shots.changed(before, "preview")
-    rects = s.page.rects
+    after, path, shown_page = shots.showing(s, before, "preview")
+    rects = shown_page.rects
     assert len(rects) == 5, f"no edit panel appeared; see {path}"
     expected = cv.render([0], [edited, cv.layers[1].texture])[0]
     shown = panel(after, rects[2], (cv.H, cv.W))
@@ -234,9 +246,9 @@ def test_2d_uploaded_canonical_rerenders_the_frames(truth_run, open_viewer, tmp_
     slider = page.get_by_role("slider").first
     slider.focus()
     slider.press("End")
-    later, later_path = shots.changed(after, "preview_last")
+    later, later_path, shown_page = shots.showing(s, after, "preview_last")
     expected = cv.render([cv.T - 1], [edited, cv.layers[1].texture])[0]
-    shown = panel(later, s.page.rects[2], (cv.H, cv.W))
+    shown = panel(later, shown_page.rects[2], (cv.H, cv.W))
     assert (shown - expected).abs().mean() < 0.06, f"last frame of the edit is wrong; see {later_path}"
     # saved through the same code path as `canon-edit edit --canonical`
     name = page.locator("input.mantine-TextInput-input").last  # the "edit name" field
@@ -259,8 +271,8 @@ def test_2d_uploaded_canonical_rerenders_the_frames(truth_run, open_viewer, tmp_
     key = tmp_path / "keyframe.png"
     write_image(key, painted)
     page.locator("input[type=file]").nth(1).set_input_files(str(key))
-    lifted, lifted_path = shots.changed(saved_shot, "keyframe_preview")
-    shown = panel(lifted, s.page.rects[2], (cv.H, cv.W))
+    lifted, lifted_path, shown_page = shots.showing(s, saved_shot, "keyframe_preview")
+    shown = panel(lifted, shown_page.rects[2], (cv.H, cv.W))
     box = shown[:, 16:32, 22:42].mean((1, 2))
     assert box[2] > 0.7 and box[0] < 0.3, f"the painted box is not in the edit panel; see {lifted_path}"
 
