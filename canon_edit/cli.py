@@ -724,6 +724,27 @@ def phrase(e: UserError) -> str:
     return str(e)
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Python's MemoryError, torch's CUDA OutOfMemoryError, or the CPU allocator's refusal."""
+    return (
+        isinstance(error, MemoryError)
+        or type(error).__name__ == "OutOfMemoryError"
+        or "can't allocate memory" in str(error)
+    )
+
+
+def memory_advice(command: str, error: BaseException) -> str:
+    """One line for a command that ran out of memory: which memory, and what holds less at once."""
+    where = "GPU" if type(error).__name__ == "OutOfMemoryError" else "CPU"
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+    fix = (
+        "fit it as segments (--segment-frames N) or at a smaller --size, into a new folder or with --force"
+        if command in ("fit", "fit-many")
+        else "free memory (other programs) or run on a device with more"
+    )
+    return f"{command} ran out of {where} memory ({first}); {fix}; nothing half-written was left"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -734,6 +755,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # the system refused a read or write (disk full, permissions): say which
         where = f" ({e.filename})" if e.filename else ""
         sys.stderr.write(f"canon-edit: error: {e.strerror or e}{where}; free space or fix the permissions\n")
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        if not out_of_memory(e):
+            raise
+        sys.stderr.write(f"canon-edit: error: {memory_advice(args.command, e)}\n")
         return 2
     except KeyboardInterrupt:  # outputs are written atomically: what was stopped left nothing behind
         sys.stderr.write(f"\ncanon-edit: {args.command} stopped (Ctrl-C); nothing half-written was left\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from canon_edit.cli import main
 
@@ -212,3 +213,43 @@ def test_ctrl_c_outside_a_fit_is_one_line_and_leaves_no_output(truth_run, tmp_pa
     assert code == 130 and "render stopped (Ctrl-C)" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+@pytest.mark.parametrize(
+    "error, where",
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "GPU"),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB"), "CPU"),
+        (MemoryError(), "CPU"),
+    ],
+)
+def test_running_out_of_memory_is_one_line_and_leaves_no_output(
+    truth_run, tmp_path, capsys, monkeypatch, error, where
+):
+    """Memory that runs out mid-render (the GPU's, or the CPU allocator's): exit 2, one line naming
+    which memory, no traceback, no partial video. Any other RuntimeError is a bug and stays loud."""
+    from canon_edit import video
+
+    write = video.VideoWriter.write
+
+    def fail_after_first_chunk(self, frames, raised=error):
+        write(self, frames)
+        raise raised
+
+    monkeypatch.setattr(video.VideoWriter, "write", fail_after_first_chunk)
+    out = tmp_path / "out.mp4"
+    code, err = run_cli(capsys, "render", str(truth_run.path), "-o", str(out))
+    assert code == 2 and f"render ran out of {where} memory" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_a_runtime_error_that_is_not_memory_is_not_hidden(truth_run, tmp_path, monkeypatch):
+    from canon_edit import video
+
+    def broken(self, frames):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(video.VideoWriter, "write", broken)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        main(["render", str(truth_run.path), "-o", str(tmp_path / "out.mp4")])
