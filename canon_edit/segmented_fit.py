@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .canonical import CanonicalVideo
+from .device import pick_device
 from .errors import UserError
 from .evaluate import clip_flow
 from .executors import Task, check_executor, run_tasks
@@ -30,6 +31,7 @@ from .fitting import (
     start_record,
 )
 from .lock import run_lock
+from .memory import check_fit_memory
 from .representation import get_representation, load_bake
 from .run import RunFolder, StoredClip
 from .segments import SEGMENTS_DIR, Segment, SegmentedVideo, plan_by_motion, plan_segments
@@ -153,6 +155,9 @@ def fit_segment(
             stored = top.stored_clip()
             if not isinstance(stored, StoredClip):
                 raise UserError(f"{top.clip_file} is missing; fit the clip again into a new folder")
+            if pick_device(device).type == "cpu":  # on the machine that runs the task (a Ray worker)
+                cost = get_representation(str(info["method"])).fit_memory
+                check_fit_memory(str(info["method"]), cost, (seg.frames, stored.H, stored.W), segments=True)
             fit_clip(
                 stored.part(seg.start, seg.end),
                 sub.path,

@@ -83,6 +83,19 @@ def test_segmented_bake_renders_the_clip(segmented_run, long_clip):
     assert torch.equal(bake.render([3, 17, 18, 59]), video[[3, 17, 18, 59]])
 
 
+def test_a_segment_task_checks_memory_where_it_runs(segmented_run, tmp_path, monkeypatch):
+    """A segment fitted as a (Ray) task is checked on the machine that runs it, before it writes."""
+    from canon_edit import memory
+    from canon_edit.segmented_fit import fit_segment
+
+    run = shutil.copytree(segmented_run.path, tmp_path / "run")
+    shutil.rmtree(run / SEGMENTS_DIR / "seg_001")
+    monkeypatch.setattr(memory, "available_memory", lambda: 10**6)
+    with pytest.raises(UserError, match=r"a segment of 18 frames at 48x32 with codef needs about"):
+        fit_segment(str(run), 1, "cpu", None, False)
+    assert not (run / SEGMENTS_DIR / "seg_001").exists()
+
+
 @pytest.mark.parametrize("keyframe", [10, 15])  # inside one segment; in an overlap (two hold it)
 def test_keyframe_edit_reaches_every_segment(segmented_run, long_clip, tmp_path, keyframe, capsys):
     truth_edit = paint_seen(long_clip.truth, keyframe)
