@@ -175,17 +175,16 @@ def test_2d_page_shows_facts_and_follows_the_frame_slider(truth_run, procedural,
         assert page.get_by_text(text, exact=False).count() > 0, f"the page does not show {text!r}"
     s = session(viewer)
     shots = Shots(page, tmp_path)
-    first, first_path = shots.changed(EMPTY, "frame0")
-    rects = s.page.rects
+    first, first_path, first_page = shots.showing(s, EMPTY, "frame0")
     slider = page.get_by_role("slider").first
     slider.focus()
     slider.press("End")
-    last, last_path = shots.changed(first, "frame_last")
+    last, last_path, last_page = shots.showing(s, first, "frame_last")
     assert int(s.frame.value) == procedural.clip.T - 1, f"slider did not move the frame; see {last_path}"
     assert np.abs(last - first).mean() > 0.02, f"the page did not change: {first_path} vs {last_path}"
     # the source panel changed where the video changed: |frame T-1 − frame 0| matches the screenshots'
     h, w = procedural.clip.H, procedural.clip.W
-    seen = (panel(last, rects[0], (h, w)) - panel(first, rects[0], (h, w))).abs().mean(0)
+    seen = (panel(last, last_page.rects[0], (h, w)) - panel(first, first_page.rects[0], (h, w))).abs().mean(0)
     truth = (procedural.clip.frames[-1] - procedural.clip.frames[0]).abs().mean(0)
     r = correlation(seen, truth)
     assert r > 0.8, (
@@ -197,8 +196,8 @@ def test_2d_probe_marks_the_texel_the_pixel_samples(truth_run, open_viewer, tmp_
     viewer, page = open_viewer(truth_run)
     s = session(viewer)
     shots = Shots(page, tmp_path)
-    before, _ = shots.changed(EMPTY, "before")
-    cv, rects = s.video, s.page.rects
+    before, _, shown_page = shots.showing(s, EMPTY, "before")
+    cv, rects = s.video, shown_page.rects
     x, y = 50, 20  # a pixel of frame 0, on the sprite (layer 1) and over the background (layer 0)
     cx, cy = rects[1].to_canvas(x + 0.5, y + 0.5)  # the reconstruction panel
     box = shots.canvas.bounding_box()
