@@ -19,8 +19,8 @@ NO_CHECK_ENV = "CANON_EDIT_NO_MEMORY_CHECK"
 MEMINFO = Path("/proc/meminfo")
 GB = 1e9
 # a segmented fit first reads the whole clip to store it (`read_clip(as_uint8=True)`): its peak, with one
-# mask label, above the process's own: 15.3 bytes a pixel on davis_breakdance at 854×480 (84 frames)
-READ_COST = (0.0, 0.0, 16.0)
+# mask label, above the process's own: 13.3 bytes a pixel on davis_breakdance at 854×480 (84 frames)
+READ_COST = (0.0, 0.0, 14.0)
 
 
 def available_memory() -> int | None:

@@ -302,17 +302,35 @@ def _read_masks(
                 f"masks: {files[index]} is {values.shape[1]}x{values.shape[0]} but the frames are "
                 f"{source_hw[1]}x{source_hw[0]}; give masks with the frames' size or aspect ratio"
             )
-        maps.append(values)
+        maps.append(_narrowest(values))
     labels = np.unique(np.concatenate([np.unique(m) for m in maps]))
     labels = labels[labels != 0]
-    if full_scale is not None and len(labels) > MAX_GRAY_LABELS:
-        channels = [(m.astype(np.float32) / full_scale)[..., None] for m in maps]
-    elif len(labels) <= 1:
-        channels = [(m > 0).astype(np.float32)[..., None] for m in maps]
-    else:
-        channels = [np.stack([m == label for label in labels], axis=-1).astype(np.float32) for m in maps]
-    resized = [_resize_hwc(c, *out_hw) for c in channels]
-    return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).clamp_(0.0, 1.0).contiguous()
+    soft = full_scale is not None and len(labels) > MAX_GRAY_LABELS
+    k = len(labels) if not soft and len(labels) > 1 else 1
+
+    def channels(m: np.ndarray) -> np.ndarray:
+        """One map as H×W×k float: its soft values, its foreground, or a channel per label."""
+        if soft:
+            return (m.astype(np.float32) / full_scale)[..., None]
+        if k == 1:
+            return (m > 0).astype(np.float32)[..., None]
+        return np.stack([m == label for label in labels], axis=-1).astype(np.float32)
+
+    # written frame by frame into the T×K×H×W result: a long clip's masks are held as the result and
+    # as one byte a pixel of labels, not as float copies of every frame
+    out = np.empty((len(maps), k, *out_hw), np.float32)
+    for i, m in enumerate(maps):
+        out[i] = _resize_hwc(channels(m), *out_hw).transpose(2, 0, 1)
+    return torch.from_numpy(out).clamp_(0.0, 1.0)
+
+
+def _narrowest(values: np.ndarray) -> np.ndarray:
+    """An integer map in the smallest unsigned type that holds it (a mask is 1 byte a pixel, not 4)."""
+    low, high = int(values.min()), int(values.max())
+    for kind in (np.uint8, np.uint16):
+        if low >= 0 and high <= np.iinfo(kind).max:
+            return values.astype(kind)
+    return values
 
 
 def stated_fps(path: str | Path) -> float | None:
