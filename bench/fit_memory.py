@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         clip = args.clip or long_clip(args.long, args.size, Path(tmp) / "long")
         for method in args.methods:
             rows = {str(n): fit_peak(clip, method, n, args, Path(tmp) / f"{method}{n}") for n in args.lengths}
+            cost = get_representation(method).fit_memory
             for n, row in rows.items():  # what `fit` checks memory against, before reading the clip
                 shape = clip_shape(
                     clip, max_frames=min(int(n), args.segment_frames or int(n)), size=args.size
                 )
-                cost = get_representation(method).fit_memory
                 if shape is not None and cost is not None:
                     row["estimate_mb"] = round(fit_bytes(cost, *shape) / 2**20, 1)
             first, last = str(min(args.lengths)), str(max(args.lengths))

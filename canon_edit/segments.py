@@ -86,24 +86,26 @@ MaskReader = Callable[[int, int], Tensor]
 MASK_CHUNK = 64
 
 
-def mask_chunks(masks: MaskReader, frames: int) -> Iterator[tuple[int, Tensor]]:
-    """(first frame, its chunk of masks) over frames [0, frames), `MASK_CHUNK` frames at a time."""
-    for start in range(0, frames, MASK_CHUNK):
-        yield start, masks(start, min(start + MASK_CHUNK, frames))
+def masked_motion(flow: Flow, masks: MaskReader | None = None) -> tuple[Tensor, Tensor | None]:
+    """(T×2 camera path, T×K label shares), in one pass over `masks` (the shares: None without masks).
 
-
-def camera_path(flow: Flow, masks: MaskReader | None = None) -> Tensor:
-    """T×2: where the view has moved since frame 0, in pixels: the median consistent flow of the
-    background (pixels outside every label of `masks`, when given), summed."""
-    pairs = flow.forward.shape[0]
-    chunks = mask_chunks(masks, pairs) if masks is not None else [(0, None)]
-    steps = [torch.zeros(2)]
-    for start, chunk in chunks:
-        for t in range(start, pairs if chunk is None else start + len(chunk)):
+    The path is where the view has moved since frame 0, in pixels: the median consistent flow of the
+    background (pixels outside every label of `masks`, when given), summed. A share is the part of a
+    frame a label covers.
+    """
+    frames = flow.forward.shape[0] + 1
+    size = MASK_CHUNK if masks is not None else frames
+    steps, shares = [torch.zeros(2)], []
+    for start in range(0, frames, size):
+        stop = min(start + size, frames)
+        chunk = None if masks is None else masks(start, stop)
+        if chunk is not None:
+            shares.append((chunk >= 0.5).float().mean((2, 3)))
+        for t in range(start, min(stop, frames - 1)):
             ok = flow.forward_ok[t].bool() & (chunk is None or chunk[t - start].amax(0) < 0.5)
             vectors = flow.forward[t].float().flatten(1)[:, ok.flatten()] if ok.any() else torch.zeros(2, 1)
             steps.append(vectors.median(dim=1).values)
-    return torch.stack(steps).cumsum(0)
+    return torch.stack(steps).cumsum(0), torch.cat(shares) if shares else None
 
 
 # A cut may fall this early in the travel a segment may span, to find shared frames that show the
@@ -126,12 +128,12 @@ def plan_by_motion(
     object is out of view and strand its paint in one segment (bench/RESULTS.md).
     """
     height, width = flow.forward.shape[-2:]
-    path = camera_path(flow, masks) / torch.tensor([float(width), float(height)])
+    path, area = masked_motion(flow, masks)
+    path = path / torch.tensor([float(width), float(height)])
     frames = path.shape[0]
     shortest = 2 * overlap + 1
     if longest < shortest:
         raise UserError(f"segments of at most {longest} frames cannot share {overlap}; lower --overlap")
-    area = None if masks is None else label_shares(masks, frames)
     bounds, start = [], 0
     while True:
         travel = (path[start:] - path[start]).abs().amax(1)
@@ -147,11 +149,6 @@ def plan_by_motion(
         if end == frames:
             return [Segment(f"seg_{k:03d}", a, b) for k, (a, b) in enumerate(bounds)]
         start = end - overlap
-
-
-def label_shares(masks: MaskReader, frames: int) -> Tensor:
-    """T×K: the share of each of `frames` frames each label covers."""
-    return torch.cat([(chunk >= 0.5).float().mean((2, 3)) for _, chunk in mask_chunks(masks, frames)])
 
 
 def cut_showing_masks(area: Tensor, start: int, earliest: int, latest: int, overlap: int) -> int:
