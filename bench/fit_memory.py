@@ -4,6 +4,8 @@
         [--methods atlas codef] [--steps 5] [--segment-frames N]
     python bench/fit_memory.py --long 600 --lengths 100 600 --segment-frames 100 ...
 
+`--labels K` splits the clip's masks into K labels (bands across each frame's object, left to right),
+so K foreground layers: what each layer adds. `--labels 0` fits the frames without their masks.
 `--long N` fits the procedural long clip (`procedural.make_long_clip`: a pan and a sprite that
 leaves and comes back) of N frames at `--size` (16:9), written as a clip folder, instead of `--clip`.
 With `--segment-frames N` each fit is `fit --segment-frames N` (segments of N frames, the default
@@ -28,11 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from canon_edit.memory import fit_bytes
+import numpy as np
+from PIL import Image
+
 from canon_edit.procedural import make_long_clip
 from canon_edit.representation import get_representation
 from canon_edit.run import versions
-from canon_edit.video import clip_shape, write_pngs
+from canon_edit.video import clip_shape, mask_channels, write_pngs
 
 
 def fit_peak(clip: str, method: str, frames: int, args: argparse.Namespace, out: Path) -> dict[str, float]:
@@ -51,6 +55,29 @@ def long_clip(frames: int, size: int, folder: Path) -> str:
     long = make_long_clip(frames, height=size, width=round(size * 16 / 9 / 2) * 2)
     write_pngs(folder / "frames", long.clip.frames)
     write_pngs(folder / "masks", long.clip.masks.expand(-1, 3, -1, -1))
+    return str(folder)
+
+
+def split_labels(clip: str, labels: int, folder: Path) -> str:
+    """`clip`'s frames with its masks split into `labels` labels: bands of equal width across each
+    frame's object (left to right); with 0, the frames alone (one layer, no masks)."""
+    source = Path(clip)
+    folder.mkdir(parents=True)
+    (folder / "frames").symlink_to((source / "frames").resolve())
+    if labels == 0:
+        return str(folder / "frames")
+    (folder / "masks").mkdir(parents=True)
+    for path in sorted((source / "masks").glob("*.png")):
+        mask = np.asarray(Image.open(path).convert("L")) > 127
+        out = np.zeros(mask.shape, np.uint8)
+        columns = np.flatnonzero(mask.any(0))
+        if len(columns):
+            edges = np.linspace(columns[0], columns[-1] + 1, labels + 1).round().astype(int)
+            for k in range(labels):
+                band = np.zeros_like(mask)
+                band[:, edges[k] : edges[k + 1]] = True
+                out[mask & band] = k + 1
+        Image.fromarray(out).save(folder / "masks" / path.name)
     return str(folder)
 
 
@@ -81,10 +108,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--methods", nargs="+", default=["atlas", "codef"])
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--segment-frames", type=int, default=None)
+    p.add_argument("--labels", type=int, default=None, help="split the masks in K labels")
     args = p.parse_args(argv)
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         clip = args.clip or long_clip(args.long, args.size, Path(tmp) / "long")
+        if args.labels is not None:
+            clip = split_labels(clip, args.labels, Path(tmp) / "split")
         for method in args.methods:
             rows = {str(n): fit_peak(clip, method, n, args, Path(tmp) / f"{method}{n}") for n in args.lengths}
             cost = get_representation(method).fit_memory
@@ -93,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     clip, max_frames=min(int(n), args.segment_frames or int(n)), size=args.size
                 )
                 if shape is not None and cost is not None:
-                    row["estimate_mb"] = round(fit_bytes(cost, *shape) / 2**20, 1)
+                    row["estimate_mb"] = round(cost.peak(*shape, mask_channels(clip) or 0) / 2**20, 1)
             first, last = str(min(args.lengths)), str(max(args.lengths))
             span = max(1, int(last) - int(first))
             slope = (rows[last]["peak_rss_mb"] - rows[first]["peak_rss_mb"]) / span
@@ -104,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "size": args.size,
         "steps": args.steps,
         "segment_frames": args.segment_frames,
+        "labels": args.labels,
         **figures,
         "versions": versions(),
     }

@@ -30,13 +30,13 @@ from .errors import UserError
 from .evaluate import evaluate_video, render_chunks
 from .flow import load_or_compute_flow
 from .lock import run_lock
-from .memory import check_fit_memory, check_read_memory, fit_bytes
+from .memory import check_fit_memory, check_read_memory
 from .outputs import MARKER, changed_since_written, claim_folder, write_manifest
 from .representation import Bake, Representation, get_representation
 from .run import RUN_ENTRIES, RunFolder, StoredClip, versions
 from .segments import SEGMENTS_DIR
 from .train import optimise, plan_line, with_quality
-from .video import FPS_FILE, Clip, VideoPair, clip_shape, read_clip, stated_fps
+from .video import FPS_FILE, Clip, VideoPair, clip_shape, mask_channels, read_clip, stated_fps
 
 
 @dataclass
@@ -78,11 +78,13 @@ class ClipOptions:
         if pick_device(device).type != "cpu":
             return  # the fields and their optimiser live on the GPU: the figures are the CPU's
         shape = clip_shape(self.source, max_frames=self.max_frames, stride=self.stride, size=self.size)
+        labels = mask_channels(self.source, self.masks, max_frames=self.max_frames, stride=self.stride)
         if shape is None or segment is None:
-            check_fit_memory(cls.name, cls.fit_memory, shape)
+            check_fit_memory(cls.name, cls.fit_memory, shape, labels)
             return
-        check_read_memory(shape)  # the whole clip is read once, to be stored for its segments
-        check_fit_memory(cls.name, cls.fit_memory, (min(shape[0], segment), *shape[1:]), segments=True)
+        check_read_memory(shape, labels)  # the whole clip is read once, to be stored for its segments
+        part = (min(shape[0], segment), *shape[1:])
+        check_fit_memory(cls.name, cls.fit_memory, part, labels, segments=True)
 
     def record(self, run: Path) -> dict[str, Any]:
         """For run.json: absolute paths, and the source relative to the run (for a moved pair)."""
@@ -220,8 +222,9 @@ def _fit(
         load_or_compute_flow(run.flow, clip.frames, show_progress=show_progress) if cls.needs_flow else None
     )
     if show_progress:
-        cpu = dev.type == "cpu" and cls.fit_memory is not None  # the measured figures are the CPU's
-        peak = fit_bytes(cls.fit_memory, clip.T, clip.H, clip.W) if cpu else None
+        cost = cls.fit_memory if dev.type == "cpu" else None  # the measured figures are the CPU's
+        labels = 0 if clip.masks is None else clip.masks.shape[1]
+        peak = None if cost is None else cost.peak(clip.T, clip.H, clip.W, labels)
         print(plan_line(cfg.train, peak), file=sys.stderr)
     torch.manual_seed(cfg.train.seed)  # same seed, same fit
     model = cls(clip, flow, cfg, **extra_kwargs).to(dev)

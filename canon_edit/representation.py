@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import UserError
+from .memory import FitCost
 from .run import RunFolder
 from .video import Clip
 
@@ -93,10 +94,9 @@ class Representation(nn.Module):
     needs_flow: ClassVar[bool] = True  # False: the fit computes no optical flow and passes flow=None
     # entries of the run folder this method writes besides the core's (removed by `fit --force`)
     run_files: ClassVar[frozenset[str]] = frozenset()
-    # a CPU fit's peak memory: (fixed bytes, bytes a pixel of a frame, bytes a pixel of the clip), as
-    # bench/fit_memory.py measures it; `fit` refuses a clip that would need more than the machine has
-    # available (canon_edit.memory). None: not checked
-    fit_memory: ClassVar[tuple[float, float, float] | None] = None
+    # a CPU fit's peak memory as bench/fit_memory.py measures it; `fit` refuses a clip that would need
+    # more than the machine has available (canon_edit.memory). None: not checked
+    fit_memory: ClassVar[FitCost | None] = None
 
     @classmethod
     def prepare(

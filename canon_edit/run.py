@@ -102,6 +102,12 @@ class StoredClip:
     def has_masks(self) -> bool:
         return "masks" in self.file.tensors
 
+    @property
+    def labels(self) -> int:
+        """Mask channels (one a label; 0 without masks)."""
+        masks = self.file.tensors.get("masks")
+        return 0 if masks is None else int(masks.shape[1])
+
     def read_masks(self, start: int, stop: int) -> Tensor:
         """The masks of frames [start, stop) (B×K×H×W, float in [0, 1]) of a clip that has them."""
         masks = _unpack(self.file.tensors["masks"][start:stop]).clone()

@@ -157,7 +157,8 @@ def fit_segment(
                 raise UserError(f"{top.clip_file} is missing; fit the clip again into a new folder")
             if pick_device(device).type == "cpu":  # on the machine that runs the task (a Ray worker)
                 cost = get_representation(str(info["method"])).fit_memory
-                check_fit_memory(str(info["method"]), cost, (seg.frames, stored.H, stored.W), segments=True)
+                shape = (seg.frames, stored.H, stored.W)
+                check_fit_memory(str(info["method"]), cost, shape, stored.labels, segments=True)
             fit_clip(
                 stored.part(seg.start, seg.end),
                 sub.path,

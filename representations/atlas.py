@@ -82,6 +82,7 @@ from torch import Tensor, nn
 from canon_edit.canonical import CanonicalVideo, composite_weights
 from canon_edit.errors import UserError
 from canon_edit.flow import Flow
+from canon_edit.memory import FitCost
 from canon_edit.video import Clip
 
 from . import fields
@@ -246,8 +247,9 @@ class Atlas(fields.LayeredRepresentation):
     config_class = AtlasConfig
     # a fit's peak with one mask label (two layers), fitted to davis_camel at 426×240 (968 / 1459 MiB at
     # 30 / 90 frames) and davis_breakdance at 854×480 (2031 / 2891 MiB at 30 / 60); within -11% to +4% of
-    # later runs (bench/RESULTS.md, "Fit memory: what fit checks before it reads a clip")
-    fit_memory = (602e6, 1523.0, 79.0)
+    # later runs (bench/RESULTS.md, "Fit memory: what fit checks before it reads a clip"); each label more,
+    # fitted to davis_camel's mask split in two and three labels (section "each mask label is a layer")
+    fit_memory = FitCost(602e6, 1523.0, 79.0, label_frame_pixel=932.0, label_clip_pixel=41.0)
 
     def __init__(self, clip: Clip, flow: Flow, cfg: AtlasConfig, init_cache: Path | None = None):
         super().__init__()

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from canon_edit.canonical import CanonicalVideo, composite_weights
 from canon_edit.flow import Flow
+from canon_edit.memory import FitCost
 from canon_edit.video import Clip
 
 from . import fields
@@ -90,8 +91,9 @@ class CoDeF(LayeredRepresentation):
     config_class = CoDeFConfig
     # a fit's peak with one mask label (two layers), fitted to davis_camel at 426×240 (875 / 1273 MiB at
     # 30 / 90 frames) and davis_breakdance at 854×480 (2040 / 2952 MiB at 30 / 60); within -11% to +4% of
-    # later runs (bench/RESULTS.md, "Fit memory: what fit checks before it reads a clip")
-    fit_memory = (550e6, 1544.0, 73.0)
+    # later runs (bench/RESULTS.md, "Fit memory: what fit checks before it reads a clip"); each label more,
+    # fitted to davis_camel's mask split in two and three labels (section "each mask label is a layer")
+    fit_memory = FitCost(550e6, 1544.0, 73.0, label_clip_pixel=25.0)
 
     def __init__(self, clip: Clip, flow: Flow, cfg: CoDeFConfig, init_cache: Path | None = None):
         super().__init__()

@@ -190,10 +190,11 @@ def test_fit_memory_prints_one_json_line(clip_dir, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(figures))
     rows = figures["codef"]["by_length"]
     assert set(rows) == {"3", "6"} and all(r["peak_rss_mb"] > 100 and r["seconds"] > 0 for r in rows.values())
-    fixed, per_frame_pixel, per_clip_pixel = get_representation("codef").fit_memory
+    cost = get_representation("codef").fit_memory
     clip = read_clip(clip_dir, size=48)
+    labels = 0 if clip.masks is None else clip.masks.shape[1]
     assert [rows[n]["estimate_mb"] for n in ("3", "6")] == [
-        round((fixed + (per_frame_pixel + per_clip_pixel * n) * clip.H * clip.W) / 2**20, 1) for n in (3, 6)
+        round(cost.peak(n, clip.H, clip.W, labels) / 2**20, 1) for n in (3, 6)
     ]
     assert figures["codef"]["mb_per_frame"] == round(
         (rows["6"]["peak_rss_mb"] - rows["3"]["peak_rss_mb"]) / 3, 2

@@ -163,7 +163,8 @@ def test_a_fit_that_would_outgrow_memory_is_refused_before_reading(work, capsys,
     from canon_edit.representation import get_representation
 
     height, width = read_image(work / "clip" / "frames" / "00000.png").shape[1:]
-    room = memory.fit_bytes(get_representation("codef").fit_memory, 3.5, height, width)  # 3 frames fit
+    cost = get_representation("codef").fit_memory
+    room = cost.peak(3.5, height, width)  # 3 frames fit
     monkeypatch.setattr(memory, "available_memory", lambda: int(room))
 
     def no_reading(*args, **kwargs):
@@ -180,13 +181,34 @@ def test_a_fit_that_would_outgrow_memory_is_refused_before_reading(work, capsys,
         "shorter segments (--segment-frames 3)",
     )
     # a segmented fit reads the whole clip once, to store it: room for 3 frames of that, not 6
-    room = memory.fit_bytes(memory.READ_COST, 3.5, height, width)
+    room = memory.READ_COST.peak(3.5, height, width)
     monkeypatch.setattr(memory, "available_memory", lambda: int(room))
     refused(
         *cli(capsys, "fit", work / "clip", "-o", out, *TINY, "--segment-frames", "4"),
         "reading the clip (6 frames",
         "--max-frames 3",
     )
+    assert not out.exists() and snapshot(work) == before
+    # each mask label is a layer: room for the clip whole with its one label is not room with three
+    labels = work / "three_labels"
+    labels.mkdir()
+    for path in sorted((work / "clip" / "masks").glob("*.png")):
+        mask = np.asarray(Image.open(path).convert("L")) > 127
+        mask = mask.astype(np.uint8)
+        mask[:4, :4], mask[-4:, -4:] = 2, 3
+        Image.fromarray(mask).save(labels / path.name)
+    before = snapshot(work)
+    room = cost.peak(6.5, height, width)
+    monkeypatch.setattr(memory, "available_memory", lambda: int(room))
+    fits = int((room - cost.peak(0, height, width, 3)) // cost.per_frame(height, width, 3))
+    assert 2 <= fits < 6
+    refused(
+        *cli(capsys, "fit", work / "clip", "--masks", labels, "-o", out, *TINY),
+        "clip whole (6 frames)",
+        f"--segment-frames {fits}",
+    )
+    with pytest.raises(AssertionError, match="the clip was read"):
+        main(["fit", str(work / "clip"), "-o", str(out), *TINY])
     assert not out.exists() and snapshot(work) == before
     monkeypatch.setenv(memory.NO_CHECK_ENV, "1")  # the way past a wrong estimate: on to reading
     with pytest.raises(AssertionError, match="the clip was read"):

@@ -17,6 +17,7 @@ from canon_edit.metrics import psnr
 from canon_edit.video import (
     X264,
     clip_shape,
+    mask_channels,
     read_clip,
     read_image,
     resize_frames,
@@ -218,6 +219,26 @@ def test_clip_shape_from_headers_is_what_reading_gives(tmp_path: Path, clip_fold
     for source in (clip_folder, clip_folder / "frames", tmp_path / "a.mp4"):
         clip = read_clip(source, **selection)
         assert clip_shape(source, **selection) == (clip.T, clip.H, clip.W), source
+
+
+@pytest.mark.parametrize("selection", [{}, {"max_frames": 1}, {"stride": 2}])
+def test_mask_channels_before_reading_are_what_reading_gives(tmp_path: Path, selection) -> None:
+    """The layers `fit` costs memory for, before reading: labels (palette, gray), soft masks, none; a
+    label seen only past the frames kept is not counted."""
+    rng = np.random.default_rng(1)
+    soft = [rng.integers(0, 256, size=(H, W)) for _ in range(T)]  # past MAX_GRAY_LABELS gray levels
+    labels = [np.where(rng.random((H, W)) < 0.5, 0, 60 if i == 0 else 60 + 60 * (i % 3)) for i in range(T)]
+    palette = [rng.choice([0, 3, 7], size=(H, W)) for _ in range(T)]
+    write_pngs(tmp_path / "frames", torch.zeros(T, 3, H, W))
+    for name, maps, mode in (("soft", soft, "L"), ("labels", labels, "L"), ("palette", palette, "P")):
+        write_label_pngs(tmp_path / name, maps, mode)
+        masks = read_clip(tmp_path / "frames", tmp_path / name, **selection).masks
+        assert masks is not None
+        assert mask_channels(tmp_path / "frames", tmp_path / name, **selection) == masks.shape[1], name
+    assert mask_channels(tmp_path / "frames", tmp_path / "labels", max_frames=1) == 1
+    assert mask_channels(tmp_path / "frames", tmp_path / "labels") == 3
+    assert mask_channels(tmp_path / "frames") == 0
+    assert mask_channels(tmp_path / "frames", tmp_path / "missing") is None
 
 
 def test_clip_shape_is_none_where_headers_cannot_tell(tmp_path: Path) -> None:
