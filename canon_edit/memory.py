@@ -50,9 +50,10 @@ class FitCost:
 
 
 # a segmented fit first reads the whole clip to store it (`read_clip(as_uint8=True)`): its peak above the
-# process's own, 13.3 bytes a pixel with one mask label on davis_breakdance at 854×480 (84 frames), 21.3
-# with three (each label's float channel)
-READ_COST = FitCost(0.0, 0.0, 14.0, 0.0, 4.0)
+# process's own, 8.3 bytes a pixel with one mask label on davis_breakdance at 854×480 (84 frames), and 4
+# more a label (its float channel; 13.3 and 21.3 for one and three labels before the frames went
+# straight into their tensor)
+READ_COST = FitCost(0.0, 0.0, 9.0, 0.0, 4.0)
 
 
 def available_memory() -> int | None:

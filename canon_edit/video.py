@@ -187,28 +187,83 @@ def _select(n: int, stride: int, max_frames: int | None) -> list[int]:
     return list(range(0, n, stride))[:max_frames]
 
 
+class _FrameStack:
+    """Frames put one by one into the clip's `T×3×H×W` tensor as they are decoded.
+
+    The clip is held once, in its final type and layout: a list of decoded arrays, their stack and its
+    permuted copy peaked at 13.3 bytes a pixel for a uint8 read with a mask (22.3 as float), and glibc's
+    heap kept the list's 3 after the read (bench/RESULTS.md, "Reading frames"). The layout is the one
+    that path gave, which the fits were measured with: uint8 planar, float channels-last (a fit's flow
+    and metrics view the frames as H×W×3 for free; planar float frames cost a camel fit 10% more at
+    its peak). `expected` sizes the tensor; a video that decodes more frames than its header said
+    grows it.
+    """
+
+    def __init__(self, expected: int, as_uint8: bool) -> None:
+        self.expected = max(expected, 1)
+        self.dtype = torch.uint8 if as_uint8 else torch.float32
+        self.layout = torch.contiguous_format if as_uint8 else torch.channels_last
+        self.out: Tensor | None = None
+        self.count = 0
+
+    def add(self, frame: np.ndarray) -> None:
+        """One `H×W×3` uint8 frame; as float, exactly `frame / 255`."""
+        if self.out is None:
+            shape = (self.expected, 3, *frame.shape[:2])
+            self.out = torch.empty(shape, dtype=self.dtype, memory_format=self.layout)
+        elif self.count == len(self.out):
+            shape = (self.count + max(self.count // 2, 16), *self.out.shape[1:])
+            grown = torch.empty(shape, dtype=self.dtype, memory_format=self.layout)
+            grown[: self.count] = self.out
+            self.out = grown
+        target = self.out[self.count]
+        target.numpy()[...] = frame.transpose(2, 0, 1)  # a decoded frame may be read-only: numpy copies it
+        if self.dtype != torch.uint8:
+            target.div_(255.0)
+        self.count += 1
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        assert self.out is not None
+        return int(self.out.shape[2]), int(self.out.shape[3])
+
+    def tensor(self) -> Tensor:
+        """The frames added; a tensor sized for more is copied down to them (its storage let go)."""
+        assert self.out is not None
+        return self.out if self.count == len(self.out) else self.out[: self.count].clone()
+
+
 def _read_folder(
-    folder: Path, stride: int, max_frames: int | None, size: int | None
-) -> tuple[list[np.ndarray], int, tuple[int, int]]:
+    folder: Path, stride: int, max_frames: int | None, size: int | None, as_uint8: bool
+) -> tuple[_FrameStack, int, tuple[int, int]]:
     """Selected frames of a folder (resized), the number of source frames, the source (H, W)."""
     files = _list_images(folder, IMAGE_SUFFIXES)
     if not files:
         raise UserError(
             f"frames: no .png/.jpg files in {folder}; give a video file or a folder of frame images"
         )
-    frames: list[np.ndarray] = []
+    selected = _select(len(files), stride, max_frames)
+    frames = _FrameStack(len(selected), as_uint8)
     source_hw = (0, 0)
-    for index in _select(len(files), stride, max_frames):
+    for index in selected:
         array = _to_rgb_uint8(_load_pil(files[index], "frames"), keep_alpha=False)
-        if not frames:
+        if not frames.count:
             source_hw = array.shape[:2]
         elif array.shape[:2] != source_hw:
             raise UserError(
                 f"frames: {files[index]} is {array.shape[1]}x{array.shape[0]} but the first selected frame "
                 f"is {source_hw[1]}x{source_hw[0]}; give frames of one size"
             )
-        frames.append(_resize_hwc(array, *_even_size(*source_hw, size)))
+        frames.add(_resize_hwc(array, *_even_size(*source_hw, size)))
     return frames, len(files), source_hw
+
+
+def _stated_frames(container: av.container.InputContainer) -> int:
+    """The video stream's frame count as its container states it, else as its duration and rate give it
+    (WebM and Matroska state no count); 0 where neither is stated."""
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate
+    return stream.frames or round(float((container.duration or 0) / av.time_base * (rate or 0)))
 
 
 def _decoded(container: av.container.InputContainer) -> Iterator[np.ndarray]:
@@ -222,14 +277,13 @@ def _decoded(container: av.container.InputContainer) -> Iterator[np.ndarray]:
 
 
 def _read_video(
-    path: Path, stride: int, max_frames: int | None, size: int | None, count_all: bool
-) -> tuple[list[np.ndarray], int, tuple[int, int], float | None]:
+    path: Path, stride: int, max_frames: int | None, size: int | None, count_all: bool, as_uint8: bool
+) -> tuple[_FrameStack, int, tuple[int, int], float | None]:
     """Selected frames of a video (resized), the number of source frames, the source (H, W), its fps.
 
     Decoding stops after the last selected frame unless `count_all` (masks must match every frame).
     A stream that changes resolution midway is resized to the first selected frame's size.
     """
-    frames: list[np.ndarray] = []
     source_hw = out_hw = (0, 0)
     n_source = 0
     try:
@@ -237,21 +291,22 @@ def _read_video(
             if not container.streams.video:
                 raise UserError(f"video: {path} has no video stream; give a file that contains video")
             rate = container.streams.video[0].average_rate or container.streams.video[0].guessed_rate
+            frames = _FrameStack(len(_select(_stated_frames(container), stride, max_frames)), as_uint8)
             for index, array in enumerate(_decoded(container)):
-                full = max_frames is not None and len(frames) >= max_frames
+                full = max_frames is not None and frames.count >= max_frames
                 if full and not count_all:
                     break
                 n_source = index + 1
                 if index % stride == 0 and not full:
-                    if not frames:
+                    if not frames.count:
                         source_hw = array.shape[:2]
                         out_hw = _even_size(*source_hw, size)
-                    frames.append(_resize_hwc(array, *out_hw))
+                    frames.add(_resize_hwc(array, *out_hw))
     except (av.FFmpegError, OSError) as e:
         raise UserError(
             f"video: cannot decode {path} ({_reason(e)}); check it is a complete, valid video"
         ) from e
-    if not frames:
+    if not frames.count:
         raise UserError(f"video: {path} contains no decodable frames; give a video with at least one frame")
     return frames, n_source, source_hw, float(rate) if rate else None
 
@@ -424,8 +479,7 @@ def clip_shape(
             with av.open(str(path)) as container:
                 stream = container.streams.video[0]
                 width, height = stream.codec_context.width, stream.codec_context.height
-                rate = stream.average_rate or stream.guessed_rate
-                count = stream.frames or round(float((container.duration or 0) / av.time_base * (rate or 0)))
+                count = _stated_frames(container)
         else:
             return None
     except (OSError, IndexError, ValueError, UnidentifiedImageError, av.FFmpegError):
@@ -466,11 +520,11 @@ def read_clip(
         frames_dir = _frames_folder(path)
         if masks is None and frames_dir != path and (path / "masks").is_dir():
             masks = path / "masks"
-        frames, n_source, source_hw = _read_folder(frames_dir, stride, max_frames, size)
+        frames, n_source, source_hw = _read_folder(frames_dir, stride, max_frames, size, as_uint8)
         rate = fps or stated_fps(path) or DEFAULT_FPS
     elif path.suffix.lower() in VIDEO_SUFFIXES:
         frames, n_source, source_hw, video_rate = _read_video(
-            path, stride, max_frames, size, count_all=masks is not None
+            path, stride, max_frames, size, count_all=masks is not None, as_uint8=as_uint8
         )
         rate = fps or video_rate or DEFAULT_FPS
     else:
@@ -478,12 +532,12 @@ def read_clip(
             f"input: {path} has unsupported suffix '{path.suffix}'; give a video "
             f"({', '.join(VIDEO_SUFFIXES)}) or a folder of .png/.jpg frames"
         )
-    out_hw = frames[0].shape[:2]
+    tensor = frames.tensor()
     mask_tensor = (
-        None if masks is None else _read_masks(Path(masks), n_source, source_hw, out_hw, stride, max_frames)
+        None
+        if masks is None
+        else _read_masks(Path(masks), n_source, source_hw, frames.hw, stride, max_frames)
     )
-    tensor = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous() if as_uint8 else None
-    tensor = _to_tensor(frames) if tensor is None else tensor
     return Clip(frames=tensor, fps=rate / stride, masks=mask_tensor, source=str(path))
 
 

@@ -241,6 +241,24 @@ def test_mask_channels_before_reading_are_what_reading_gives(tmp_path: Path, sel
     assert mask_channels(tmp_path / "frames", tmp_path / "missing") is None
 
 
+@pytest.mark.parametrize("expected", [2, 5, 9])  # a header's count under, equal to, over the frames
+@pytest.mark.parametrize("as_uint8", [True, False])
+def test_frames_go_into_their_tensor_as_decoded(expected: int, as_uint8: bool) -> None:
+    """What reading held as a list of arrays and their stack, bit for bit, whatever the count told."""
+    from canon_edit.video import _FrameStack
+
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 256, size=(5, 7, 3), dtype=np.uint8) for _ in range(5)]
+    frames[1].flags.writeable = False  # PIL's and PyAV's arrays can be read-only
+    stack = _FrameStack(expected, as_uint8)
+    for frame in frames:
+        stack.add(frame)
+    reference = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
+    reference = reference.contiguous() if as_uint8 else reference.float().div_(255.0)
+    assert stack.hw == (5, 7) and torch.equal(stack.tensor(), reference)
+    assert stack.tensor().dtype == reference.dtype and stack.tensor().stride() == reference.stride()
+
+
 def test_clip_shape_is_none_where_headers_cannot_tell(tmp_path: Path) -> None:
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
     (tmp_path / "empty").mkdir()
