@@ -6,6 +6,8 @@
 
 `--labels K` splits the clip's masks into K labels (bands across each frame's object, left to right),
 so K foreground layers: what each layer adds. `--labels 0` fits the frames without their masks.
+`--portrait` fits, for each length, the procedural portrait (`make_portrait_clip`: the synthetic
+SMPL-X body, its true tracking, `--size`² frames) with `--method portrait` (the default method then).
 `--long N` fits the procedural long clip (`procedural.make_long_clip`: a pan and a sprite that
 leaves and comes back) of N frames at `--size` (16:9), written as a clip folder, instead of `--clip`.
 With `--segment-frames N` each fit is `fit --segment-frames N` (segments of N frames, the default
@@ -43,6 +45,9 @@ def fit_peak(clip: str, method: str, frames: int, args: argparse.Namespace, out:
     """`canon-edit fit` in a fresh process: its peak RSS (MiB) and seconds."""
     argv = [clip, "-o", str(out), "--method", method, "--size", str(args.size), "--max-frames", str(frames)]
     argv += ["--steps", str(args.steps), "--quiet"]
+    if method == "portrait":  # the procedural portrait's body and true tracking (`portrait_clip`)
+        argv += ["--body", "smplx", "--body-model-dir", str(Path(clip).parent / "body")]
+        argv += ["--tracking", str(Path(clip) / "tracking.json")]
     if args.segment_frames:
         argv += ["--segment-frames", str(args.segment_frames)]
     command = [sys.executable, __file__, "--child", *argv]
@@ -56,6 +61,21 @@ def long_clip(frames: int, size: int, folder: Path) -> str:
     write_pngs(folder / "frames", long.clip.frames)
     write_pngs(folder / "masks", long.clip.masks.expand(-1, 3, -1, -1))
     return str(folder)
+
+
+def portrait_clip(frames: int, size: int, folder: Path) -> str:
+    """The procedural portrait (synthetic SMPL-X body in `folder/body`) as a clip folder with its
+    tracking.json, `frames` frames of `size`²."""
+    from canon_edit_representations.portrait.body import SMPLXBody
+    from canon_edit_representations.portrait.procedural import make_portrait_clip
+    from canon_edit_representations.portrait.synthetic_body import write_synthetic_smplx
+
+    write_synthetic_smplx(folder / "body")
+    portrait = make_portrait_clip(SMPLXBody(folder / "body"), frames, size)
+    write_pngs(folder / "clip" / "frames", portrait.clip.frames)
+    write_pngs(folder / "clip" / "masks", portrait.clip.masks.expand(-1, 3, -1, -1))
+    portrait.tracking.save(folder / "clip" / "tracking.json")
+    return str(folder / "clip")
 
 
 def split_labels(clip: str, labels: int, folder: Path) -> str:
@@ -103,34 +123,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--clip", help="a video or clip folder")
     source.add_argument("--long", type=int, metavar="N", help="the procedural long clip of N frames")
+    source.add_argument("--portrait", action="store_true", help="the procedural portrait, per length")
     p.add_argument("--size", type=int, default=240)
     p.add_argument("--lengths", type=int, nargs="+", default=[30, 90])
-    p.add_argument("--methods", nargs="+", default=["atlas", "codef"])
+    p.add_argument("--methods", nargs="+", default=None, help="default atlas codef (portrait)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--segment-frames", type=int, default=None)
     p.add_argument("--labels", type=int, default=None, help="split the masks in K labels")
     args = p.parse_args(argv)
+    methods = args.methods or (["portrait"] if args.portrait else ["atlas", "codef"])
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        clip = args.clip or long_clip(args.long, args.size, Path(tmp) / "long")
+        clip = ""
+        if not args.portrait:
+            clip = args.clip or long_clip(args.long, args.size, Path(tmp) / "long")
         if args.labels is not None:
             clip = split_labels(clip, args.labels, Path(tmp) / "split")
-        for method in args.methods:
-            rows = {str(n): fit_peak(clip, method, n, args, Path(tmp) / f"{method}{n}") for n in args.lengths}
+        clips = {
+            n: portrait_clip(n, args.size, Path(tmp) / f"source{n}") if args.portrait else clip
+            for n in args.lengths
+        }
+        for method in methods:
+            rows = {
+                str(n): fit_peak(clips[n], method, n, args, Path(tmp) / f"{method}{n}") for n in args.lengths
+            }
             cost = get_representation(method).fit_memory
             for n, row in rows.items():  # what `fit` checks memory against, before reading the clip
+                source = clips[int(n)]
                 shape = clip_shape(
-                    clip, max_frames=min(int(n), args.segment_frames or int(n)), size=args.size
+                    source, max_frames=min(int(n), args.segment_frames or int(n)), size=args.size
                 )
                 if shape is not None and cost is not None:
-                    row["estimate_mb"] = round(cost.peak(*shape, mask_channels(clip) or 0) / 2**20, 1)
+                    row["estimate_mb"] = round(cost.peak(*shape, mask_channels(source) or 0) / 2**20, 1)
             first, last = str(min(args.lengths)), str(max(args.lengths))
             span = max(1, int(last) - int(first))
             slope = (rows[last]["peak_rss_mb"] - rows[first]["peak_rss_mb"]) / span
             figures[method] = {"by_length": rows, "mb_per_frame": round(slope, 2)}
     result = {
         "bench": "fit_memory",
-        "clip": Path(args.clip).name if args.clip else f"procedural long clip, {args.long} frames",
+        "clip": Path(args.clip).name
+        if args.clip
+        else "procedural portrait"
+        if args.portrait
+        else f"procedural long clip, {args.long} frames",
         "size": args.size,
         "steps": args.steps,
         "segment_frames": args.segment_frames,

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from .atomic import atomic_dir
+from .canonical import CanonicalVideo
 from .config import deep_merge, from_dict, load_config, to_dict
 from .device import pick_device
 from .edit.store import edits_made_before
@@ -80,7 +81,8 @@ class ClipOptions:
         shape = clip_shape(self.source, max_frames=self.max_frames, stride=self.stride, size=self.size)
         labels = mask_channels(self.source, self.masks, max_frames=self.max_frames, stride=self.stride)
         if shape is None or segment is None:
-            check_fit_memory(cls.name, cls.fit_memory, shape, labels)
+            whole = cls.bake_class is not CanonicalVideo  # only 2D fits split into segments
+            check_fit_memory(cls.name, cls.fit_memory, shape, labels, whole=whole)
             return
         check_read_memory(shape, labels)  # the whole clip is read once, to be stored for its segments
         part = (min(shape[0], segment), *shape[1:])

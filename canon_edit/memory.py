@@ -4,8 +4,8 @@ A fit that outgrows memory is killed by the kernel minutes in, without a word. A
 what its fit peaks at (`Representation.fit_memory`, a `FitCost`: a fixed part, bytes a pixel of a frame
 and of the clip, and what each mask label adds, measured by `bench/fit_memory.py`); a fit on the CPU
 whose clip needs more than the machine has available is refused in one line that names what would fit:
-segments of so many frames, or a smaller size. `CANON_EDIT_NO_MEMORY_CHECK=1` skips the check (an
-estimate can be wrong for an unusual clip).
+segments of so many frames (a portrait, fitted whole: so many frames), or a smaller size.
+`CANON_EDIT_NO_MEMORY_CHECK=1` skips the check (an estimate can be wrong for an unusual clip).
 """
 
 from __future__ import annotations
@@ -73,12 +73,14 @@ def check_fit_memory(
     labels: int | None = 1,
     *,
     segments: bool = False,
+    whole: bool = False,
     available: int | None = None,
 ) -> None:
     """Refuse a fit of `shape` = (frames, height, width) with `labels` mask labels (None: unknown, costed
     as one) whose estimated peak exceeds what is available.
 
-    `segments`: `frames` is a segment's length (a segmented fit holds one segment at a time).
+    `segments`: `frames` is a segment's length (a segmented fit holds one segment at a time). `whole`:
+    the method fits a clip whole (a portrait), so the fix is fewer frames, not segments.
     """
     labels = 1 if labels is None else labels
     short = _short(cost, shape, labels, available)
@@ -91,7 +93,9 @@ def check_fit_memory(
     )
     what = f"a segment of {frames} frames" if segments else f"the clip whole ({frames} frames)"
     fixes = []
-    if fits >= 2:
+    if fits >= 2 and whole:
+        fixes.append(f"fewer frames (--max-frames {fits}, --stride)")
+    elif fits >= 2:
         fixes.append(f"{'shorter segments' if segments else 'as segments'} (--segment-frames {fits})")
     fixes.append("at a smaller --size")
     raise UserError(

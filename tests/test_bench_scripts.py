@@ -201,6 +201,18 @@ def test_fit_memory_prints_one_json_line(clip_dir, capsys):
     )
 
 
+def test_fit_memory_of_the_procedural_portrait(capsys):
+    """`--portrait`: a portrait fit per length, on the procedural portrait with its true tracking."""
+    figures = _load("fit_memory").main(["--portrait", "--size", "32", "--lengths", "3", "4", "--steps", "2"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(figures))
+    rows = figures["portrait"]["by_length"]
+    cost = get_representation("portrait").fit_memory
+    assert [rows[n]["estimate_mb"] for n in ("3", "4")] == [
+        round(cost.peak(n, 32, 32, 1) / 2**20, 1) for n in (3, 4)
+    ]
+    assert all(r["peak_rss_mb"] > 100 for r in rows.values()) and figures["clip"] == "procedural portrait"
+
+
 def test_encode_presets_prints_one_json_line(clip_dir, capsys):
     figures = _load("encode_presets").main(
         ["--clip", str(clip_dir), "--size", "48", "--frames", "4", "--repeats", "1",

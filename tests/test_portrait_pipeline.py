@@ -225,3 +225,28 @@ def test_portraitgen_import_refuses_bad_files(tmp_path, portrait):
     path.write_bytes(b"not a torch file")
     with pytest.raises(UserError, match="not a readable torch file"):
         import_portraitgen(path, T)
+
+
+def test_a_portrait_fit_that_would_outgrow_memory_names_fewer_frames(
+    tmp_path, smplx_dir, portrait, monkeypatch, capsys
+):
+    """A portrait is fitted whole: the refusal names the frames that fit, not segments, before any
+    detection, tracking or write."""
+    from canon_edit import memory
+    from canon_edit_representations.portrait.model import Portrait
+
+    def no_detection(*args, **kwargs):
+        raise AssertionError("the clip was detected")
+
+    monkeypatch.setattr(detect, "detect_clip", no_detection)
+    write_pngs(tmp_path / "clip" / "frames", portrait.clip.frames)  # 6 frames
+    room = Portrait.fit_memory.peak(3.5, portrait.clip.H, portrait.clip.W)
+    monkeypatch.setattr(memory, "available_memory", lambda: int(room))
+    out = tmp_path / "run"
+    capsys.readouterr()
+    fit = ["fit", str(tmp_path / "clip"), "-o", str(out), "--method", "portrait", "--body", "smplx"]
+    assert main([*fit, "--body-model-dir", str(smplx_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "fitting the clip whole (6 frames)" in err and "with portrait" in err, err
+    assert "fewer frames (--max-frames 3, --stride)" in err and "segment" not in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from canon_edit.errors import UserError
 from canon_edit.flow import Flow
+from canon_edit.memory import FitCost
 from canon_edit.metrics import psnr, ssim
 from canon_edit.representation import Bake, Representation
 from canon_edit.run import RunFolder
@@ -51,6 +52,12 @@ class Portrait(Representation):
     presets = "canon_edit_representations.presets"
     needs_flow = False
     run_files = frozenset({DETECTIONS, TRACKING, TRACKING_ERROR})
+    # a fit's peak, fitted to the procedural portrait (the synthetic SMPL-X body) at 256² and 512², 30 to
+    # 240 frames, within ±3.4% (bench/RESULTS.md, "Fit memory: portraits"); the clip's frames are held
+    # several times over (the fit's copy, the bake's backdrop, the kept render, the metrics'), so it
+    # grows 137 bytes a pixel of the clip. Each mask label more is only the read's channel (the fit
+    # takes their union)
+    fit_memory = FitCost(673e6, 1065.0, 137.0, label_clip_pixel=4.0)
 
     @classmethod
     def demo(cls, out: Path, force: bool, quick: bool, show_progress: bool) -> dict[str, Any]:
