@@ -34,7 +34,7 @@ FPS_FILE = "fps.txt"  # a frame folder may state its rate in this file
 # A gray mask with more distinct values than this is a soft (matte) mask, not a label image.
 MAX_GRAY_LABELS = 16
 ASPECT_TOLERANCE = 0.01
-# mask files read to count a clip's labels before it is read (`mask_channels`): 64 decode in ~0.2 s at 480p
+# mask files read to count a clip's labels before it is read (`mask_channels`): 64 take ~0.3 s at 480p
 MASK_SAMPLE = 64
 CV_MAX_CHANNELS = 4  # cv2.resize rejects more channels for some filter/size combinations
 # x264's presets, fastest first (an unknown name would fail only as the encoder opens)
@@ -194,9 +194,9 @@ class _FrameStack:
     permuted copy peaked at 13.3 bytes a pixel for a uint8 read with a mask (22.3 as float), and glibc's
     heap kept the list's 3 after the read (bench/RESULTS.md, "Reading frames"). The layout is the one
     that path gave, which the fits were measured with: uint8 planar, float channels-last (a fit's flow
-    and metrics view the frames as H×W×3 for free; planar float frames cost a camel fit 10% more at
-    its peak). `expected` sizes the tensor; a video that decodes more frames than its header said
-    grows it.
+    and metrics view the frames as H×W×3 for free; planar float frames cost a camel fit about 10% more
+    at its peak in one try). `expected` sizes the tensor; a video that decodes more frames than its
+    header said grows it.
     """
 
     def __init__(self, expected: int, as_uint8: bool) -> None:

@@ -53,11 +53,11 @@ class Portrait(Representation):
     needs_flow = False
     run_files = frozenset({DETECTIONS, TRACKING, TRACKING_ERROR})
     # a fit's peak, fitted to the procedural portrait (the synthetic SMPL-X body) at 256² and 512², 30 to
-    # 240 frames, within ±3.4% (bench/RESULTS.md, "Fit memory: portraits"); the clip's frames are held
-    # several times over (the fit's copy, the bake's backdrop, the kept render, the metrics'), so it
-    # grows 137 bytes a pixel of the clip. Each mask label more is only the read's channel (the fit
-    # takes their union)
-    fit_memory = FitCost(673e6, 1065.0, 137.0, label_clip_pixel=4.0)
+    # 240 frames, within -7% to +5% (bench/RESULTS.md, "Fit memory: portraits"); the finish step holds
+    # the clip several times over (the kept render, the metrics' render over black), so it grows 125
+    # bytes a pixel of the clip. Each mask label more is only the read's channel (the fit takes their
+    # union)
+    fit_memory = FitCost(714e6, 0.0, 125.0, label_clip_pixel=4.0)
 
     @classmethod
     def demo(cls, out: Path, force: bool, quick: bool, show_progress: bool) -> dict[str, Any]:
@@ -107,8 +107,9 @@ class Portrait(Representation):
         if (tracking.width, tracking.height) != (clip.W, clip.H):
             tracking = tracking.rescaled(clip.W, clip.H)
         self.body_name = tracking.body
-        self.register_buffer("frames", clip.frames.clone(), persistent=False)
-        self.register_buffer("masks", clip.masks[:, :1].amax(1, keepdim=True).clone(), persistent=False)
+        # the clip's own frames, not a copy (nothing writes into them): a long clip is held once fewer
+        self.register_buffer("frames", clip.frames, persistent=False)
+        self.register_buffer("masks", clip.masks[:, :1].amax(1, keepdim=True), persistent=False)
         for key in ("pose", "expression", "shape", "viewmat", "K"):
             self.register_buffer(key, getattr(tracking, key).float().clone())
 
@@ -256,7 +257,7 @@ class Portrait(Representation):
             decoder_hidden=self.cfg.decoder_hidden,
             tracking=tracking.to("cpu"),
             body_spec=body_spec(self.body, self.cfg.body_model_dir, self.cfg.body_variant),
-            background=self.frames.cpu().clone(),
+            background=self.frames.cpu(),  # read only, as the fit's frames: shared, not copied
             fps=self.fps,
             body=self.body,
         )
