@@ -79,3 +79,16 @@ def test_portrait_needs_masks_and_tracking(smplx_dir, portrait):
     unmasked = type(portrait.clip)(frames=portrait.clip.frames, fps=25.0)
     with pytest.raises(UserError, match="mask"):
         Portrait(unmasked, None, cfg, body=body, tracking=portrait.tracking)
+
+
+def test_render_frames_stacks_as_the_frames_come():
+    """The clip's renders written into their tensors frame by frame: what stacking a list gave."""
+    from canon_edit_representations.portrait.render import render_frames
+
+    g = torch.Generator().manual_seed(0)
+    outputs = {t: (torch.rand(3, 5, 7, generator=g), torch.rand(1, 5, 7, generator=g)) for t in (4, 1, 2)}
+    rgb, alpha = render_frames(outputs.__getitem__, [4, 1, 2])
+    assert torch.equal(rgb, torch.stack([outputs[t][0] for t in (4, 1, 2)]))
+    assert torch.equal(alpha, torch.stack([outputs[t][1] for t in (4, 1, 2)]))
+    with pytest.raises(ValueError, match="no frames"):
+        render_frames(outputs.__getitem__, [])

@@ -30,7 +30,7 @@ from canon_edit.files import RESUME_FIX, CorruptFile, read_json, read_tensors
 from .body import BodyModel, load_body_spec
 from .camera import Camera
 from .gaussians import read_ply, write_ply
-from .render import NeuralDecoder, posed_gaussians, render_frame
+from .render import NeuralDecoder, posed_gaussians, render_frame, render_frames
 from .tracking import Tracking, load_tracking
 
 KIND = "portrait"
@@ -107,11 +107,12 @@ class PortraitAsset:
         body, decoder, tr = self.get_body(), self.decoder(), self.tracking
         g = {k: v.to(tr.pose.device) for k, v in self.gaussians.items()}
         black = torch.zeros(3, tr.height, tr.width)
-        out = [
-            render_frame(body, g, decoder, tr.pose[t], tr.expression[t], tr.shape, tr.camera(t), black)
-            for t in frames
-        ]
-        return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
+        return render_frames(
+            lambda t: render_frame(
+                body, g, decoder, tr.pose[t], tr.expression[t], tr.shape, tr.camera(t), black
+            ),
+            frames,
+        )
 
     @torch.no_grad()
     def rest_gaussians(self) -> dict[str, Tensor]:

@@ -31,7 +31,7 @@ from .camera import Camera
 from .edit_config import IDUConfig, LiftConfig, PortraitDistillConfig, RelightConfig, StylizeConfig
 from .gaussians import read_ply, write_ply
 from .orbit import head_centre, orbit_angles, turned_camera
-from .render import NeuralDecoder, render_frame
+from .render import NeuralDecoder, render_frame, render_frames
 from .shading import Relighting, render_relit
 from .surface import SurfaceProbe
 from .tracking import Tracking
@@ -87,8 +87,9 @@ class EditablePortrait(PortraitAsset):
         if self.relighting is None:
             return super().render_person(frames)
         black, decoder = torch.zeros(3, self.tracking.height, self.tracking.width), self.decoder()
-        out = [self.frame(t, self.tracking.camera(t), black, decoder, tracked=True) for t in frames]
-        return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
+        return render_frames(
+            lambda t: self.frame(t, self.tracking.camera(t), black, decoder, tracked=True), frames
+        )
 
     @torch.no_grad()
     def render_view(self, frame: int, camera: Camera) -> Tensor:

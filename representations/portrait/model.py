@@ -37,7 +37,7 @@ from .editing import EditablePortrait
 from .gaussians import texel_binding, texel_sizes
 from .prepare import DETECTIONS, TRACKING, TRACKING_ERROR, prepare_portrait
 from .refine import corrected_pose, corrected_viewmat, correction_size, trajectory_roughness
-from .render import NeuralDecoder, render_frame
+from .render import NeuralDecoder, render_frame, render_frames
 from .surface import visible_faces
 from .tracking import Tracking
 from .trajectory_filter import filter_trajectory
@@ -53,11 +53,11 @@ class Portrait(Representation):
     needs_flow = False
     run_files = frozenset({DETECTIONS, TRACKING, TRACKING_ERROR})
     # a fit's peak, fitted to the procedural portrait (the synthetic SMPL-X body) at 256² and 512², 30 to
-    # 240 frames, within -7% to +5% (bench/RESULTS.md, "Fit memory: portraits"); the finish step holds
-    # the clip several times over (the kept render, the metrics' render over black), so it grows 125
+    # 240 frames, within -2% to +1% (bench/RESULTS.md, "Fit memory: portraits"); the finish step holds
+    # the clip several times over (the kept render, the metrics' render over black), so it grows 111
     # bytes a pixel of the clip. Each mask label more is only the read's channel (the fit takes their
     # union)
-    fit_memory = FitCost(714e6, 0.0, 125.0, label_clip_pixel=4.0)
+    fit_memory = FitCost(649e6, 856.0, 111.0, label_clip_pixel=4.0)
 
     @classmethod
     def demo(cls, out: Path, force: bool, quick: bool, show_progress: bool) -> dict[str, Any]:
@@ -265,5 +265,4 @@ class Portrait(Representation):
     @torch.no_grad()
     def render_all(self) -> tuple[Tensor, Tensor]:
         """Every frame: T×3×H×W composites and T×1×H×W alphas."""
-        frames, alphas = zip(*(self.render(t) for t in range(self.T)), strict=True)
-        return torch.stack(frames), torch.stack(alphas)
+        return render_frames(self.render, list(range(self.T)))

@@ -6,6 +6,8 @@ The model (while fitting), the baked asset (re-rendering an edit) and every edit
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -58,6 +60,20 @@ def decode_rgb(decoder: NeuralDecoder, feats: Tensor, alpha: Tensor) -> Tensor:
 def decode(decoder: NeuralDecoder, feats: Tensor, alpha: Tensor, background: Tensor) -> Tensor:
     """Features (premultiplied) → RGB composited over `background` (3×H×W)."""
     return decode_rgb(decoder, feats, alpha) * alpha + background * (1 - alpha)
+
+
+def render_frames(render: Callable[[int], tuple[Tensor, Tensor]], frames: list[int]) -> tuple[Tensor, Tensor]:
+    """`render(t)`'s (RGB, alpha) for each of `frames`, stacked as they come: written into two F×C×H×W
+    tensors, not listed then stacked (which held a clip's renders twice at a fit's finish)."""
+    rgb = alpha = None
+    for i, t in enumerate(frames):
+        frame, a = render(t)
+        if rgb is None or alpha is None:
+            rgb, alpha = frame.new_empty((len(frames), *frame.shape)), a.new_empty((len(frames), *a.shape))
+        rgb[i], alpha[i] = frame, a
+    if rgb is None or alpha is None:
+        raise ValueError("no frames to render")
+    return rgb, alpha
 
 
 def render_frame(
