@@ -7,6 +7,7 @@ the warping error measured with the SOURCE video's flow, as in the video-editing
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import kornia
 from torch import Tensor
@@ -67,6 +68,20 @@ def ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> float:
     """
     total, weight = _ssim_sums(pred, target, mask)
     return total / weight
+
+
+def psnr_ssim(chunks: Iterable[tuple[Tensor, Tensor, Tensor | None]]) -> tuple[float, float]:
+    """PSNR and SSIM of a video fed as (pred, target, mask) chunks of frames: the sums `psnr` and `ssim`
+    take over the whole, split at chunk borders, so a long video is never held whole."""
+    squared, structural = [0.0, 0.0], [0.0, 0.0]
+    for pred, target, mask in chunks:
+        for sums, (total, weight) in (
+            (squared, squared_error(pred, target, mask)),
+            (structural, _ssim_sums(pred, target, mask)),
+        ):
+            sums[0] += total
+            sums[1] += weight
+    return psnr_of(*squared), structural[0] / structural[1]
 
 
 def _check_flow(flow: Flow, frames: int, shape: tuple[int, ...]) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from canon_edit.flow import compute_flow
-from canon_edit.metrics import psnr, ssim, warping_error
+from canon_edit.metrics import SSIM_BATCH, psnr, psnr_ssim, ssim, warping_error
 
 T, H, W = 6, 48, 64
 
@@ -76,6 +76,23 @@ def test_ssim_mask_averages_over_the_selected_pixels() -> None:
     assert ssim(pred, target, left) == pytest.approx(1.0, abs=1e-6)
     assert ssim(pred, target, torch.ones(3, 48, 48)) == pytest.approx(ssim(pred, target), abs=1e-9)
     assert ssim(pred, target) < 0.7
+
+
+def test_psnr_ssim_of_chunks_are_the_whole_videos() -> None:
+    """Fed a chunk at a time (masked), the figures of the whole video: SSIM's sums in its own batches
+    exactly, PSNR's to float64 rounding."""
+    g = torch.Generator().manual_seed(3)
+    target = torch.rand(2 * SSIM_BATCH + 3, 3, 24, 32, generator=g)
+    pred = (target + 0.05 * torch.randn(target.shape, generator=g)).clamp(0, 1)
+    mask = (torch.rand(len(target), 1, 24, 32, generator=g) > 0.3).float()
+    chunks = (
+        (pred[i : i + SSIM_BATCH], target[i : i + SSIM_BATCH], mask[i : i + SSIM_BATCH])
+        for i in range(0, len(pred), SSIM_BATCH)
+    )
+    chunked_psnr, chunked_ssim = psnr_ssim(chunks)
+    assert chunked_ssim == ssim(pred, target, mask)
+    assert chunked_psnr == pytest.approx(psnr(pred, target, mask), abs=1e-9)
+    assert psnr(pred, target, mask) != pytest.approx(psnr(pred, target), abs=1e-3)  # the mask counts
 
 
 def test_warping_error_static_moving_flickering() -> None:

@@ -92,3 +92,24 @@ def test_render_frames_stacks_as_the_frames_come():
     assert torch.equal(alpha, torch.stack([outputs[t][1] for t in (4, 1, 2)]))
     with pytest.raises(ValueError, match="no frames"):
         render_frames(outputs.__getitem__, [])
+
+
+def test_each_frame_renders_once_however_the_renders_are_chunked(smplx_dir, portrait, monkeypatch):
+    """The finish's masked metrics go a chunk at a time: frames rendered in one chunk are kept for the
+    next render, which returns what was rendered now at full precision and what was kept as kept."""
+    body = SMPLXBody(smplx_dir)
+    cfg = PortraitConfig(body="smplx", body_model_dir=str(smplx_dir), texel_resolution=64)
+    asset = Portrait(portrait.clip, None, cfg, body=body, tracking=portrait.tracking).bake()
+    calls = []
+    real = asset_module.render_frame
+    monkeypatch.setattr(asset_module, "render_frame", lambda *a: calls.append(1) or real(*a))
+    black = torch.zeros(3, portrait.clip.H, portrait.clip.W)
+    first = asset.render([0, 1, 2], background=black)
+    mixed = asset.render([3, 1, 4], background=black)  # 3 and 4 now, 1 kept
+    rest = asset.render(background=black)
+    assert len(calls) == portrait.clip.T
+    person, _ = asset.render_person(list(range(portrait.clip.T)))
+    torch.testing.assert_close(first, person[:3], atol=1e-6, rtol=0)
+    torch.testing.assert_close(mixed[[0, 2]], person[[3, 4]], atol=1e-6, rtol=0)
+    torch.testing.assert_close(mixed[1], person[1].half().float(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(rest, person, atol=2e-3, rtol=0)  # the kept pass is float16

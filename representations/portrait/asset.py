@@ -52,8 +52,11 @@ class PortraitAsset:
     background: Tensor  # T×3×H×W in [0, 1]
     fps: float
     body: BodyModel | None = field(default=None, repr=False)
-    # every frame's (person, alpha), with the objects it was rendered from (see `render_state`)
-    _person: tuple[tuple[Any, ...], Tensor, Tensor] | None = field(default=None, repr=False)
+    # the frames' (person, alpha) rendered so far (float16, every frame's store, which frames are in it),
+    # with the objects they were rendered from (see `render_state`)
+    _person: tuple[tuple[Any, ...], Tensor | None, Tensor | None, Tensor] | None = field(
+        default=None, repr=False
+    )
 
     @property
     def T(self) -> int:
@@ -77,23 +80,42 @@ class PortraitAsset:
 
         `background` is one 3×H×W image for every frame (a new backdrop; black for person-only
         metrics); by default each frame's own source frame. The person and its alpha are rendered
-        once per frame: they are kept (float16) after a render of every frame, so the finish step's
-        person-only metrics and its reconstruction video, streamed a chunk at a time, share one pass.
+        once per frame and kept (float16), so the finish step's person-only metrics and its
+        reconstruction video, each streamed a chunk at a time, share one pass; a frame rendered now
+        comes back at full precision, a kept one as kept.
         """
         if textures is not None:
             raise UserError(
                 "portrait runs have no canonical textures to replace; portrait edits are not supported yet"
             )
         ids = list(range(self.T)) if frames is None else [int(t) for t in frames]
-        state, kept = self.render_state(), self._person
-        if kept is not None and all(a is b for a, b in zip(kept[0], state, strict=True)):
-            person, alpha = kept[1][ids].float(), kept[2][ids].float()
-        else:
-            person, alpha = self.render_person(ids)
-            if frames is None:
-                self._person = (state, person.half(), alpha.half())
+        person, alpha = self._kept_person(ids)
         backdrop = self.background[ids] if background is None else background[None]
         return person + backdrop * (1 - alpha)
+
+    def _kept_person(self, ids: list[int]) -> tuple[Tensor, Tensor]:
+        """(person, alpha) of frames `ids`: the kept ones from the float16 store, the others rendered
+        now, kept, and returned as rendered."""
+        state, kept = self.render_state(), self._person
+        if kept is None or not all(a is b for a, b in zip(kept[0], state, strict=True)):
+            kept = self._person = (state, None, None, torch.zeros(self.T, dtype=torch.bool))
+        _, person_store, alpha_store, done = kept
+        fresh = sorted({t for t in ids if not done[t]})
+        if not fresh:
+            assert person_store is not None and alpha_store is not None
+            return person_store[ids].float(), alpha_store[ids].float()
+        rendered = self.render_person(fresh)
+        if person_store is None or alpha_store is None:  # every frame's store, filled as frames render
+            person_store = rendered[0].new_empty((self.T, *rendered[0].shape[1:]), dtype=torch.float16)
+            alpha_store = rendered[1].new_empty((self.T, *rendered[1].shape[1:]), dtype=torch.float16)
+            self._person = (state, person_store, alpha_store, done)
+        person_store[fresh], alpha_store[fresh], done[fresh] = rendered[0].half(), rendered[1].half(), True
+        if ids == fresh:
+            return rendered
+        where = {t: i for i, t in enumerate(fresh)}
+        person = torch.stack([rendered[0][where[t]] if t in where else person_store[t].float() for t in ids])
+        alpha = torch.stack([rendered[1][where[t]] if t in where else alpha_store[t].float() for t in ids])
+        return person, alpha
 
     def render_state(self) -> tuple[Any, ...]:
         """What the person's render depends on. The kept render is reused only while these are the very
