@@ -28,8 +28,8 @@ class FitCost:
     textures grow with the frame's size) and `clip_pixel` a pixel of the clip (the per-frame buffers),
     with one mask label; each label more is a layer more, `label_frame_pixel` and `label_clip_pixel`.
 
-    A clip without masks is costed as one label: it fits one layer fewer, for 7-25% less
-    (bench/RESULTS.md, "Fit memory: each mask label is a layer").
+    A clip without masks, or whose labels are not known (None), is costed as one label: without masks
+    it fits one layer fewer, for 7-25% less (bench/RESULTS.md, "Fit memory: each mask label is a layer").
     """
 
     fixed: float
@@ -38,13 +38,13 @@ class FitCost:
     label_frame_pixel: float = 0.0
     label_clip_pixel: float = 0.0
 
-    def per_frame(self, height: int, width: int, labels: int = 1) -> float:
+    def per_frame(self, height: int, width: int, labels: int | None = 1) -> float:
         """Bytes a frame of the clip adds."""
-        return (self.clip_pixel + self.label_clip_pixel * (max(labels, 1) - 1)) * height * width
+        return (self.clip_pixel + self.label_clip_pixel * (max(labels or 1, 1) - 1)) * height * width
 
-    def peak(self, frames: float, height: int, width: int, labels: int = 1) -> float:
+    def peak(self, frames: float, height: int, width: int, labels: int | None = 1) -> float:
         """The peak of a clip of `frames` frames of `height`×`width` with `labels` mask labels."""
-        extra = max(labels, 1) - 1
+        extra = max(labels or 1, 1) - 1
         fixed = self.fixed + (self.frame_pixel + self.label_frame_pixel * extra) * height * width
         return fixed + frames * self.per_frame(height, width, labels)
 
@@ -76,13 +76,12 @@ def check_fit_memory(
     whole: bool = False,
     available: int | None = None,
 ) -> None:
-    """Refuse a fit of `shape` = (frames, height, width) with `labels` mask labels (None: unknown, costed
-    as one) whose estimated peak exceeds what is available.
+    """Refuse a fit of `shape` = (frames, height, width) with `labels` mask labels whose estimated peak
+    exceeds what is available.
 
     `segments`: `frames` is a segment's length (a segmented fit holds one segment at a time). `whole`:
     the method fits a clip whole (a portrait), so the fix is fewer frames, not segments.
     """
-    labels = 1 if labels is None else labels
     short = _short(cost, shape, labels, available)
     if short is None or cost is None or shape is None:
         return
@@ -109,7 +108,6 @@ def check_read_memory(
     shape: tuple[int, int, int] | None, labels: int | None = 1, *, available: int | None = None
 ) -> None:
     """Refuse a segmented fit whose whole clip, read once to be stored, would not fit in memory."""
-    labels = 1 if labels is None else labels
     short = _short(READ_COST, shape, labels, available)
     if short is None or shape is None:
         return
@@ -125,7 +123,7 @@ def check_read_memory(
 
 
 def _short(
-    cost: FitCost | None, shape: tuple[int, int, int] | None, labels: int, available: int | None
+    cost: FitCost | None, shape: tuple[int, int, int] | None, labels: int | None, available: int | None
 ) -> tuple[float, int] | None:
     """(bytes needed, bytes available) when `shape` at `cost` needs more than is available, else None."""
     if cost is None or shape is None or os.environ.get(NO_CHECK_ENV, "") not in ("", "0"):

@@ -262,8 +262,13 @@ def _stated_frames(container: av.container.InputContainer) -> int:
     """The video stream's frame count as its container states it, else as its duration and rate give it
     (WebM and Matroska state no count); 0 where neither is stated."""
     stream = container.streams.video[0]
-    rate = stream.average_rate or stream.guessed_rate
+    rate = _stream_rate(stream)
     return stream.frames or round(float((container.duration or 0) / av.time_base * (rate or 0)))
+
+
+def _stream_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """The stream's frame rate (a Fraction), as stated or as guessed from its timing; None if neither."""
+    return stream.average_rate or stream.guessed_rate
 
 
 def _decoded(container: av.container.InputContainer) -> Iterator[np.ndarray]:
@@ -290,7 +295,7 @@ def _read_video(
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise UserError(f"video: {path} has no video stream; give a file that contains video")
-            rate = container.streams.video[0].average_rate or container.streams.video[0].guessed_rate
+            rate = _stream_rate(container.streams.video[0])
             frames = _FrameStack(len(_select(_stated_frames(container), stride, max_frames)), as_uint8)
             for index, array in enumerate(_decoded(container)):
                 full = max_frames is not None and frames.count >= max_frames
@@ -352,7 +357,7 @@ def _read_masks(
     full_scale: int | None = 255
     for index in _select(n_source, stride, max_frames):
         values, scale = _mask_values(_load_pil(files[index], "masks"))
-        full_scale = scale if scale is None or full_scale is None else max(scale, full_scale)
+        full_scale = _merged_scale(full_scale, scale)
         mask_aspect = values.shape[1] / values.shape[0]
         if abs(mask_aspect / source_aspect - 1) > ASPECT_TOLERANCE:
             raise UserError(
@@ -360,8 +365,7 @@ def _read_masks(
                 f"{source_hw[1]}x{source_hw[0]}; give masks with the frames' size or aspect ratio"
             )
         maps.append(_narrowest(values))
-    labels, soft = _mask_layout(maps, full_scale)
-    k = 1 if soft else max(len(labels), 1)
+    labels, soft, k = _mask_layout(maps, full_scale)
 
     def channels(m: np.ndarray) -> np.ndarray:
         """One map as H×W×k float: its soft values, its foreground, or a channel per label."""
@@ -379,15 +383,29 @@ def _read_masks(
     return torch.from_numpy(out).clamp_(0.0, 1.0)
 
 
-def _mask_layout(maps: list[np.ndarray], full_scale: int | None) -> tuple[np.ndarray, bool]:
-    """The non-zero labels over `maps`, and whether they are soft values (a gray ramp) rather than labels.
+def _merged_scale(full_scale: int | None, scale: int | None) -> int | None:
+    """The full scale of the masks read so far, with one more mask's (`_mask_values`)."""
+    return scale if scale is None or full_scale is None else max(scale, full_scale)
+
+
+def _mask_layout(maps: list[np.ndarray], full_scale: int | None) -> tuple[np.ndarray, bool, int]:
+    """The non-zero labels over `maps`, whether they are soft values (a gray ramp) rather than labels,
+    and the mask channels they make.
 
     Gray values are labels up to `MAX_GRAY_LABELS` of them, past that a soft mask's levels; palette
     indices and colours (`full_scale` None) are always labels. A single label is one channel either way.
     """
     labels = np.unique(np.concatenate([np.unique(m) for m in maps]))
     labels = labels[labels != 0]
-    return labels, full_scale is not None and len(labels) > MAX_GRAY_LABELS
+    soft = full_scale is not None and len(labels) > MAX_GRAY_LABELS
+    return labels, soft, 1 if soft else max(len(labels), 1)
+
+
+def _clip_masks(path: Path, masks: str | Path | None) -> str | Path | None:
+    """`masks`, else the masks/ beside a clip folder's frames/."""
+    if masks is None and path.is_dir() and _frames_folder(path) != path and (path / "masks").is_dir():
+        return path / "masks"
+    return masks
 
 
 def mask_channels(
@@ -399,9 +417,7 @@ def mask_channels(
     estimating a fit's memory before reading it: a label seen only between the sampled frames is missed.
     None when the masks cannot be read (`read_clip` then reports what is wrong).
     """
-    path = Path(path)
-    if masks is None and path.is_dir() and _frames_folder(path) != path and (path / "masks").is_dir():
-        masks = path / "masks"
+    masks = _clip_masks(Path(path), masks)
     if masks is None:
         return 0
     try:
@@ -413,14 +429,13 @@ def mask_channels(
         for index in (kept[i] for i in spread):
             with Image.open(files[index]) as image:
                 values, scale = _mask_values(image)
-            full_scale = scale if scale is None or full_scale is None else max(scale, full_scale)
+            full_scale = _merged_scale(full_scale, scale)
             maps.append(values)
     except (OSError, ValueError, UnidentifiedImageError):
         return None
     if not maps:
         return None
-    labels, soft = _mask_layout(maps, full_scale)
-    return 1 if soft else max(len(labels), 1)
+    return _mask_layout(maps, full_scale)[2]
 
 
 def _narrowest(values: np.ndarray) -> np.ndarray:
@@ -517,10 +532,8 @@ def read_clip(
     if not path.exists():
         raise UserError(f"input: {path} does not exist; check the path")
     if path.is_dir():
-        frames_dir = _frames_folder(path)
-        if masks is None and frames_dir != path and (path / "masks").is_dir():
-            masks = path / "masks"
-        frames, n_source, source_hw = _read_folder(frames_dir, stride, max_frames, size, as_uint8)
+        masks = _clip_masks(path, masks)
+        frames, n_source, source_hw = _read_folder(_frames_folder(path), stride, max_frames, size, as_uint8)
         rate = fps or stated_fps(path) or DEFAULT_FPS
     elif path.suffix.lower() in VIDEO_SUFFIXES:
         frames, n_source, source_hw, video_rate = _read_video(
