@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     source, max_frames=min(int(n), args.segment_frames or int(n)), size=args.size
                 )
                 if shape is not None and cost is not None:
-                    row["estimate_mb"] = round(cost.peak(*shape, mask_channels(source) or 0) / 2**20, 1)
+                    row["estimate_mb"] = round(cost.peak(*shape, mask_channels(source)) / 2**20, 1)
             first, last = str(min(args.lengths)), str(max(args.lengths))
             span = max(1, int(last) - int(first))
             slope = (rows[last]["peak_rss_mb"] - rows[first]["peak_rss_mb"]) / span
