@@ -149,12 +149,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
             cost = get_representation(method).fit_memory
             for n, row in rows.items():  # what `fit` checks memory against, before reading the clip
-                source = clips[int(n)]
-                shape = clip_shape(
-                    source, max_frames=min(int(n), args.segment_frames or int(n)), size=args.size
-                )
+                source, frames = clips[int(n)], min(int(n), args.segment_frames or int(n))
+                shape = clip_shape(source, max_frames=frames, size=args.size)
                 if shape is not None and cost is not None:
-                    row["estimate_mb"] = round(cost.peak(*shape, mask_channels(source)) / 2**20, 1)
+                    labels = mask_channels(source, max_frames=frames)
+                    row["estimate_mb"] = round(cost.peak(*shape, labels) / 2**20, 1)
             first, last = str(min(args.lengths)), str(max(args.lengths))
             span = max(1, int(last) - int(first))
             slope = (rows[last]["peak_rss_mb"] - rows[first]["peak_rss_mb"]) / span

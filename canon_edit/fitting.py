@@ -23,7 +23,6 @@ from typing import Any
 import torch
 
 from .atomic import atomic_dir
-from .canonical import CanonicalVideo
 from .config import deep_merge, from_dict, load_config, to_dict
 from .device import pick_device
 from .edit.store import edits_made_before
@@ -76,17 +75,17 @@ class ClipOptions:
     def check_memory(self, cls: type[Representation], device: str, segment: int | None = None) -> None:
         """Refuse, before reading, a CPU fit of this clip (or of its segments of `segment` frames)
         that would need more memory than the machine has available."""
-        if pick_device(device).type != "cpu":
-            return  # the fields and their optimiser live on the GPU: the figures are the CPU's
+        cost = cls.memory_cost(pick_device(device))
+        if cost is None:
+            return
         shape = clip_shape(self.source, max_frames=self.max_frames, stride=self.stride, size=self.size)
         labels = mask_channels(self.source, self.masks, max_frames=self.max_frames, stride=self.stride)
         if shape is None or segment is None:
-            whole = cls.bake_class is not CanonicalVideo  # only 2D fits split into segments
-            check_fit_memory(cls.name, cls.fit_memory, shape, labels, whole=whole)
+            check_fit_memory(cls.name, cost, shape, labels, whole=not cls.segmentable())
             return
         check_read_memory(shape, labels)  # the whole clip is read once, to be stored for its segments
         part = (min(shape[0], segment), *shape[1:])
-        check_fit_memory(cls.name, cls.fit_memory, part, labels, segments=True)
+        check_fit_memory(cls.name, cost, part, labels, segments=True)
 
     def record(self, run: Path) -> dict[str, Any]:
         """For run.json: absolute paths, and the source relative to the run (for a moved pair)."""
@@ -224,7 +223,7 @@ def _fit(
         load_or_compute_flow(run.flow, clip.frames, show_progress=show_progress) if cls.needs_flow else None
     )
     if show_progress:
-        cost = cls.fit_memory if dev.type == "cpu" else None  # the measured figures are the CPU's
+        cost = cls.memory_cost(dev)
         labels = 0 if clip.masks is None else clip.masks.shape[1]
         peak = None if cost is None else cost.peak(clip.T, clip.H, clip.W, labels)
         print(plan_line(cfg.train, peak), file=sys.stderr)

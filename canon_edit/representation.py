@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import Tensor, nn
 
+from .canonical import CanonicalVideo
 from .errors import UserError
 from .memory import FitCost
 from .run import RunFolder
@@ -97,6 +98,18 @@ class Representation(nn.Module):
     # a CPU fit's peak memory as bench/fit_memory.py measures it; `fit` refuses a clip that would need
     # more than the machine has available (canon_edit.memory). None: not checked
     fit_memory: ClassVar[FitCost | None] = None
+
+    @classmethod
+    def memory_cost(cls, device: torch.device) -> FitCost | None:
+        """`fit_memory` where it was measured, on the CPU; None on a GPU, whose fields and optimiser
+        live in its own memory, not the machine's."""
+        return cls.fit_memory if device.type == "cpu" else None
+
+    @classmethod
+    def segmentable(cls) -> bool:
+        """Whether a long clip can be fitted as segments: their seams are joined by lifting a 2D bake's
+        frames into the next canonical, so only methods that bake a `CanonicalVideo` split."""
+        return issubclass(cls.bake_class, CanonicalVideo)
 
     @classmethod
     def prepare(

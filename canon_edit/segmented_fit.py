@@ -15,7 +15,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .canonical import CanonicalVideo
 from .device import pick_device
 from .errors import UserError
 from .evaluate import clip_flow
@@ -64,7 +63,7 @@ def fit_segmented_video(
     """Fit the clip `options` describes as segments of `length` frames sharing `overlap` frames, or
     (`length` None) as segments cut by camera travel (`segments.plan_by_motion`)."""
     cls = get_representation(method)
-    if cls.bake_class is not CanonicalVideo:
+    if not cls.segmentable():
         raise UserError(
             f"--segment-frames splits 2D fits (codef, atlas); method '{method}' is fitted whole: drop it"
         )
@@ -155,10 +154,10 @@ def fit_segment(
             stored = top.stored_clip()
             if not isinstance(stored, StoredClip):
                 raise UserError(f"{top.clip_file} is missing; fit the clip again into a new folder")
-            if pick_device(device).type == "cpu":  # on the machine that runs the task (a Ray worker)
-                cost = get_representation(str(info["method"])).fit_memory
-                shape = (seg.frames, stored.H, stored.W)
-                check_fit_memory(str(info["method"]), cost, shape, stored.labels, segments=True)
+            # on the machine that runs the task (a Ray worker), before its segment is fitted
+            cost = get_representation(str(info["method"])).memory_cost(pick_device(device))
+            shape = (seg.frames, stored.H, stored.W)
+            check_fit_memory(str(info["method"]), cost, shape, stored.labels, segments=True)
             fit_clip(
                 stored.part(seg.start, seg.end),
                 sub.path,

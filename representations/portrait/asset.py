@@ -113,8 +113,10 @@ class PortraitAsset:
         if ids == fresh:
             return rendered
         where = {t: i for i, t in enumerate(fresh)}
-        person = torch.stack([rendered[0][where[t]] if t in where else person_store[t].float() for t in ids])
-        alpha = torch.stack([rendered[1][where[t]] if t in where else alpha_store[t].float() for t in ids])
+        person, alpha = (
+            torch.stack([new[where[t]] if t in where else store[t].float() for t in ids])
+            for new, store in zip(rendered, (person_store, alpha_store), strict=True)
+        )
         return person, alpha
 
     def render_state(self) -> tuple[Any, ...]:
