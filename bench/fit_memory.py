@@ -8,6 +8,8 @@
 so K foreground layers: what each layer adds. `--labels 0` fits the frames without their masks.
 `--portrait` fits, for each length, the procedural portrait (`make_portrait_clip`: the synthetic
 SMPL-X body, its true tracking, `--size`² frames) with `--method portrait` (the default method then).
+`--clip CLIP --methods portrait` fits a real portrait clip as a user would: the default body and the
+detector (its interpreter in `$CANON_EDIT_DETECTOR_PYTHON`, see the README).
 `--long N` fits the procedural long clip (`procedural.make_long_clip`: a pan and a sprite that
 leaves and comes back) of N frames at `--size` (16:9), written as a clip folder, instead of `--clip`.
 With `--segment-frames N` each fit is `fit --segment-frames N` (segments of N frames, the default
@@ -45,7 +47,7 @@ def fit_peak(clip: str, method: str, frames: int, args: argparse.Namespace, out:
     """`canon-edit fit` in a fresh process: its peak RSS (MiB) and seconds."""
     argv = [clip, "-o", str(out), "--method", method, "--size", str(args.size), "--max-frames", str(frames)]
     argv += ["--steps", str(args.steps), "--quiet"]
-    if method == "portrait":  # the procedural portrait's body and true tracking (`portrait_clip`)
+    if method == "portrait" and args.portrait:  # the procedural portrait's body and true tracking
         argv += ["--body", "smplx", "--body-model-dir", str(Path(clip).parent / "body")]
         argv += ["--tracking", str(Path(clip) / "tracking.json")]
     if args.segment_frames:

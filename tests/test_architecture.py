@@ -136,3 +136,17 @@ def test_the_built_ins_register_through_entry_points(method):
 
     cls = get_representation(method)
     assert cls.name == method and cls.__module__.startswith("canon_edit_representations.")
+
+
+@pytest.mark.parametrize(("method", "segmentable"), [("codef", True), ("atlas", True), ("portrait", False)])
+def test_what_a_method_says_of_segments_and_memory(method, segmentable):
+    """2D bakes split into segments (their seams are lifted keyframes), a portrait is fitted whole; the
+    measured memory cost is the CPU's, so a GPU fit is not checked against it."""
+    import torch
+
+    from canon_edit.representation import get_representation
+
+    cls = get_representation(method)
+    assert cls.segmentable() is segmentable
+    assert cls.memory_cost(torch.device("cpu")) is cls.fit_memory is not None
+    assert cls.memory_cost(torch.device("cuda")) is None
