@@ -289,6 +289,7 @@ def test_paint_through_the_cli_writes_only_its_edit_folder(portrait_run, clip16,
 
 
 def test_a_copy_with_other_gaussians_does_not_reuse_the_kept_render(asset):
+    asset = dataclasses.replace(asset, keep_renders=True)  # as a fit's bake
     full = asset.render()  # keeps every frame's person render for the next full render
     features = asset.gaussians["features"].clone()
     features[:, :3] += 2.0
@@ -298,11 +299,32 @@ def test_a_copy_with_other_gaussians_does_not_reuse_the_kept_render(asset):
 
 
 def test_chunks_after_a_full_render_reuse_it(asset, monkeypatch):
+    asset = dataclasses.replace(asset, keep_renders=True)  # as a fit's bake
     full = asset.render()
     calls = []
     monkeypatch.setattr(type(asset), "render_person", lambda self, ids: calls.append(ids))
     assert torch.allclose(asset.render([1, 3]), full[[1, 3]], atol=2e-3)  # a finish step's chunk
     assert calls == []
+
+
+def test_a_loaded_asset_streams_its_footage_and_keeps_no_render(asset, tmp_path, monkeypatch):
+    """`render` of a saved portrait reads its uint8 footage from the mapped file a chunk at a time and
+    renders each frame once, keeping nothing: a long clip's render holds a chunk, not every frame."""
+    asset.save(tmp_path / "canonical")
+    loaded = EditablePortrait.load(tmp_path / "canonical", body=asset.body)
+    footage = loaded.background
+    assert footage.frames.dtype == torch.uint8 and footage.storage is not None
+    want = (asset.background.uint8().float() / 255)[[1, 3]]
+    assert torch.equal(footage[[1, 3]], want) and torch.equal(footage[3], want[1])
+    full = loaded.render()
+    assert torch.allclose(full, asset.render(), atol=0.5 / 255 + 1e-6)  # the footage is stored in 8 bits
+    rendered = []
+    person = type(loaded).render_person
+    monkeypatch.setattr(
+        type(loaded), "render_person", lambda self, ids: rendered.append(ids) or person(self, ids)
+    )
+    assert torch.equal(loaded.render([1, 3]), full[[1, 3]])
+    assert rendered == [[1, 3]] and loaded._person is None
 
 
 def test_a_stopped_idu_edit_resumes_bit_for_bit(portrait_run, models, capsys, monkeypatch):

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from canon_edit.atomic import atomic_path, write_json
 from canon_edit.errors import ResumeNeeded, UserError
-from canon_edit.files import RESUME_FIX, CorruptFile, read_json, read_tensors
+from canon_edit.files import RESUME_FIX, CorruptFile, MappedTensors, read_json, read_tensors
 
 from .body import BodyModel, load_body_spec
 from .camera import Camera
@@ -41,6 +41,37 @@ def spread(T: int, count: int) -> list[int]:
     return torch.linspace(0, T - 1, min(T, count)).round().long().unique().tolist()
 
 
+class Footage:
+    """The source frames the person is composited over, converted to float a frame or a chunk at a
+    time: a loaded asset keeps them as the uint8 stored in background.safetensors, mapped, so a long
+    clip's `render` holds a chunk of them, not 12 bytes a pixel of every frame; a fit's bake shares
+    the fit's float frames."""
+
+    def __init__(self, frames: Tensor, storage: MappedTensors | None = None) -> None:
+        self.frames, self.storage = frames, storage  # T×3×H×W, uint8 or float in [0, 1]
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.frames.shape
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    def __getitem__(self, ids: int | slice | list[int] | Tensor) -> Tensor:
+        picked = self.frames[ids]
+        if picked.dtype == torch.uint8:
+            picked = picked.float() / 255
+        if self.storage is not None:
+            self.storage.release()
+        return picked
+
+    def uint8(self) -> Tensor:
+        """Every frame as stored: uint8, contiguous."""
+        if self.frames.dtype == torch.uint8:
+            return self.frames.contiguous()
+        return (self.frames.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
+
+
 @dataclass
 class PortraitAsset:
     gaussians: dict[str, Tensor]  # tri_id, bary, offset, quats_local, log_scales, opacity_logits, features
@@ -49,9 +80,12 @@ class PortraitAsset:
     decoder_hidden: int
     tracking: Tracking
     body_spec: dict[str, Any]  # what load_body_spec needs: name, model_dir, variant, n_shape, n_expression
-    background: Tensor  # T×3×H×W in [0, 1]
+    background: Footage
     fps: float
     body: BodyModel | None = field(default=None, repr=False)
+    # keep every frame's render once made (a fit's finish renders the clip twice: its person-only
+    # metrics, its reconstruction); off for a loaded asset, whose `render` streams a clip once
+    keep_renders: bool = field(default=False, repr=False)
     # the frames' (person, alpha) rendered so far (float16, every frame's store, which frames are in it),
     # with the objects they were rendered from (see `render_state`)
     _person: tuple[tuple[Any, ...], Tensor | None, Tensor | None, Tensor] | None = field(
@@ -89,7 +123,7 @@ class PortraitAsset:
                 "portrait runs have no canonical textures to replace; portrait edits are not supported yet"
             )
         ids = list(range(self.T)) if frames is None else [int(t) for t in frames]
-        person, alpha = self._kept_person(ids)
+        person, alpha = self._kept_person(ids) if self.keep_renders else self.render_person(ids)
         backdrop = self.background[ids] if background is None else background[None]
         return person + backdrop * (1 - alpha)
 
@@ -188,8 +222,9 @@ class PortraitAsset:
         with atomic_path(folder / "decoder.safetensors") as tmp:
             save_file({k: v.contiguous() for k, v in self.decoder_state.items()}, str(tmp))
         with atomic_path(folder / "background.safetensors") as tmp:
-            frames = (self.background.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
-            save_file({"frames": frames}, str(tmp))
+            save_file({"frames": self.background.uint8()}, str(tmp))
+        if self.background.storage is not None:
+            self.background.storage.release()
         self.tracking.save(folder / "tracking.json")
         write_json(
             folder / "asset.json",
@@ -214,7 +249,11 @@ class PortraitAsset:
             raise UserError(f"{folder} holds a '{meta.get('kind')}' bake, not a portrait")
         ply = read_ply(folder / "gaussians.ply")
         keys = ("tri_id", "bary", "offset", "quats_local", "log_scales", "opacity_logits", "features")
-        background = read_tensors(folder / "background.safetensors", fix, ("frames",))["frames"].float() / 255
+        stored = MappedTensors(folder / "background.safetensors", fix, ("frames",))
+        frames = stored.tensors["frames"]
+        if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[1] != 3:
+            raise CorruptFile(stored.path, "'frames' is not T×3×H×W uint8", fix)
+        background = Footage(frames, stored)
         try:
             return cls(
                 gaussians={k: ply[k] for k in keys},

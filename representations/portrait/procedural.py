@@ -16,6 +16,7 @@ from torch import Tensor
 
 from canon_edit.video import Clip
 
+from .asset import Footage
 from .body import BodyModel, body_spec
 from .camera import Camera
 from .editing import EditablePortrait
@@ -174,7 +175,7 @@ def truth_asset(
         decoder_hidden=8,
         tracking=portrait.tracking,
         body_spec=body_spec(body, model_dir, "head"),
-        background=portrait.clip.frames,
+        background=Footage(portrait.clip.frames),
         fps=portrait.clip.fps,
         body=body,
     )
