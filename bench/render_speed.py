@@ -18,6 +18,8 @@ so load from other processes hits them alike:
 Memory: for each of `--lengths` a synthetic run (the bake on disk and its stored clip) is written,
 then `render RUN -o out.mp4` (and `--compare`) runs in a fresh subprocess that reports its own peak
 RSS (`peak_rss_mb`) and its time, x264 encoding included (`encode_fps`).
+`--portrait SIZE`: the memory rows only, of portrait runs: the procedural portrait (synthetic SMPL-X
+body, true tracking) of each length at SIZE², fitted for 5 steps (`bench/fit_memory.py`'s clip).
 
 The bake is synthetic (random textures, smooth uv, soft alpha) at the size a 480p fit produces;
 rendering is a pure gather, so its speed does not depend on what the textures show.
@@ -234,12 +236,30 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+def portrait_run(folder: Path, frames: int, size: int) -> Path:
+    """A finished portrait run of the procedural portrait, `frames` frames of `size`², 5 steps."""
+    from canon_edit.cli import main as cli
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fit_memory import portrait_clip
+
+    clip = portrait_clip(frames, size, folder / "source")
+    argv = [clip, "-o", str(folder / "run"), "--method", "portrait", "--size", str(size), "--steps", "5"]
+    argv += ["--body", "smplx", "--body-model-dir", str(folder / "source" / "body")]
+    if cli(["fit", *argv, "--tracking", str(Path(clip) / "tracking.json"), "--quiet"]):
+        raise SystemExit("the portrait fit failed")
+    return folder / "run"
+
+
 def memory(args: argparse.Namespace) -> dict[str, Any]:
     """Peak RSS and time of `render` (and `render --compare`) per clip length, each in a fresh process."""
     rows: dict[str, Any] = {}
     for length in args.lengths:
         with tempfile.TemporaryDirectory() as tmp:
-            run = synthetic_run(Path(tmp) / "run", length, args.height, args.width, args.layers)
+            if args.portrait:
+                run = portrait_run(Path(tmp), length, args.portrait)
+            else:
+                run = synthetic_run(Path(tmp) / "run", length, args.height, args.width, args.layers)
             row = {}
             for name, compare in (("render", False), ("compare", True)):
                 figures = render_peak(run, Path(tmp) / f"{name}.mp4", compare, args.threads)
@@ -249,7 +269,7 @@ def memory(args: argparse.Namespace) -> dict[str, Any]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=48)
     p.add_argument("--height", type=int, default=480)
@@ -260,32 +280,33 @@ def main() -> None:
     p.add_argument("--lengths", type=int, nargs="*", default=[150, 300, 600])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--portrait", type=int, metavar="SIZE", help="memory of procedural portrait runs")
     p.add_argument("--child", nargs=2, metavar=("RUN", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--compare", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
         _child(*args.child, args.compare)
-        return
-    figures = speed(args)
-    print(
-        json.dumps(
-            {
-                "bench": "render_speed",
-                **figures,
-                "frames": args.frames,
-                "height": args.height,
-                "width": args.width,
-                "layers": args.layers,
-                "device": args.device,
-                "threads": torch.get_num_threads(),
-                "chunk": args.chunk,
-                "peak_rss_by_length": memory(args),
-                "versions": versions(),
-            }
-        )
-    )
+        return {}
+    if args.portrait:
+        line = {"bench": "render_speed", "portrait": args.portrait, "peak_rss_by_length": memory(args)}
+    else:
+        line = {
+            "bench": "render_speed",
+            **speed(args),
+            "frames": args.frames,
+            "height": args.height,
+            "width": args.width,
+            "layers": args.layers,
+            "device": args.device,
+            "threads": torch.get_num_threads(),
+            "chunk": args.chunk,
+            "peak_rss_by_length": memory(args),
+        }
+    line["versions"] = versions()
+    print(json.dumps(line))
+    return line
 
 
 if __name__ == "__main__":

@@ -213,6 +213,16 @@ def test_fit_memory_of_the_procedural_portrait(capsys):
     assert all(r["peak_rss_mb"] > 100 for r in rows.values()) and figures["clip"] == "procedural portrait"
 
 
+def test_render_memory_of_a_portrait_run(capsys):
+    """`render_speed --portrait`: `render` and `render --compare` of a fitted procedural portrait, each
+    in a fresh process that reports its own peak."""
+    figures = _load("render_speed").main(["--portrait", "32", "--lengths", "3"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(figures))
+    row = figures["peak_rss_by_length"]["3"]
+    assert row["render_peak_rss_mb"] > 100 and row["compare_peak_rss_mb"] > 100
+    assert row["render_encode_fps"] > 0 and figures["portrait"] == 32
+
+
 def test_encode_presets_prints_one_json_line(clip_dir, capsys):
     figures = _load("encode_presets").main(
         ["--clip", str(clip_dir), "--size", "48", "--frames", "4", "--repeats", "1",
