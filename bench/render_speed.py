@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import resource
 import statistics
@@ -246,7 +247,9 @@ def portrait_run(folder: Path, frames: int, size: int) -> Path:
     clip = portrait_clip(frames, size, folder / "source")
     argv = [clip, "-o", str(folder / "run"), "--method", "portrait", "--size", str(size), "--steps", "5"]
     argv += ["--body", "smplx", "--body-model-dir", str(folder / "source" / "body")]
-    if cli(["fit", *argv, "--tracking", str(Path(clip) / "tracking.json"), "--quiet"]):
+    with contextlib.redirect_stdout(sys.stderr):  # the fit's figures: stdout is this bench's line
+        code = cli(["fit", *argv, "--tracking", str(Path(clip) / "tracking.json"), "--quiet"])
+    if code:
         raise SystemExit("the portrait fit failed")
     return folder / "run"
 
