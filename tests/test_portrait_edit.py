@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
 from interrupts import ctrl_c_at
+from safetensors.torch import save_file
 from tiny_diffusion import save_tiny_pipeline
 
 from canon_edit.cli import main
 from canon_edit.colour import colour_stats
 from canon_edit.errors import UserError
+from canon_edit.files import CorruptFile
 from canon_edit.fitting import finish_run
 from canon_edit.guidance.edit import DiffusionRequest
 from canon_edit.metrics import psnr, ssim
@@ -325,6 +328,10 @@ def test_a_loaded_asset_streams_its_footage_and_keeps_no_render(asset, tmp_path,
     )
     assert torch.equal(loaded.render([1, 3]), full[[1, 3]])
     assert rendered == [[1, 3]] and loaded._person is None
+    bad = shutil.copytree(tmp_path / "canonical", tmp_path / "bad")  # the loaded one stays mapped
+    save_file({"frames": asset.background.frames}, str(bad / "background.safetensors"))
+    with pytest.raises(CorruptFile, match="not T×3×H×W uint8"):  # float frames: not what a bake writes
+        EditablePortrait.load(bad)
 
 
 def test_a_stopped_idu_edit_resumes_bit_for_bit(portrait_run, models, capsys, monkeypatch):

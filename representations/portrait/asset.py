@@ -113,10 +113,10 @@ class PortraitAsset:
         """Re-render frames (default all) as T×3×H×W, the person composited over `background`.
 
         `background` is one 3×H×W image for every frame (a new backdrop; black for person-only
-        metrics); by default each frame's own source frame. The person and its alpha are rendered
-        once per frame and kept (float16), so the finish step's person-only metrics and its
-        reconstruction video, each streamed a chunk at a time, share one pass; a frame rendered now
-        comes back at full precision, a kept one as kept.
+        metrics); by default each frame's own source frame. With `keep_renders` (a fit's bake) the
+        person and its alpha are rendered once per frame and kept (float16), so the finish step's
+        person-only metrics and its reconstruction video, each streamed a chunk at a time, share one
+        pass; a frame rendered now comes back at full precision, a kept one as kept.
         """
         if textures is not None:
             raise UserError(
