@@ -61,9 +61,7 @@ def run_demo(
     edited_frame = gt_video[KEYFRAME]
     write_image(out / f"edited_frame_{KEYFRAME}.png", edited_frame)
     textures = keyframe_textures(cv, proc.clip.frames[KEYFRAME], KEYFRAME, edited_frame)
-    folder = save_edit(
-        run, "keyframe_demo", cv, textures, {"kind": "keyframe", "frame": KEYFRAME}, proc.clip.frames
-    )
+    folder = save_edit(run, "keyframe_demo", cv, textures, {"kind": "keyframe", "frame": KEYFRAME}, proc.clip)
     edited = cv.render(textures=textures).clamp(0, 1)
     write_video(out / "edited.mp4", edited, proc.clip.fps)
     write_video(out / "side_by_side.mp4", torch.cat([proc.clip.frames, recon, edited], dim=3), proc.clip.fps)

@@ -135,8 +135,8 @@ def _save(run: RunFolder, target: EditTarget, kind: str, bake: Bake, textures, m
         for line in meta["paint_stops"]:
             print(f"canon-edit: note: {line}", file=sys.stderr)
     if textures is None:
-        return save_bake_edit(run, name, bake, meta, run.clip().frames)
-    return save_edit(run, name, editable(bake), textures, meta, run.clip().frames)
+        return save_bake_edit(run, name, bake, meta, run.stored_clip())
+    return save_edit(run, name, editable(bake), textures, meta, run.stored_clip())
 
 
 def edit_canonical(target: EditTarget, image: str | Path, layer: int = 0, segment: int | None = None) -> Path:
@@ -207,7 +207,8 @@ def edit_keyframe(
     """
     run, bake = _open_for_edit(target)
     t = _frame(bake, frame)
-    height, width = run.clip().frames.shape[-2:]
+    stored = run.stored_clip()  # read a frame of, not held whole: 12 bytes a pixel of every frame
+    height, width = stored.H, stored.W
     edited = fit_image(read_image(image)[:3], height, width, f"the edited frame {image}")
     mask = None
     if change_mask is not None:
@@ -218,11 +219,11 @@ def edit_keyframe(
         if overrides:
             raise UserError("a 2D keyframe lift has no options to --set; drop --set")
         with run_lock(run.path, "edit"):
-            textures = keyframe_textures(bake, run.clip().frames[t], t, edited, mask)
+            textures = keyframe_textures(bake, stored.read(t, t + 1)[0], t, edited, mask)
             return _save(run, target, "keyframe", bake, textures, meta)
     lifter = self_editing(bake, "lift_keyframe", "keyframe edits")
     with run_lock(run.path, "edit"):
-        result, extra = lifter.lift_keyframe(t, edited, run.clip().frames[t], mask, overrides, True)
+        result, extra = lifter.lift_keyframe(t, edited, stored.read(t, t + 1)[0], mask, overrides, True)
         return _save(run, target, "keyframe", result, None, {**meta, **extra})
 
 

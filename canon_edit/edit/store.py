@@ -27,7 +27,7 @@ from ..errors import ReplaceRefused, UserError
 from ..evaluate import paired, render_chunks
 from ..files import read_json
 from ..representation import Bake, EditableBake
-from ..run import RunFolder
+from ..run import RunFolder, StoredClip
 from ..video import Clip, VideoPair
 
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
@@ -54,11 +54,11 @@ def free_edit_name(run: RunFolder, kind: str) -> str:
     return name
 
 
-def _videos(folder: Path, bake: Bake, source: Tensor) -> None:
+def _videos(folder: Path, bake: Bake, source: Clip | StoredClip) -> None:
     """The edit's video and, for a look at what changed, the source beside it: one render pass, a
-    chunk of frames at a time."""
+    chunk of frames at a time, the source's frames read a chunk at a time too."""
     with VideoPair(folder / "video.mp4", folder / "compare.mp4", bake.fps) as videos:
-        for video, frames in paired(Clip(source, bake.fps), render_chunks(bake.render, bake.T)):
+        for video, frames in paired(source, render_chunks(bake.render, bake.T)):
             videos.write(video, frames)
 
 
@@ -74,7 +74,7 @@ def save_edit(
     cv: CanonicalVideo,
     textures: list[Tensor],
     meta: dict[str, Any],
-    source: Tensor,
+    source: Clip | StoredClip,
 ) -> Path:
     """Write the edited textures, their metadata and the re-rendered video; returns the folder."""
     folder = run.edits / name
@@ -86,7 +86,7 @@ def save_edit(
 
 
 def save_bake_edit(
-    run: RunFolder, name: str, bake: EditableBake, meta: dict[str, Any], source: Tensor
+    run: RunFolder, name: str, bake: EditableBake, meta: dict[str, Any], source: Clip | StoredClip
 ) -> Path:
     """Write an edited bake's own state, its metadata and the re-rendered video; returns the folder."""
     folder = run.edits / name
