@@ -72,6 +72,35 @@ def _unpack(x: Tensor) -> Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
+class MappedFrames:
+    """T×3×H×W frames indexed like a tensor, each read converted to float in [0, 1]: uint8 (mapped from
+    a file, its pages released after each read) or float frames already in memory. What reads a frame
+    or a chunk at a time (a viewer, a portrait's backdrop) then holds those, not 12 bytes a pixel of
+    every frame."""
+
+    def __init__(self, frames: Tensor, storage: MappedTensors | None = None) -> None:
+        self.frames, self.storage = frames, storage
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.frames.shape
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    def __getitem__(self, ids: int | slice | list[int] | Tensor) -> Tensor:
+        picked = _unpack(self.frames[ids])
+        if self.storage is not None:
+            self.storage.release()
+        return picked
+
+    def uint8(self) -> Tensor:
+        """Every frame as 8 bits, contiguous (as stored, when stored so)."""
+        if self.frames.dtype == torch.uint8:
+            return self.frames.contiguous()
+        return (self.frames.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
+
+
 @dataclass
 class StoredClip:
     """The clip a run stores, mapped: frames read a chunk at a time, so memory does not grow with it."""
@@ -91,6 +120,10 @@ class StoredClip:
     @property
     def W(self) -> int:
         return int(self.file.tensors["frames"].shape[3])
+
+    def mapped_frames(self) -> MappedFrames:
+        """The frames, indexed like a tensor and read as they are indexed."""
+        return MappedFrames(self.file.tensors["frames"], self.file)
 
     def read(self, start: int, stop: int) -> Tensor:
         """Frames [start, stop) as float in [0, 1]; the pages read are released."""

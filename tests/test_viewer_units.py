@@ -197,6 +197,9 @@ def test_viewer_opens_a_run_being_fitted_without_its_lock(tmp_path, procedural):
         viewer = Viewer(run.path, port=port)
         try:
             assert viewer.bake is None and viewer.url == f"http://127.0.0.1:{port}"
+            # the source frames are read as they are shown, from the run's mapped clip, not held whole
+            assert viewer.source.storage is not None and viewer.source.shape == procedural.clip.frames.shape
+            assert torch.equal(viewer.source[3], run.stored_clip().read(3, 4)[0])
             finish_run(run, procedural.truth, procedural.clip)  # the fit writes its bake
             viewer.reload()
             assert isinstance(viewer.bake, CanonicalVideo) and viewer.scene is not None

@@ -20,6 +20,7 @@ from ..extras import require
 from ..representation import Bake, load_bake
 from ..run import RunFolder
 from ..segments import SegmentedVideo
+from ..video import Clip
 from .canvas import compose, layout
 from .policy import ResolutionPolicy
 from .session import ClientSession
@@ -34,7 +35,8 @@ class Viewer:
     def __init__(self, run_path: str | Path, host: str = "127.0.0.1", port: int = 8080):
         viser = require("viser", "viewer", "canon-edit view")
         self.run = RunFolder.open(run_path, need_done=False)
-        self.source = self.run.clip().frames
+        stored = self.run.stored_clip()  # its frames read as they are shown, not held whole
+        self.source = stored.frames if isinstance(stored, Clip) else stored.mapped_frames()
         self.policy = ResolutionPolicy()
         self._lock = threading.Lock()
         self.bake, self.scene = self._load()

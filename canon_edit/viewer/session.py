@@ -14,7 +14,7 @@ import numpy as np
 from torch import Tensor
 
 from ..edit.store import edits_made_before, list_edits
-from ..run import RunFolder
+from ..run import MappedFrames, RunFolder
 from .facts import facts_markdown, run_facts
 from .render_worker import RenderWorker
 
@@ -25,7 +25,7 @@ JPEG_QUALITY = 90
 class ClientSession:
     """One browser client's GUI, state and worker. `client` is a viser ClientHandle."""
 
-    def __init__(self, client: Any, run: RunFolder, source: Tensor, fps: float):
+    def __init__(self, client: Any, run: RunFolder, source: Tensor | MappedFrames, fps: float):
         self.client, self.run, self.frames = client, run, source.shape[0]
         self.clip_shape = (source.shape[0], source.shape[2], source.shape[3])
         gui = client.gui

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..edit.commands import edited_bake
 from ..errors import UserError
-from ..run import RunFolder
+from ..run import MappedFrames, RunFolder
 from .camera import fov_y, intrinsics, look_from_viewmat, matrix_quaternion, viewmat_from_pose
 from .policy import ResolutionPolicy, moving_scale, scaled_size, update_cost
 from .session import NO_EDIT, ClientSession
@@ -46,7 +46,9 @@ def to_uint8(image: Tensor) -> np.ndarray:
 
 
 class SessionPortrait(ClientSession):
-    def __init__(self, client: Any, run: RunFolder, bake: Any, source: Tensor, policy: ResolutionPolicy):
+    def __init__(
+        self, client: Any, run: RunFolder, bake: Any, source: Tensor | MappedFrames, policy: ResolutionPolicy
+    ):
         super().__init__(client, run, source, bake.fps)
         self.bake, self.source, self.policy = bake, source, policy
         self.shown = bake  # the reconstruction, or the edit picked in the dropdown

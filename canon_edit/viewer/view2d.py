@@ -15,6 +15,7 @@ import numpy as np
 from torch import Tensor
 
 from ..canonical import CanonicalVideo
+from ..run import MappedFrames
 from ..segments import SegmentedVideo, blend_weights
 from .canvas import Rect, compose, draw_marker, layout
 from .overlays import coverage_count, heatmap, with_alpha, with_grid
@@ -77,9 +78,10 @@ class Page:
 
 
 class Scene2D:
-    """Draws pages of one CanonicalVideo (or SegmentedVideo) and its source frames (T×3×H×W)."""
+    """Draws pages of one CanonicalVideo (or SegmentedVideo) and its source frames (T×3×H×W, in memory
+    or read as they are shown)."""
 
-    def __init__(self, video: Video, source: Tensor):
+    def __init__(self, video: Video, source: Tensor | MappedFrames):
         self.video, self.source = video, source
         self.segmented = isinstance(video, SegmentedVideo)
         self._coverage: dict[tuple[int, int], Tensor] = {}

@@ -26,6 +26,7 @@ from torch import Tensor
 from canon_edit.atomic import atomic_path, write_json
 from canon_edit.errors import ResumeNeeded, UserError
 from canon_edit.files import RESUME_FIX, CorruptFile, MappedTensors, read_json, read_tensors
+from canon_edit.run import MappedFrames
 
 from .body import BodyModel, load_body_spec
 from .camera import Camera
@@ -41,37 +42,6 @@ def spread(T: int, count: int) -> list[int]:
     return torch.linspace(0, T - 1, min(T, count)).round().long().unique().tolist()
 
 
-class Footage:
-    """The source frames the person is composited over, converted to float a frame or a chunk at a
-    time: a loaded asset keeps them as the uint8 stored in background.safetensors, mapped, so a long
-    clip's `render` holds a chunk of them, not 12 bytes a pixel of every frame; a fit's bake shares
-    the fit's float frames."""
-
-    def __init__(self, frames: Tensor, storage: MappedTensors | None = None) -> None:
-        self.frames, self.storage = frames, storage  # T×3×H×W, uint8 or float in [0, 1]
-
-    @property
-    def shape(self) -> torch.Size:
-        return self.frames.shape
-
-    def __len__(self) -> int:
-        return self.frames.shape[0]
-
-    def __getitem__(self, ids: int | slice | list[int] | Tensor) -> Tensor:
-        picked = self.frames[ids]
-        if picked.dtype == torch.uint8:
-            picked = picked.float() / 255
-        if self.storage is not None:
-            self.storage.release()
-        return picked
-
-    def uint8(self) -> Tensor:
-        """Every frame as stored: uint8, contiguous."""
-        if self.frames.dtype == torch.uint8:
-            return self.frames.contiguous()
-        return (self.frames.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
-
-
 @dataclass
 class PortraitAsset:
     gaussians: dict[str, Tensor]  # tri_id, bary, offset, quats_local, log_scales, opacity_logits, features
@@ -80,7 +50,7 @@ class PortraitAsset:
     decoder_hidden: int
     tracking: Tracking
     body_spec: dict[str, Any]  # what load_body_spec needs: name, model_dir, variant, n_shape, n_expression
-    background: Footage
+    background: MappedFrames  # the source frames the person is composited over
     fps: float
     body: BodyModel | None = field(default=None, repr=False)
     # keep every frame's render once made (a fit's finish renders the clip twice: its person-only
@@ -253,7 +223,7 @@ class PortraitAsset:
         frames = stored.tensors["frames"]
         if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[1] != 3:
             raise CorruptFile(stored.path, "'frames' is not T×3×H×W uint8", fix)
-        background = Footage(frames, stored)
+        background = MappedFrames(frames, stored)
         try:
             return cls(
                 gaussians={k: ply[k] for k in keys},

@@ -27,10 +27,9 @@ from canon_edit.flow import Flow
 from canon_edit.memory import FitCost
 from canon_edit.metrics import SSIM_BATCH, psnr_ssim
 from canon_edit.representation import Bake, Representation
-from canon_edit.run import RunFolder
+from canon_edit.run import MappedFrames, RunFolder
 from canon_edit.video import Clip, frame_chunks
 
-from .asset import Footage
 from .body import BodyModel, body_spec, load_body
 from .camera import Camera
 from .config import PortraitConfig
@@ -262,7 +261,7 @@ class Portrait(Representation):
             decoder_hidden=self.cfg.decoder_hidden,
             tracking=tracking.to("cpu"),
             body_spec=body_spec(self.body, self.cfg.body_model_dir, self.cfg.body_variant),
-            background=Footage(self.frames.cpu()),  # read only, as the fit's frames: shared, not copied
+            background=MappedFrames(self.frames.cpu()),  # read only, as the fit's frames: shared, not copied
             fps=self.fps,
             body=self.body,
             keep_renders=True,

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from canon_edit.run import MappedFrames
 from canon_edit.video import Clip
 
-from .asset import Footage
 from .body import BodyModel, body_spec
 from .camera import Camera
 from .editing import EditablePortrait
@@ -175,7 +175,7 @@ def truth_asset(
         decoder_hidden=8,
         tracking=portrait.tracking,
         body_spec=body_spec(body, model_dir, "head"),
-        background=Footage(portrait.clip.frames),
+        background=MappedFrames(portrait.clip.frames),
         fps=portrait.clip.fps,
         body=body,
     )
