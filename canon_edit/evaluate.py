@@ -51,11 +51,15 @@ def clip_flow(
     return stored_flow(run.flow, key, clip.read, (clip.T, clip.H, clip.W), show_progress=show_progress)
 
 
-def paired(clip: Clip | StoredClip, video: Tensor | Iterable[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
-    """Each chunk of `video` (a tensor, or chunks of consecutive frames) with the clip's frames it shows."""
+def paired(
+    clip: Clip | StoredClip, video: Tensor | Iterable[Tensor], as_uint8: bool = False
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Each chunk of `video` (a tensor, or chunks of consecutive frames) with the clip's frames it shows
+    (float in [0, 1]; `as_uint8`: 8 bits, as a run stores them, for what only shows them)."""
+    read = clip.read_uint8 if as_uint8 else clip.read
     start = 0
     for chunk in video.split(CHUNK) if isinstance(video, Tensor) else video:
-        yield chunk, clip.read(start, start + len(chunk))
+        yield chunk, read(start, start + len(chunk))
         start += len(chunk)
 
 

@@ -35,7 +35,7 @@ from .errors import ResumeNeeded, UserError
 from .files import CorruptFile, MappedTensors, read_json, read_tensors
 from .optim_state import load_optimizer, optimizer_tensors
 from .outputs import claim_folder
-from .video import Clip
+from .video import Clip, to_uint8
 
 KEEP_CHECKPOINTS = 2
 # what canon-edit itself writes in a run folder (a representation adds its own `run_files`)
@@ -96,9 +96,7 @@ class MappedFrames:
 
     def uint8(self) -> Tensor:
         """Every frame as 8 bits, contiguous (as stored, when stored so)."""
-        if self.frames.dtype == torch.uint8:
-            return self.frames.contiguous()
-        return (self.frames.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
+        return to_uint8(self.frames).contiguous()
 
 
 @dataclass
@@ -128,6 +126,12 @@ class StoredClip:
     def read(self, start: int, stop: int) -> Tensor:
         """Frames [start, stop) as float in [0, 1]; the pages read are released."""
         frames = _unpack(self.file.tensors["frames"][start:stop])
+        self.file.release()
+        return frames
+
+    def read_uint8(self, start: int, stop: int) -> Tensor:
+        """Frames [start, stop) as stored, uint8 0..255, copied out before the pages are released."""
+        frames = to_uint8(self.file.tensors["frames"][start:stop]).clone()
         self.file.release()
         return frames
 

@@ -72,6 +72,10 @@ class Clip:
         """Frames [start, stop), as `run.StoredClip.read` gives them from a run's stored clip."""
         return self.frames[start:stop]
 
+    def read_uint8(self, start: int, stop: int) -> Tensor:
+        """Frames [start, stop) as 8 bits, as `run.StoredClip.read_uint8` gives them."""
+        return to_uint8(self.frames[start:stop])
+
     @property
     def has_masks(self) -> bool:
         return self.masks is not None
@@ -85,6 +89,14 @@ class Clip:
     def read_foreground(self, start: int, stop: int) -> Tensor | None:
         """The union of the masks' labels over frames [start, stop) (B×H×W), or None without masks."""
         return None if self.masks is None else self.masks[start:stop].amax(1)
+
+
+def to_uint8(frames: Tensor) -> Tensor:
+    """Frames in [0, 1] (values outside clamped) as uint8, rounded half to even as the writers round;
+    uint8 frames as they are."""
+    if frames.dtype == torch.uint8:
+        return frames
+    return frames.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
 def frame_chunks(n: int, size: int = CHUNK) -> Iterator[list[int]]:
@@ -572,6 +584,35 @@ def uint8_frames(frames: Tensor) -> Iterator[np.ndarray]:
         yield cv2.merge(scaled, dst=image).reshape(image.shape)
 
 
+def uint8_images(frames: Tensor) -> Iterator[np.ndarray]:
+    """Each frame of `frames` as H×W×3 uint8: uint8 frames as they are (views), float ones through
+    `uint8_frames` (one array overwritten by the next frame)."""
+    if frames.dtype != torch.uint8:
+        yield from uint8_frames(frames)
+        return
+    for frame in frames:
+        yield frame.permute(1, 2, 0).numpy()
+
+
+def beside(left: np.ndarray, right: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """`left | right` (H×W×3 uint8 each) as one H×(W+W')×3 image, written into `out` when it has that
+    shape: the pixels of converting `torch.cat([left, right], 3)`, without a float copy of the pair."""
+    shape = (left.shape[0], left.shape[1] + right.shape[1], 3)
+    out = out if out is not None and out.shape == shape else np.empty(shape, np.uint8)
+    out[:, : left.shape[1]] = left
+    out[:, left.shape[1] :] = right
+    return out
+
+
+def joined_images(left: Tensor, right: Tensor) -> Iterator[np.ndarray]:
+    """Frame by frame, `left | right` (T×3×H×W each, float or uint8) as uint8 images (`beside`), in one
+    array overwritten by the next frame."""
+    joined = None
+    for a, b in zip(uint8_images(left), uint8_images(right), strict=True):
+        joined = beside(a, b, joined)
+        yield joined
+
+
 @dataclass(frozen=True)
 class X264:
     """How canon-edit's videos are encoded. The default, veryfast at CRF 16, encodes 2× as fast as
@@ -647,9 +688,24 @@ class VideoWriter:
         """Encode `frames` (T×3×H×W in [0,1]; values outside are clamped) after those written before."""
         if frames.ndim != 4 or frames.shape[1] != 3:
             raise ValueError(f"VideoWriter expects T×3×H×W frames, got {tuple(frames.shape)}")
-        if not len(frames):
-            return
-        height, width = frames.shape[2] + frames.shape[2] % 2, frames.shape[3] + frames.shape[3] % 2
+        if len(frames):
+            self._open_stream(frames.shape[2], frames.shape[3])
+            self.write_images(uint8_frames(frames))
+
+    def write_images(self, images: Iterable[np.ndarray]) -> None:
+        """Encode H×W×3 uint8 frames after those written before (each may be overwritten once the next
+        is asked for: the encoder copies it)."""
+        for image in images:
+            height, width = self._open_stream(image.shape[0], image.shape[1])
+            if (height, width) != image.shape[:2]:
+                pad = ((0, height - image.shape[0]), (0, width - image.shape[1]), (0, 0))
+                image = np.pad(image, pad, mode="edge")
+            with self._errors():
+                self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+
+    def _open_stream(self, frame_height: int, frame_width: int) -> tuple[int, int]:
+        """The stream's size (frames padded to even sides), the stream opened by the first frames."""
+        height, width = frame_height + frame_height % 2, frame_width + frame_width % 2
         if self._stream is None:
             self._stream = self._container.add_stream(
                 "libx264", rate=Fraction(self.fps).limit_denominator(10000)
@@ -661,12 +717,7 @@ class VideoWriter:
             raise ValueError(
                 f"a {width}×{height} chunk in a {self._stream.width}×{self._stream.height} video"
             )
-        odd = (height, width) != tuple(frames.shape[2:])
-        pad = ((0, height - frames.shape[2]), (0, width - frames.shape[3]), (0, 0))
-        with self._errors():
-            for image in uint8_frames(frames):
-                image = np.pad(image, pad, mode="edge") if odd else image
-                self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        return height, width
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -701,9 +752,14 @@ class VideoPair:
         self._stack.__exit__(kind, error, trace)
 
     def write(self, video: Tensor, source: Tensor) -> None:
-        """The next chunk of the video, and of the source frames it renders."""
-        self.video.write(video)
-        self.compare.write(torch.cat([source, video], dim=3))
+        """The next chunk of the video (float), and of the source frames it renders (float, or uint8 as a
+        run stores them). Each frame goes to 8 bits once, for both videos, and the compare video's frame
+        is joined in 8 bits: no float copy of the source or of the pair."""
+        joined = None
+        for left, shown in zip(uint8_images(source), uint8_images(video), strict=True):
+            self.video.write_images([shown])
+            joined = beside(left, shown, joined)
+            self.compare.write_images([joined])
 
 
 def write_video(

@@ -207,6 +207,26 @@ def test_a_video_pair_leaves_neither_video_when_a_chunk_fails(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_video_pair_hands_the_encoder_the_frames_of_the_float_concatenation(tmp_path, encoded):
+    """The compare frame is joined in 8 bits, the source as a run stores it (uint8) or as float: the
+    encoder gets the pixels of converting `torch.cat([source, video], 3)`, odd sides padded alike."""
+    g = torch.Generator().manual_seed(5)
+    video = torch.rand(5, 3, 15, 21, generator=g) * 1.2 - 0.1
+    stored = torch.randint(0, 256, (5, 3, 15, 21), dtype=torch.uint8, generator=g)
+    stored[0].view(3, -1)[:, :256] = torch.arange(256, dtype=torch.uint8)  # every 8-bit value
+    write_video(tmp_path / "video.mp4", video, 24.0)
+    write_video(tmp_path / "compare.mp4", torch.cat([stored.float() / 255, video], dim=3), 24.0)
+    before = [image.copy() for image in encoded]
+    for k, source in enumerate((stored, stored.float() / 255)):
+        encoded.clear()
+        with VideoPair(tmp_path / f"v{k}.mp4", tmp_path / f"c{k}.mp4", 24.0) as videos:
+            for ids in frame_chunks(len(video), 2):
+                videos.write(video[ids], source[ids])
+        assert len(encoded) == len(before) == 10 and encoded[0].shape == (16, 22, 3)
+        assert all(np.array_equal(a, b) for a, b in zip(encoded[0::2], before[:5], strict=True))
+        assert all(np.array_equal(a, b) for a, b in zip(encoded[1::2], before[5:], strict=True))
+
+
 def test_png_chunks_are_numbered_across_chunks(tmp_path):
     frames = torch.rand(5, 3, 4, 6)
     write_pngs(tmp_path / "p", frames.split(2))
@@ -251,6 +271,8 @@ def test_eval_and_render_stream_the_run_as_the_whole_clip_functions_score_it(tru
     figures = evaluate_run(truth_run.path)
     clip, bake = truth_run.clip(), load_bake(truth_run)
     assert torch.equal(truth_run.stored_clip().read(2, 5), clip.frames[2:5])
+    stored = truth_run.stored_clip().read_uint8(2, 5)
+    assert stored.dtype == torch.uint8 and torch.equal(stored.float() / 255, clip.frames[2:5])
     video = bake.render().clamp(0, 1)
     flow = load_or_compute_flow(truth_run.flow, clip.frames)
     assert figures["psnr"] == round(psnr(video, clip.frames), 3)

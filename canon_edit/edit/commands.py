@@ -35,6 +35,8 @@ from ..video import (
     ENCODING,
     WRITE_VIDEO_FORMATS,
     X264,
+    VideoWriter,
+    joined_images,
     read_image,
     resize_frames,
     write_image,
@@ -380,6 +382,11 @@ def render_run(
         write_image(out, image, recheck)
         return out
     video = render_chunks(render, bake.T)  # streamed: a chunk is rendered, written and dropped
+    if compare and out.suffix:  # joined in 8 bits, the source as stored
+        with VideoWriter(out, bake.fps, x264, recheck) as writer:
+            for chunk, frames in paired(run.stored_clip(), video, as_uint8=True):
+                writer.write_images(joined_images(frames, chunk))
+        return out
     if compare:
         video = (torch.cat([frames, chunk], dim=3) for chunk, frames in paired(run.stored_clip(), video))
     if out.suffix:

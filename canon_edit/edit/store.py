@@ -58,7 +58,7 @@ def _videos(folder: Path, bake: Bake, source: Clip | StoredClip) -> None:
     """The edit's video and, for a look at what changed, the source beside it: one render pass, a
     chunk of frames at a time, the source's frames read a chunk at a time too."""
     with VideoPair(folder / "video.mp4", folder / "compare.mp4", bake.fps) as videos:
-        for video, frames in paired(source, render_chunks(bake.render, bake.T)):
+        for video, frames in paired(source, render_chunks(bake.render, bake.T), as_uint8=True):
             videos.write(video, frames)
 
 
