@@ -594,22 +594,16 @@ def uint8_images(frames: Tensor) -> Iterator[np.ndarray]:
         yield frame.permute(1, 2, 0).numpy()
 
 
-def beside(left: np.ndarray, right: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """`left | right` (H×W×3 uint8 each) as one H×(W+W')×3 image, written into `out` when it has that
-    shape: the pixels of converting `torch.cat([left, right], 3)`, without a float copy of the pair."""
-    shape = (left.shape[0], left.shape[1] + right.shape[1], 3)
-    out = out if out is not None and out.shape == shape else np.empty(shape, np.uint8)
-    out[:, : left.shape[1]] = left
-    out[:, left.shape[1] :] = right
-    return out
-
-
-def joined_images(left: Tensor, right: Tensor) -> Iterator[np.ndarray]:
-    """Frame by frame, `left | right` (T×3×H×W each, float or uint8) as uint8 images (`beside`), in one
-    array overwritten by the next frame."""
+def joined_images(left: Iterable[np.ndarray], right: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """Image by image, `left | right` (H×W×3 uint8 each) as one H×(W+W')×3 image, in one array
+    overwritten by the next: the pixels of converting `torch.cat([left, right], 3)` of the frames,
+    without a float copy of the pair."""
     joined = None
-    for a, b in zip(uint8_images(left), uint8_images(right), strict=True):
-        joined = beside(a, b, joined)
+    for a, b in zip(left, right, strict=True):
+        shape = (a.shape[0], a.shape[1] + b.shape[1], 3)
+        joined = joined if joined is not None and joined.shape == shape else np.empty(shape, np.uint8)
+        joined[:, : a.shape[1]] = a
+        joined[:, a.shape[1] :] = b
         yield joined
 
 
@@ -688,9 +682,7 @@ class VideoWriter:
         """Encode `frames` (T×3×H×W in [0,1]; values outside are clamped) after those written before."""
         if frames.ndim != 4 or frames.shape[1] != 3:
             raise ValueError(f"VideoWriter expects T×3×H×W frames, got {tuple(frames.shape)}")
-        if len(frames):
-            self._open_stream(frames.shape[2], frames.shape[3])
-            self.write_images(uint8_frames(frames))
+        self.write_images(uint8_frames(frames))
 
     def write_images(self, images: Iterable[np.ndarray]) -> None:
         """Encode H×W×3 uint8 frames after those written before (each may be overwritten once the next
@@ -700,6 +692,7 @@ class VideoWriter:
             if (height, width) != image.shape[:2]:
                 pad = ((0, height - image.shape[0]), (0, width - image.shape[1]), (0, 0))
                 image = np.pad(image, pad, mode="edge")
+            image = np.ascontiguousarray(image)
             with self._errors():
                 self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
 
@@ -755,11 +748,13 @@ class VideoPair:
         """The next chunk of the video (float), and of the source frames it renders (float, or uint8 as a
         run stores them). Each frame goes to 8 bits once, for both videos, and the compare video's frame
         is joined in 8 bits: no float copy of the source or of the pair."""
-        joined = None
-        for left, shown in zip(uint8_images(source), uint8_images(video), strict=True):
-            self.video.write_images([shown])
-            joined = beside(left, shown, joined)
-            self.compare.write_images([joined])
+
+        def shown() -> Iterator[np.ndarray]:
+            for image in uint8_images(video):
+                self.video.write_images([image])
+                yield image
+
+        self.compare.write_images(joined_images(uint8_images(source), shown()))
 
 
 def write_video(

@@ -39,6 +39,7 @@ from ..video import (
     joined_images,
     read_image,
     resize_frames,
+    uint8_images,
     write_image,
     write_pngs,
     write_video,
@@ -385,7 +386,7 @@ def render_run(
     if compare and out.suffix:  # joined in 8 bits, the source as stored
         with VideoWriter(out, bake.fps, x264, recheck) as writer:
             for chunk, frames in paired(run.stored_clip(), video, as_uint8=True):
-                writer.write_images(joined_images(frames, chunk))
+                writer.write_images(joined_images(uint8_images(frames), uint8_images(chunk)))
         return out
     if compare:
         video = (torch.cat([frames, chunk], dim=3) for chunk, frames in paired(run.stored_clip(), video))
