@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .atomic import atomic_path
 from .errors import UserError
 from .files import CorruptFile, MappedTensors
-from .video import CHUNK, frame_chunks
+from .video import CHUNK, frame_chunks, to_uint8
 
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -48,7 +48,7 @@ class Flow:
 
 def _gray_uint8(frames: Tensor) -> np.ndarray:
     """`T×3×H×W` float in [0,1] → `T×H×W` uint8 luma (what DIS works on)."""
-    rgb = frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+    rgb = to_uint8(frames.detach().float()).permute(0, 2, 3, 1).cpu()
     return np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in rgb.numpy()])
 
 
@@ -137,7 +137,7 @@ def chunks_key(shape: tuple[int, ...], chunks: Iterable[Tensor]) -> str:
     step_y, step_x = max(1, height // 128), max(1, width // 128)
     digest = hashlib.sha1()
     for chunk in chunks:
-        sample = chunk[:, :, ::step_y, ::step_x].detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+        sample = to_uint8(chunk[:, :, ::step_y, ::step_x].detach().float())
         digest.update(sample.cpu().contiguous().numpy().tobytes())
     return f"{'x'.join(str(n) for n in shape)}-{digest.hexdigest()}"
 

@@ -24,6 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import UserError
+from ..video import to_uint8
 from .models import DiffusionModel, LoadOptions, decode_latents, encode_images, encode_prompts, unet_input
 from .score import guided_noise
 from .tiles import Box, blend, resize, scale_box, tile_boxes, working_size
@@ -106,7 +107,7 @@ def denoise_timesteps(scheduler: Any, steps: int, strength: float) -> Tensor:
 
 def canny_edges(image: Tensor, low: int, high: int) -> Tensor:
     """1×3×H×W in [0,1] → its Canny edge map as 1×3×H×W in {0, 1} (the ControlNet's input)."""
-    rgb = (image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    rgb = to_uint8(image[0]).permute(1, 2, 0).cpu().numpy()
     edges = cv2.Canny(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY), low, high)
     return torch.from_numpy(edges).to(image.device, torch.float32).div(255)[None, None].expand(1, 3, -1, -1)
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..video import to_uint8
+
 GAP = 6
 BACKDROP = 0.12
 
@@ -75,7 +77,7 @@ def compose(images: list[Tensor], rects: list[Rect], width: int, height: int) ->
             continue
         scaled = F.interpolate(image[None].float(), size=(r.h, r.w), mode="bilinear", antialias=True)[0]
         canvas[:, y0:y1, x0:x1] = scaled[:, y0 - r.y : y1 - r.y, x0 - r.x : x1 - r.x]
-    return (canvas.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return to_uint8(canvas).permute(1, 2, 0).numpy()
 
 
 def draw_marker(canvas: np.ndarray, x: float, y: float, color: tuple[int, int, int], size: int = 8) -> None:

@@ -22,6 +22,7 @@ from torch import Tensor
 from ..edit.commands import edited_bake
 from ..errors import UserError
 from ..run import MappedFrames, RunFolder
+from ..video import to_uint8 as frames_uint8
 from .camera import fov_y, intrinsics, look_from_viewmat, matrix_quaternion, viewmat_from_pose
 from .policy import ResolutionPolicy, moving_scale, scaled_size, update_cost
 from .session import NO_EDIT, ClientSession
@@ -42,7 +43,7 @@ class ViewRequest:
 
 def to_uint8(image: Tensor) -> np.ndarray:
     """3×H×W in [0, 1] → H×W×3 uint8."""
-    return (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return frames_uint8(image).permute(1, 2, 0).numpy()
 
 
 class SessionPortrait(ClientSession):

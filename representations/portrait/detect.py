@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from canon_edit.atomic import atomic_path
 from canon_edit.errors import UserError
+from canon_edit.video import to_uint8
 
 ENV_PYTHON = "CANON_EDIT_DETECTOR_PYTHON"
 FORMAT = "canon-edit-detections"
@@ -178,7 +179,7 @@ def detect_clip(
         if cached.mask.shape == (T, 1, H, W):
             return cached
     interpreter = _interpreter(python)
-    images = frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    images = to_uint8(frames.detach().float()).permute(0, 2, 3, 1)
     out = _run_worker(interpreter, np.ascontiguousarray(images.cpu().numpy()), show_progress)
     detections = Detections(
         face=torch.from_numpy(mesh_to_ibug51(out["face"]).astype(np.float32)),
