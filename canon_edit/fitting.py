@@ -75,9 +75,10 @@ class ClipOptions:
     def check_memory(self, cls: type[Representation], device: str, segment: int | None = None) -> None:
         """Refuse, before reading, a CPU fit of this clip (or of its segments of `segment` frames)
         that would need more memory than the machine has available."""
-        cost = cls.memory_cost(pick_device(device))
-        if cost is None:
-            return
+        dev = pick_device(device)
+        if dev.type != "cpu":
+            return  # the fields and their optimiser live on the GPU: the figures are the CPU's
+        cost = cls.memory_cost(dev)  # None (not measured) checks only the read of a segmented clip
         shape = clip_shape(self.source, max_frames=self.max_frames, stride=self.stride, size=self.size)
         labels = mask_channels(self.source, self.masks, max_frames=self.max_frames, stride=self.stride)
         if shape is None or segment is None:
