@@ -9,6 +9,7 @@ import torch
 from canon_edit.errors import UserError
 from canon_edit_representations.portrait.body import (
     AnnyBody,
+    BodyModel,
     find_smplx_file,
     load_body,
     rotation_matrix,
@@ -47,6 +48,53 @@ def test_matches_smplx_own_forward(smplx_dir, body):
         right_hand_pose=pose[:, 40:55].reshape(1, -1), expression=expr, betas=shape,
     )  # fmt: skip
     torch.testing.assert_close(out.vertices, theirs.vertices, atol=1e-5, rtol=0)
+
+
+def test_landmarks_and_joints_pose_only_what_tracking_reads(body):
+    """SMPL-X's fast path (the landmarks' triangle corners) equals the whole mesh's, in value and in
+    the gradients tracking follows, on a batch of frames with one shared shape."""
+    gen = torch.Generator().manual_seed(3)
+    pose = (0.3 * torch.randn(4, 55, 3, generator=gen)).requires_grad_(True)
+    expr = torch.randn(4, 10, generator=gen).requires_grad_(True)
+    shape = torch.randn(1, 10, generator=gen).requires_grad_(True)
+    weights = torch.randn(4, 51 + 55, 3, generator=gen)
+    found = []
+    for path in (BodyModel.landmarks_and_joints, type(body).landmarks_and_joints):
+        landmarks, joints = path(body, pose, expr, shape)
+        (torch.cat([landmarks, joints], 1) * weights).sum().backward()
+        found.append((landmarks, joints, pose.grad, expr.grad, shape.grad))
+        pose.grad = expr.grad = shape.grad = None
+    assert type(body).landmarks_and_joints is not BodyModel.landmarks_and_joints
+    assert len(body.corner_template) < 0.05 * body.n_vertices
+    for fast, full in zip(*found, strict=True):
+        torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+
+
+def test_posed_meshes_are_remembered_by_value_within_a_budget(smplx_dir, monkeypatch):
+    """Re-posing a frame returns what `pose_mesh` gave, as a copy; gradients and a full budget pose anew."""
+    from canon_edit_representations.portrait import body as body_module
+
+    body = body_module.SMPLXBody(smplx_dir)
+    calls = []
+    monkeypatch.setattr(body, "pose_mesh", lambda *p: calls.append(p) or type(body).pose_mesh(body, *p))
+    params = body.zero_params(1)
+    params["pose"][0, 0] = torch.tensor([0.0, 0.4, 0.0])
+    first = body(**params)
+    first.vertices += 1.0  # the caller's copy: the memory keeps the posed mesh
+    again = body(params["pose"].clone(), params["expression"].clone(), params["shape"].clone())
+    assert len(calls) == 1
+    torch.testing.assert_close(again.vertices, type(body).pose_mesh(body, **params).vertices, atol=0, rtol=0)
+    turned = dict(params, pose=params["pose"] * 2)
+    assert not torch.equal(body(**turned).vertices, again.vertices) and len(calls) == 2
+    body(params["pose"].requires_grad_(True), params["expression"], params["shape"])
+    assert len(calls) == 3  # a pose being optimised is never looked up
+    entry = again.vertices.nbytes + again.joints.nbytes
+    monkeypatch.setattr(body_module, "POSED_MEMORY_BYTES", 2 * entry)
+    body.float()  # moving or casting the buffers forgets every posed mesh
+    for k in range(3):
+        body(**dict(params, pose=params["pose"].detach() * k))
+    body(**dict(params, pose=params["pose"].detach() * 0))  # the oldest, dropped past two entries
+    assert len(calls) == 3 + 4 and len(body._posed.entries) == 2
 
 
 def test_protocol_pose_expression_shape(body):

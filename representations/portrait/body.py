@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import math
 import tempfile
+import threading
 import warnings
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,12 +95,42 @@ def matrix_to_axis_angle(R: Tensor) -> Tensor:
     return v * scale[..., None]
 
 
+POSED_MEMORY_BYTES = 64 * 2**20  # posed meshes a body remembers: 500 SMPL-X frames, 1200 of anny's head
+
+
+class PosedMemory:
+    """Posed meshes by key, the least recently used dropped past a size in bytes; thread-safe (the
+    viewer renders from its own thread)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.size = budget, 0
+        self.lock = threading.Lock()
+        self.entries: OrderedDict[Any, BodyOutput] = OrderedDict()
+
+    def get(self, key: Any) -> BodyOutput | None:
+        with self.lock:
+            out = self.entries.get(key)
+            if out is not None:
+                self.entries.move_to_end(key)
+            return out
+
+    def put(self, key: Any, out: BodyOutput) -> BodyOutput:
+        with self.lock:
+            if key not in self.entries:
+                self.entries[key] = out
+                self.size += out.vertices.nbytes + out.joints.nbytes
+            while self.size > self.budget and len(self.entries) > 1:
+                _, dropped = self.entries.popitem(last=False)
+                self.size -= dropped.vertices.nbytes + dropped.joints.nbytes
+        return out
+
+
 class BodyModel(nn.Module):
     """The protocol: topology and UV as buffers, ``forward(pose, expression, shape) -> BodyOutput``.
 
     Subclasses set ``faces`` (F×3 long), ``uv`` (U×2 in [0, 1], v down), ``uv_faces`` (F×3 long into
     ``uv``), ``landmark_faces`` (L,) and ``landmark_bary`` (L×3): face landmarks as points on the mesh
-    (L may be 0), ``joint_names``, ``n_shape`` and ``n_expression``.
+    (L may be 0), ``joint_names``, ``n_shape`` and ``n_expression``, and implement ``pose_mesh``.
     """
 
     name: str
@@ -138,8 +170,42 @@ class BodyModel(nn.Module):
         tri = vertices[:, self.faces[self.landmark_faces]]  # B×L×3×3
         return (tri * self.landmark_bary[None, :, :, None]).sum(2)
 
-    def forward(self, pose: Tensor, expression: Tensor, shape: Tensor) -> BodyOutput:
+    def pose_mesh(self, pose: Tensor, expression: Tensor, shape: Tensor) -> BodyOutput:
         raise NotImplementedError
+
+    def forward(self, pose: Tensor, expression: Tensor, shape: Tensor) -> BodyOutput:
+        """`pose_mesh`, remembered by value on the CPU while no input asks for gradients.
+
+        Fitting the Gaussians, refitting an albedo, stylising and every edit re-pose the same tracked
+        frames hundreds of times, and posing the whole mesh was 40% of an albedo refit's step with
+        SMPL-X. Returned tensors are copies, so a caller writing into one leaves the memory intact.
+        """
+        params = (pose, expression, shape)
+        if pose.device.type != "cpu" or any(x.requires_grad for x in params):
+            return self.pose_mesh(*params)
+        key = (pose.dtype, *(x.shape for x in params), b"".join(x.numpy().tobytes() for x in params))
+        memory = self.__dict__.setdefault("_posed", PosedMemory(POSED_MEMORY_BYTES))
+        out = memory.get(key)
+        if out is None:
+            out = memory.put(key, self.pose_mesh(*params))
+        return BodyOutput(vertices=out.vertices.clone(), joints=out.joints.clone())
+
+    def _apply(self, fn: Any, recurse: bool = True) -> BodyModel:
+        self.__dict__.pop("_posed", None)  # the buffers change device or precision: pose anew
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles (Ray's tasks) leave the memory behind: it holds a lock."""
+        return {k: v for k, v in self.__dict__.items() if k != "_posed"}
+
+    def landmarks_and_joints(self, pose: Tensor, expression: Tensor, shape: Tensor) -> tuple[Tensor, Tensor]:
+        """B×L×3 face landmarks and B×J×3 posed joints: all that tracking fits to.
+
+        A model may pose only the vertices of the landmarks' triangles here (SMPL-X does); this
+        default poses the whole mesh.
+        """
+        out = self(pose, expression, shape)
+        return self.landmarks(out.vertices), out.joints
 
 
 # --------------------------------------------------------------------------- SMPL-X (smplx package)
@@ -249,12 +315,26 @@ class SMPLXBody(BodyModel):
             uv, uv_faces = spherical_uv(self.v_template, self.faces)
             self.register_buffer("uv", uv)
             self.register_buffer("uv_faces", uv_faces)
+        # what `landmarks_and_joints` poses: the landmarks' triangle corners (a few hundred of SMPL-X's
+        # 10475 vertices) and the joints, regressed from the shape blend shapes directly
+        corners, local = self.faces[self.landmark_faces].unique(return_inverse=True)
+        P = self.posedirs.shape[0]
+        self.register_buffer("corner_faces", local, persistent=False)
+        self.register_buffer("corner_template", self.v_template[corners].clone(), persistent=False)
+        self.register_buffer("corner_shapedirs", self.shapedirs[corners].clone(), persistent=False)
+        corner_posedirs = self.posedirs.reshape(P, -1, 3)[:, corners].reshape(P, -1)
+        self.register_buffer("corner_posedirs", corner_posedirs.clone(), persistent=False)
+        self.register_buffer("corner_weights", self.lbs_weights[corners].clone(), persistent=False)
+        self.register_buffer("joint_template", self.J_regressor @ self.v_template, persistent=False)
+        self.register_buffer(
+            "joint_shapedirs", torch.einsum("jv,vcs->jcs", self.J_regressor, self.shapedirs), persistent=False
+        )
 
     @property
     def n_vertices(self) -> int:
         return int(self.v_template.shape[0])
 
-    def forward(self, pose: Tensor, expression: Tensor, shape: Tensor) -> BodyOutput:
+    def pose_mesh(self, pose: Tensor, expression: Tensor, shape: Tensor) -> BodyOutput:
         from smplx.lbs import lbs
 
         B = pose.shape[0]
@@ -264,6 +344,24 @@ class SMPLXBody(BodyModel):
             self.J_regressor, self.parents, self.lbs_weights,
         )  # fmt: skip
         return BodyOutput(vertices=vertices, joints=joints)
+
+    def landmarks_and_joints(self, pose: Tensor, expression: Tensor, shape: Tensor) -> tuple[Tensor, Tensor]:
+        """`lbs` on the landmarks' triangle corners only: the pose blend shapes and the skinning of the
+        whole mesh were nearly all of a tracking step (10 s of 11 for 80 steps of 16 frames)."""
+        from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes
+
+        B = pose.shape[0]
+        coeffs = torch.cat([shape.expand(B, -1), expression], -1)
+        rotations = batch_rodrigues(pose.reshape(-1, 3)).reshape(B, -1, 3, 3)
+        eye = torch.eye(3, dtype=pose.dtype, device=pose.device)
+        pose_offsets = ((rotations[:, 1:] - eye).reshape(B, -1) @ self.corner_posedirs).reshape(B, -1, 3)
+        rest = self.corner_template + blend_shapes(coeffs, self.corner_shapedirs) + pose_offsets
+        joints = self.joint_template + blend_shapes(coeffs, self.joint_shapedirs)
+        posed_joints, transforms = batch_rigid_transform(rotations, joints, self.parents, dtype=pose.dtype)
+        skin = (self.corner_weights @ transforms.reshape(B, -1, 16)).reshape(B, -1, 4, 4)
+        corners = (skin[..., :3, :3] @ rest[..., None])[..., 0] + skin[..., :3, 3]
+        triangles = corners[:, self.corner_faces]  # B×L×3×3
+        return (triangles * self.landmark_bary[None, :, :, None]).sum(2), posed_joints
 
 
 class _quiet:
@@ -372,7 +470,7 @@ class AnnyBody(BodyModel):
     def n_vertices(self) -> int:
         return self._n_vertices
 
-    def forward(self, pose: Tensor, expression: Tensor, shape: Tensor) -> BodyOutput:
+    def pose_mesh(self, pose: Tensor, expression: Tensor, shape: Tensor) -> BodyOutput:
         B = pose.shape[0]
         delta = torch.eye(4, dtype=pose.dtype, device=pose.device).repeat(B, self.n_joints, 1, 1)
         delta[..., :3, :3] = rotation_matrix(pose)

@@ -304,7 +304,7 @@ def track_landmarks(
     K = torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
     zero = body.zero_params(1)
     with torch.no_grad():
-        rest_lm = body.landmarks(body(**zero).vertices)[0]
+        rest_lm = body.landmarks_and_joints(**zero)[0][0]
     centre = rest_lm.mean(0)
     spread3d = (rest_lm[:, :2] - centre[:2]).norm(dim=-1).mean()
     distance = float(f * spread3d / spread2d)
@@ -339,11 +339,11 @@ def track_landmarks(
 
     for _ in range(cfg.iterations):
         pose, viewmat = assemble()
-        out = body(pose, expression, shape)
-        pred = project_points(body.landmarks(out.vertices), viewmat, K)
+        points, posed_joints = body.landmarks_and_joints(pose, expression, shape)
+        pred = project_points(points, viewmat, K)
         data = torch.nn.functional.huber_loss(pred, landmarks, delta=cfg.huber_px)
         if kp_joints:
-            kp = project_points(out.joints[:, kp_joints], viewmat, K)
+            kp = project_points(posed_joints[:, kp_joints], viewmat, K)
             per_point = torch.nn.functional.huber_loss(kp, kp_target, delta=cfg.huber_px, reduction="none")
             data = data + cfg.keypoint_weight * (per_point.mean(-1) * kp_weight).mean()
         smooth = (
@@ -367,7 +367,7 @@ def track_landmarks(
         pose, viewmat = filter_trajectory(
             pose, viewmat, kept_joints, fps, cfg.trajectory_min_cutoff, cfg.trajectory_beta
         )
-        pred = project_points(body.landmarks(body(pose, expression, shape).vertices), viewmat, K)
+        pred = project_points(body.landmarks_and_joints(pose, expression, shape)[0], viewmat, K)
         error = (pred - detected).norm(dim=-1).mean(1)
     tracking = Tracking(
         pose.detach(), expression.detach(), shape.detach(), viewmat.detach(), K, width, height, body.name
