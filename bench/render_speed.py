@@ -241,7 +241,9 @@ def portrait_run(folder: Path, frames: int, size: int) -> Path:
     """A finished portrait run of the procedural portrait, `frames` frames of `size`², 5 steps."""
     from canon_edit.cli import main as cli
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    here = str(Path(__file__).parent)
+    if here not in sys.path:  # once, however many lengths are rendered
+        sys.path.insert(0, here)
     from fit_memory import portrait_clip
 
     clip = portrait_clip(frames, size, folder / "source")

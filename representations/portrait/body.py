@@ -315,8 +315,8 @@ class SMPLXBody(BodyModel):
             uv, uv_faces = spherical_uv(self.v_template, self.faces)
             self.register_buffer("uv", uv)
             self.register_buffer("uv_faces", uv_faces)
-        # what `landmarks_and_joints` poses: the landmarks' triangle corners (a few hundred of SMPL-X's
-        # 10475 vertices) and the joints, regressed from the shape blend shapes directly
+        # what `landmarks_and_joints` poses: the landmarks' triangle corners (at most three a landmark,
+        # 126 of the tests' 10692 vertices) and the joints, regressed from the shape blend shapes directly
         corners, local = self.faces[self.landmark_faces].unique(return_inverse=True)
         P = self.posedirs.shape[0]
         self.register_buffer("corner_faces", local, persistent=False)
