@@ -165,9 +165,10 @@ class BodyModel(nn.Module):
             "shape": torch.zeros(1, self.n_shape, device=dev),
         }
 
-    def landmarks(self, vertices: Tensor) -> Tensor:
-        """B×V×3 vertices → B×L×3 face landmarks (barycentric points on their triangles)."""
-        tri = vertices[:, self.faces[self.landmark_faces]]  # B×L×3×3
+    def landmarks(self, vertices: Tensor, faces: Tensor | None = None) -> Tensor:
+        """B×V×3 vertices → B×L×3 face landmarks (barycentric points on their triangles); `faces` (L×3)
+        index the landmarks' corners in `vertices` where those are not the whole mesh."""
+        tri = vertices[:, self.faces[self.landmark_faces] if faces is None else faces]  # B×L×3×3
         return (tri * self.landmark_bary[None, :, :, None]).sum(2)
 
     def pose_mesh(self, pose: Tensor, expression: Tensor, shape: Tensor) -> BodyOutput:
@@ -360,8 +361,7 @@ class SMPLXBody(BodyModel):
         posed_joints, transforms = batch_rigid_transform(rotations, joints, self.parents, dtype=pose.dtype)
         skin = (self.corner_weights @ transforms.reshape(B, -1, 16)).reshape(B, -1, 4, 4)
         corners = (skin[..., :3, :3] @ rest[..., None])[..., 0] + skin[..., :3, 3]
-        triangles = corners[:, self.corner_faces]  # B×L×3×3
-        return (triangles * self.landmark_bary[None, :, :, None]).sum(2), posed_joints
+        return self.landmarks(corners, self.corner_faces), posed_joints
 
 
 class _quiet:
