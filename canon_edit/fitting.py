@@ -195,7 +195,7 @@ def _remove_entries(run: RunFolder, owned: frozenset[str]) -> None:
     """Remove what this fit wrote (it claimed the folder, so every owned entry in it is its own)."""
     for name in (*owned, MARKER):
         target = run.path / name
-        if target.is_dir():
+        if target.is_dir() and not target.is_symlink():  # a link goes, never what it points to
             shutil.rmtree(target, ignore_errors=True)
         else:
             target.unlink(missing_ok=True)

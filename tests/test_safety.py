@@ -135,6 +135,27 @@ def test_force_replaces_a_canon_edit_run(work, capsys):
     assert (work / "clip" / "frames" / "00000.png").is_file()
 
 
+def test_a_fit_that_fails_early_removes_only_what_it_wrote(work, capsys, monkeypatch):
+    """A fit refused inside the fitting loop, before any checkpoint, leaves no half-made run; an entry
+    it owns that is a link (here `renders`, pointing at the user's folder) goes, what it points to stays."""
+    import canon_edit.fitting as fitting
+    from canon_edit.errors import UserError
+
+    mine = work / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+
+    def refuse(run, *args, **kwargs):
+        (run.path / "renders").symlink_to(mine, target_is_directory=True)
+        raise UserError("refused for the test")
+
+    monkeypatch.setattr(fitting, "_fit", refuse)
+    code, err = cli(capsys, "fit", work / "clip", "-o", work / "new", *TINY)
+    refused(code, err, "refused for the test")
+    assert not (work / "new").exists()  # the folder this fit made, emptied and removed
+    assert (mine / "keep.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize(
     "option, needle",
     [
