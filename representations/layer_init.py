@@ -1,11 +1,12 @@
 """Each layer's initial per-frame affines and extent, kept in the run folder for `fit --resume`.
 
-The photometric refinement of the chained flow affines costs about 30 s a layer on an 84-frame
-240p clip (breakdance), and a resumed fit needs the first pass's values exactly: the checkpoint
-holds the fitted affines, but the texture sizes are derived from the initial ones. So the first
-pass writes them to ``RUN/layer_init.safetensors`` with a key of what they were computed from (the
-frames, the layer weights and the options that change them), and a later pass whose key matches
-reads them back. A missing, unreadable or mismatched file is computed again and replaced.
+The photometric refinement of the chained flow affines costs 6-10 s a layer on an 84-frame 240p
+clip (breakdance; 10-26 s before its gradients were written out, bench/init_speed.py), and a
+resumed fit needs the first pass's values exactly: the checkpoint holds the fitted affines, but
+the texture sizes are derived from the initial ones. So the first pass writes them to
+``RUN/layer_init.safetensors`` with a key of what they were computed from (the frames, the layer
+weights and the options that change them), and a later pass whose key matches reads them back. A
+missing, unreadable or mismatched file is computed again and replaced.
 """
 
 from __future__ import annotations

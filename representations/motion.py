@@ -68,16 +68,11 @@ def _to3(A: Tensor) -> Tensor:
     return torch.cat([A, torch.tensor([[0.0, 0.0, 1.0]])])
 
 
-def refine_pair_photometric(
-    src: Tensor, dst: Tensor, mask: Tensor, init: Tensor, iterations: int = 40, max_side: int = 256
-) -> Tensor:
-    """Affine A (NDC) with dst(A·p) ≈ src(p) on src's masked pixels, refined from `init`.
-
-    Dense flow is smoothed across edges and suffers the aperture problem on weakly textured
-    objects (it under-estimates rotation); one affine fitted photometrically to all the layer's
-    pixels does not. Coarse-to-fine (blurred, then sharp) Lucas-Kanade by Adam on the six
-    parameters; deterministic, unlike OpenCV's ECC. src/dst: 1×H×W luma, mask: H×W.
-    """
+def _photometric_levels(
+    src: Tensor, dst: Tensor, mask: Tensor, max_side: int
+) -> tuple[Tensor, list[tuple[Tensor, Tensor]]] | None:
+    """The masked points of src (N×2 NDC) at a working scale of at most `max_side`, and coarse to fine
+    (blurred, then sharp) the image they are looked up in and src's values at them; None under 16."""
     h, w = src.shape[1:]
     f = min(1.0, max_side / max(h, w))
     size = (max(8, round(h * f)), max(8, round(w * f)))
@@ -86,12 +81,60 @@ def refine_pair_photometric(
     m = F.interpolate(mask[None, None].float(), size=size, mode="area")[0, 0] > 0.99
     grid = pixel_grid_ndc(*size)[m]
     if len(grid) < 16:
-        return init
-    A = init.clone().requires_grad_(True)
-    opt = torch.optim.Adam([A], lr=2e-3)
+        return None
+    levels = []
     for sigma in (2.0, 1.0, 0.0):
         s_img, d_img = (src_s, dst_s) if sigma == 0 else (_blur(src_s, sigma), _blur(dst_s, sigma))
-        target = s_img[0, 0][m]
+        levels.append((d_img, s_img[0, 0][m]))
+    return grid, levels
+
+
+def refine_pair_photometric(
+    src: Tensor, dst: Tensor, mask: Tensor, init: Tensor, iterations: int = 40, max_side: int = 256
+) -> Tensor:
+    """Affine A (NDC) with dst(A·p) ≈ src(p) on src's masked pixels, refined from `init`.
+
+    Dense flow is smoothed across edges and suffers the aperture problem on weakly textured
+    objects (it under-estimates rotation); one affine fitted photometrically to all the layer's
+    pixels does not. Coarse-to-fine (blurred, then sharp) Lucas-Kanade by Adam on the six
+    parameters, minimising the mean absolute difference; deterministic, unlike OpenCV's ECC.
+    src/dst: 1×H×W luma, mask: H×W.
+
+    The six gradients and Adam's update are written out (`_affine_l1_gradient`, `AdamState`), as
+    autograd and torch.optim.Adam compute them (the same affines bit for bit, tested): for six
+    parameters their per-step overhead was most of the time, a chain's 0.25 s a frame pair at 240p.
+    """
+    prepared = _photometric_levels(src, dst, mask, max_side)
+    if prepared is None:
+        return init
+    grid, levels = prepared
+    A = init.clone()
+    adam = AdamState(A)
+    # the sampler runs on one thread per batch entry: the points split into one entry per thread
+    # (the last repeated to fill it) compute the same values on all of them
+    parts = max(1, min(torch.get_num_threads(), len(grid) // 1024))
+    fill = -len(grid) % parts
+    grid_t = torch.cat([grid, grid[-1:].expand(fill, 2)]).T.contiguous()  # 2×N': one fast product
+    for d_img, target in levels:
+        image = d_img.expand(parts, -1, -1, -1)
+        target = torch.cat([target, target[-1:].expand(fill)]).view(parts, 1, 1, -1)
+        for _ in range(iterations):
+            adam.step(A, _affine_l1_gradient(A, grid, grid_t, image, target), lr=2e-3)
+    return A
+
+
+def refine_pair_photometric_reference(
+    src: Tensor, dst: Tensor, mask: Tensor, init: Tensor, iterations: int = 40, max_side: int = 256
+) -> Tensor:
+    """`refine_pair_photometric` through autograd and torch.optim.Adam: the plain twin it is tested
+    and timed against (bench/init_speed.py)."""
+    prepared = _photometric_levels(src, dst, mask, max_side)
+    if prepared is None:
+        return init
+    grid, levels = prepared
+    A = init.clone().requires_grad_(True)
+    opt = torch.optim.Adam([A], lr=2e-3)
+    for d_img, target in levels:
         for _ in range(iterations):
             q = apply_affine(A, grid)
             warped = F.grid_sample(
@@ -102,6 +145,44 @@ def refine_pair_photometric(
             loss.backward()
             opt.step()
     return A.detach()
+
+
+def _affine_l1_gradient(A: Tensor, grid: Tensor, grid_t: Tensor, image: Tensor, target: Tensor) -> Tensor:
+    """d/dA of mean|image(A·p) − target| over the N points p of `grid` (N×2): 2×3.
+
+    `grid_t` is the points' 2×N' transpose, filled up to B entries of `image` (B×1×H×W, one image
+    expanded) and `target` (B×1×1×N'/B); the filling's gradients are dropped. As autograd has it: the
+    mean's and the absolute value's backward give sign(r)/N, the bilinear sampler's own backward the
+    points' gradients, the affine's backward their products with p.
+    """
+    n = len(grid)
+    q = ((A[:, :2] @ grid_t).T + A[:, 2]).reshape(len(image), 1, -1, 2)  # equal to `apply_affine`'s
+    warped = torch.grid_sampler_2d(image, q, 0, 1, False)  # bilinear, border, align_corners=False
+    grad_out = torch.sign(warped - target).div_(n)
+    _, grad_q = torch.ops.aten.grid_sampler_2d_backward(grad_out, image, q, 0, 1, False, [False, True])
+    grad_q = grad_q.view(-1, 2)[:n]
+    grad = torch.empty(2, 3)
+    grad[:, :2] = (grid.T @ grad_q).T
+    grad[:, 2] = grad_q.sum(0)
+    return grad
+
+
+class AdamState:
+    """torch.optim.Adam's update (defaults, single-tensor path) for one small tensor, without the
+    optimizer's per-step machinery; tested equal to it bit for bit."""
+
+    def __init__(self, param: Tensor, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.avg, self.avg_sq = torch.zeros_like(param), torch.zeros_like(param)
+        self.betas, self.eps, self.steps = betas, eps, 0
+
+    def step(self, param: Tensor, grad: Tensor, lr: float) -> None:
+        """Update `param` in place with `grad`."""
+        beta1, beta2 = self.betas
+        self.steps += 1
+        self.avg.lerp_(grad, 1 - beta1)
+        self.avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (self.avg_sq.sqrt() / (1 - beta2**self.steps) ** 0.5).add_(self.eps)
+        param.addcdiv_(self.avg, denom, value=-lr / (1 - beta1**self.steps))
 
 
 def _blur(image: Tensor, sigma: float) -> Tensor:

@@ -232,3 +232,11 @@ def test_encode_presets_prints_one_json_line(clip_dir, capsys):
     close, coarse = figures["settings"]["veryfast:16"], figures["settings"]["veryfast:40"]
     assert figures["frames"] == 4 and close["fps"] > 0
     assert close["psnr"] > coarse["psnr"] + 5 and close["kib"] >= coarse["kib"]  # size for fidelity
+
+
+def test_init_speed_times_both_refinements_and_finds_them_equal(clip_dir, capsys):
+    figures = _load("init_speed").main(["--clip", str(clip_dir), "--size", "48"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(figures))
+    assert figures["frames"] == 6 and figures["layers"] == 2  # the background and the masked sprite
+    assert figures["max_difference"] <= 1e-6  # bit for bit on the machines measured
+    assert all(len(s) == 2 and min(s) > 0 for s in figures["seconds"].values())

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from canon_edit.flow import compute_flow
 from canon_edit.procedural import make_long_clip
-from canon_edit_representations.motion import apply_affine, chain_affines, pixel_grid_ndc
+from canon_edit_representations.motion import (
+    AdamState,
+    apply_affine,
+    chain_affines,
+    pixel_grid_ndc,
+    refine_pair_photometric,
+    refine_pair_photometric_reference,
+)
 
 
 def _spread(maps: torch.Tensor, masks: torch.Tensor, true_uv: torch.Tensor) -> float:
@@ -38,3 +46,53 @@ def test_a_layer_that_returns_is_found_where_it_was_seen():
     assert _spread(chain_affines(*links, 35, frames=frames), masks, true_uv) < 0.05
     # chained by flow alone, the return is placed wherever the layer was last carried
     assert _spread(chain_affines(*links, 10), masks, true_uv) > 0.1
+
+
+def _textured_pair(true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A smooth random luma image (1×72×96) and the image that shows it moved by `true` (2×3, NDC):
+    dst(true·p) = src(p)."""
+    g = torch.Generator().manual_seed(3)
+    src = F.interpolate(torch.rand(1, 1, 12, 16, generator=g), size=(72, 96), mode="bicubic")
+    inverse = torch.linalg.inv(torch.cat([true, torch.tensor([[0.0, 0.0, 1.0]])]))[:2]
+    grid = apply_affine(inverse, pixel_grid_ndc(72, 96).reshape(-1, 2)).reshape(1, 72, 96, 2)
+    dst = F.grid_sample(src, grid, padding_mode="border", align_corners=False)
+    return src[0], dst[0]
+
+
+def test_the_photometric_refinement_finds_a_known_affine_as_its_autograd_twin_does():
+    true = torch.tensor([[1.04, -0.05, 0.06], [0.05, 0.97, -0.04]])
+    src, dst = _textured_pair(true)
+    mask = torch.zeros(72, 96, dtype=torch.bool)
+    mask[12:61, 15:80] = True  # the moved image's border is padding: the interior only (3185 points)
+    found = refine_pair_photometric(src, dst, mask, torch.eye(2, 3))
+    assert (found - true).abs().max() < 0.01  # from identity, 6% off, to under 1% of the frame
+    assert (torch.eye(2, 3) - true).abs().max() > 0.05
+    threads = torch.get_num_threads()
+    try:
+        for start, where, split in [
+            (torch.eye(2, 3), mask, 1),
+            (true + 0.02, mask, 3),  # the points in 3 batch entries, the last filled up by one
+            (torch.eye(2, 3), torch.ones(72, 96, dtype=torch.bool), 2),
+        ]:
+            torch.set_num_threads(split)
+            fast = refine_pair_photometric(src, dst, where, start)
+            # the same arithmetic: bit for bit on the machines measured, 1e-6 for other BLAS kernels
+            assert (fast - refine_pair_photometric_reference(src, dst, where, start)).abs().max() <= 1e-6
+    finally:
+        torch.set_num_threads(threads)
+    few = torch.zeros(72, 96, dtype=torch.bool)
+    few[:3, :3] = True  # under 16 points at the working scale: the start is returned
+    assert torch.equal(refine_pair_photometric(src, dst, few, true), true)
+
+
+def test_adam_state_updates_as_torch_adam_does():
+    g = torch.Generator().manual_seed(0)
+    mine = torch.randn(2, 3, generator=g)
+    theirs = mine.clone().requires_grad_(True)
+    adam, opt = AdamState(mine), torch.optim.Adam([theirs], lr=2e-3)
+    for _ in range(50):
+        grad = torch.randn(2, 3, generator=g) * 10 ** float(torch.randint(-4, 2, (), generator=g))
+        adam.step(mine, grad, lr=2e-3)
+        theirs.grad = grad.clone()
+        opt.step()
+    assert torch.equal(mine, theirs.detach())
