@@ -8,7 +8,10 @@ reference): `init_layer_affine` for every layer, with the photometric refinement
 (`motion.refine_pair_photometric`, the default) and through autograd and torch.optim.Adam
 (`motion.refine_pair_photometric_reference`, the code before), the two interleaved, each the best of
 `--repeats`. `max_difference`: the largest difference between the two's affines (0: bit for bit).
-The flow is computed once, outside the timing (`flow_seconds`).
+The flow is computed once, outside the timing (`flow_seconds`). `reidentify_seconds`: what a layer
+coming back into view costs (`motion.reidentify`, the last masked layer's last frame found in its first),
+its correlations by FFT (`motion.correlate`) and by ATen's convolution (the code before), and
+`reidentify_max_difference` between the two's affines.
 """
 
 from __future__ import annotations
@@ -16,16 +19,41 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from unittest import mock
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 from canon_edit.canonical import composite_weights
 from canon_edit.flow import compute_flow
 from canon_edit.run import versions
-from canon_edit.video import read_clip
+from canon_edit.video import Clip, read_clip
 from canon_edit_representations import motion
 from canon_edit_representations.fields import init_layer_affine
+
+
+def return_into_view(clip: Clip, weights: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """What `chain_affines` hands `reidentify` when a layer comes back: its last frame found in its first."""
+    gray = motion._gray(clip.frames[[-1, 0]])
+    return gray[0], gray[1], weights[-1] > 0.5, weights[0] > 0.5
+
+
+def convolved(image: Tensor, kernel: Tensor) -> Tensor:
+    """`motion.correlate` as ATen's convolution computes it (the code before)."""
+    return F.conv2d(image, kernel, padding=(image.shape[-2] - 1, image.shape[-1] - 1))
+
+
+def best_of(run: Callable[[], Tensor], repeats: int, correlate: Callable) -> tuple[float, Tensor]:
+    """Seconds (best of `repeats`) and result of `run` with `motion.correlate` replaced by `correlate`."""
+    seconds = float("inf")
+    with mock.patch.object(motion, "correlate", correlate):
+        for _ in range(repeats):
+            start = time.perf_counter()
+            result = run()
+            seconds = min(seconds, time.perf_counter() - start)
+    return seconds, result
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,6 +84,10 @@ def main(argv: list[str] | None = None) -> dict:
                     start = time.perf_counter()
                     affines[name].append(init_layer_affine(flow, w, clip.T // 2, clip.frames, grid)[0])
                     seconds[name][k] = min(seconds[name][k], time.perf_counter() - start)
+    found = {
+        name: best_of(lambda: motion.reidentify(*return_into_view(clip, weights[-1])), args.repeats, patch)
+        for name, patch in (("fast", motion.correlate), ("reference", convolved))
+    }
     line = {
         "bench": "init_speed",
         "clip": args.clip.rstrip("/").split("/")[-1],
@@ -69,6 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
         "max_difference": max(
             float((a - b).abs().max()) for a, b in zip(affines["fast"], affines["reference"], strict=True)
         ),
+        "reidentify_seconds": {name: round(t, 3) for name, (t, _) in found.items()},
+        "reidentify_max_difference": float((found["fast"][1] - found["reference"][1]).abs().max()),
         "threads": torch.get_num_threads(),
         "versions": versions(),
     }

@@ -275,6 +275,20 @@ def chain_affines(
     return torch.stack([m[:2] for m in maps])
 
 
+def correlate(image: Tensor, kernel: Tensor) -> Tensor:
+    """Every shift's cross-correlation of two 1×1×h×w images, as `F.conv2d(image, kernel, padding=(h - 1,
+    w - 1))` gives it (1×1×(2h − 1)×(2w − 1)), by FFT in float64.
+
+    ATen's CPU convolution with a kernel as large as the image took 60 ms at 64×36 (finding a return
+    into view at 240p, 52 of them: 3 s); the FFT takes 1 ms, its sums within float64 rounding of the
+    exact ones (the convolution's float32 sums differ from them by about 1e-6 of the largest).
+    """
+    h, w = image.shape[-2:]
+    shape = (2 * h - 1, 2 * w - 1)
+    spectrum = torch.fft.rfft2(image.double(), shape) * torch.fft.rfft2(kernel.double(), shape).conj()
+    return torch.fft.irfft2(spectrum, shape).roll((h - 1, w - 1), (-2, -1)).to(image.dtype)
+
+
 def reidentify(src: Tensor, dst: Tensor, src_mask: Tensor, dst_mask: Tensor, side: int = 64) -> Tensor:
     """Affine (NDC) from frame `src` to frame `dst` where a layer comes back into view.
 
@@ -308,9 +322,9 @@ def reidentify(src: Tensor, dst: Tensor, src_mask: Tensor, dst_mask: Tensor, sid
         v, m = (F.grid_sample(x, grid, align_corners=False) for x in (image, mask))
         m = (m > 0.99).float()
         pad = (size[0] - 1, size[1] - 1)
-        overlap = F.conv2d(valid, m, padding=pad)
-        cost = F.conv2d(valid, m * v * v, padding=pad) - 2 * F.conv2d(valid * target, m * v, padding=pad)
-        cost = (cost + F.conv2d(valid * target * target, m, padding=pad)) / overlap.clamp_min(1)
+        overlap = correlate(valid, m).round()  # a count of pixels
+        cost = correlate(valid, m * v * v) - 2 * correlate(valid * target, m * v)
+        cost = (cost + correlate(valid * target * target, m)) / overlap.clamp_min(1)
         cost[overlap < 0.5 * m.sum()] = float("inf")
         k = int(cost.argmin())
         if float(cost.flatten()[k]) < best:

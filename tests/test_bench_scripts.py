@@ -240,3 +240,5 @@ def test_init_speed_times_both_refinements_and_finds_them_equal(clip_dir, capsys
     assert figures["frames"] == 6 and figures["layers"] == 2  # the background and the masked sprite
     assert figures["max_difference"] <= 1e-6  # bit for bit on the machines measured
     assert all(len(s) == 2 and min(s) > 0 for s in figures["seconds"].values())
+    assert min(figures["reidentify_seconds"].values()) > 0
+    assert figures["reidentify_max_difference"] <= 1e-4  # the same shift found, then refined alike

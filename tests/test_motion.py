@@ -11,6 +11,7 @@ from canon_edit_representations.motion import (
     AdamState,
     apply_affine,
     chain_affines,
+    correlate,
     pixel_grid_ndc,
     refine_pair_photometric,
     refine_pair_photometric_reference,
@@ -96,3 +97,17 @@ def test_adam_state_updates_as_torch_adam_does():
         theirs.grad = grad.clone()
         opt.step()
     assert torch.equal(mine, theirs.detach())
+
+
+def test_correlate_gives_every_shift_as_the_convolution_does():
+    g = torch.Generator().manual_seed(1)
+    for h, w in [(36, 64), (5, 7), (4, 4)]:
+        image = (torch.rand(1, 1, h, w, generator=g) > 0.3).float() * torch.rand(1, 1, h, w, generator=g)
+        kernel = torch.rand(1, 1, h, w, generator=g)
+        plain = F.conv2d(image, kernel, padding=(h - 1, w - 1))
+        fast = correlate(image, kernel)
+        assert fast.shape == plain.shape == (1, 1, 2 * h - 1, 2 * w - 1)
+        assert (fast - plain).abs().max() <= 1e-5 * plain.abs().max()
+    one = torch.zeros(1, 1, 5, 7)
+    one[0, 0, 1, 2] = 1.0  # a single pixel found at its own place: the shift (1 - 1, 2 - 2) = (0, 0)
+    assert int(correlate(one, one).argmax()) == 4 * 13 + 6
