@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .config import QUALITY_SECONDS
 from .errors import (
@@ -24,6 +24,9 @@ from .errors import (
 )
 from .executors import EXECUTORS, TasksFailed
 from .files import RESUME_FIX, CorruptFile
+
+if TYPE_CHECKING:  # imported where used: the CLI starts without the edit machinery
+    from .edit.commands import EditTarget
 
 
 class _Parser(argparse.ArgumentParser):
@@ -203,6 +206,7 @@ def _add_edit(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue a stopped sds/dds (or portrait ip2p) edit from its checkpoint: the same command",
     )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--mode", help="diffusion edit mode: img2img, ip2p, sds, dds (a portrait: ip2p, sds, dds)")
     p.add_argument("--model", help="local folder or hub id of the diffusion model")
     p.add_argument(
@@ -254,6 +258,7 @@ def _add_edit_target(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--force", action="store_true", help="replace the existing edit called --name")
     p.add_argument("--from-edit", help="start from an earlier edit of the run")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_relight(sub: argparse._SubParsersAction) -> None:
@@ -499,13 +504,21 @@ def _cmd_fit_many(args: argparse.Namespace) -> None:
     print(f"fit-many: {len(result.runs)} runs in {args.out} ({len(result.skipped)} skipped)")
 
 
+def _edit_target(args: argparse.Namespace) -> EditTarget:
+    """The `EditTarget` of an edit, relight or stylize command's flags."""
+    from .edit.commands import EditTarget
+
+    return EditTarget(
+        run=args.run, name=args.name, replace=args.force, from_edit=args.from_edit, resume=args.resume,
+        progress=not args.quiet,
+    )  # fmt: skip
+
+
 def _cmd_edit(args: argparse.Namespace) -> None:
     from .config import parse_overrides
-    from .edit.commands import EditTarget, edit_appearance, edit_canonical, edit_diffusion, edit_keyframe
+    from .edit.commands import edit_appearance, edit_canonical, edit_diffusion, edit_keyframe
 
-    target = EditTarget(
-        run=args.run, name=args.name, replace=args.force, from_edit=args.from_edit, resume=args.resume
-    )
+    target = _edit_target(args)
     if args.force and not args.name:
         raise UserError("--force replaces the edit named by --name; give --name")
     if args.resume and not (args.prompt or args.instruction):
@@ -543,7 +556,7 @@ def _cmd_edit(args: argparse.Namespace) -> None:
 
 def _cmd_relight(args: argparse.Namespace) -> None:
     from .config import deep_merge, parse_overrides
-    from .edit.commands import EditTarget, edit_relight
+    from .edit.commands import edit_relight
 
     if args.force and not args.name:
         raise UserError("--force replaces the edit named by --name; give --name")
@@ -576,23 +589,19 @@ def _cmd_relight(args: argparse.Namespace) -> None:
             options["colour"] = [float(v) for v in args.color.split(",")]
         except ValueError:
             raise UserError(f"--color expects R,G,B numbers (e.g. 1,0.8,0.6), got '{args.color}'") from None
-    target = EditTarget(
-        run=args.run, name=args.name, replace=args.force, from_edit=args.from_edit, resume=args.resume
-    )
+    target = _edit_target(args)
     folder = edit_relight(target, options)
     print(f"edit: {folder}\nvideo: {folder / 'video.mp4'}")
 
 
 def _cmd_stylize(args: argparse.Namespace) -> None:
     from .config import parse_overrides
-    from .edit.commands import EditTarget, edit_diffusion, edit_stylize
+    from .edit.commands import edit_diffusion, edit_stylize
 
     if args.force and not args.name:
         raise UserError("--force replaces the edit named by --name; give --name")
     options = parse_overrides(args.overrides)
-    target = EditTarget(
-        run=args.run, name=args.name, replace=args.force, from_edit=args.from_edit, resume=args.resume
-    )
+    target = _edit_target(args)
     if args.instruction:
         if args.mode or args.vgg:
             raise UserError("--mode and --vgg apply to --style; an instruction edits through InstructPix2Pix")

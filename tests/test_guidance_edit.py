@@ -206,6 +206,16 @@ def _sds(run, models, name: str, *extra: str, prompt: str = "an origami swan") -
     ]  # fmt: skip
 
 
+def test_quiet_edits_show_no_progress_bar(truth_run, models, capsys) -> None:
+    capsys.readouterr()
+    assert main(_sds(truth_run, models, "shown")) == 0
+    assert "sds: 100%" in capsys.readouterr().err  # tqdm's bar, on stderr
+    assert main(_sds(truth_run, models, "hidden", "--quiet")) == 0
+    err = capsys.readouterr().err
+    assert "sds" not in err and "%|" not in err
+    assert torch.equal(load_edit(truth_run, "shown")[0], load_edit(truth_run, "hidden")[0])
+
+
 def test_a_stopped_sds_edit_resumes_bit_for_bit(truth_run, models, capsys, monkeypatch) -> None:
     """Ctrl-C stops after the step in flight and saves; a kill leaves the last periodic save; either
     resumes with --resume to the very textures of an edit that ran through."""

@@ -123,7 +123,11 @@ def test_relight_through_the_cli_writes_only_its_edit(portrait_run, tmp_path, ca
     before = {p.relative_to(run.path) for p in run.path.rglob("*")}
     argv = ["relight", str(run.path), "--azimuth", "60", "--elevation", "20", "--color", "1,0.8,0.6"]
     refit = ["--set", "refit_steps=5"]  # the default, albedo refit, is measured above
+    capsys.readouterr()
     assert main([*argv, "--rotate-light", "90", *refit, "--name", "warm"]) == 0
+    assert "albedo: 100%" in capsys.readouterr().err  # the refit's progress bar
+    assert main([*argv, *refit, "--name", "quiet", "--quiet"]) == 0
+    assert "%|" not in capsys.readouterr().err
     meta = json.loads((run.edits / "warm" / "edit.json").read_text())
     assert meta["kind"] == "relight" and meta["config"]["rotate"] == 90 and len(meta["light"]) == 9
     assert "albedo_refit_loss" in meta

@@ -57,6 +57,7 @@ class EditTarget:
     replace: bool = False  # an existing edit of that name may be replaced, a stopped one started over
     from_edit: str | None = None  # start from an earlier edit's textures
     resume: bool = False  # continue the stopped edit of that name from its checkpoint
+    progress: bool = True  # progress bars of the long edits (lifts, diffusion, relighting, stylization)
 
 
 def editable(bake: Bake) -> CanonicalVideo:
@@ -226,7 +227,9 @@ def edit_keyframe(
             return _save(run, target, "keyframe", bake, textures, meta)
     lifter = self_editing(bake, "lift_keyframe", "keyframe edits")
     with run_lock(run.path, "edit"):
-        result, extra = lifter.lift_keyframe(t, edited, stored.read(t, t + 1)[0], mask, overrides, True)
+        result, extra = lifter.lift_keyframe(
+            t, edited, stored.read(t, t + 1)[0], mask, overrides, target.progress
+        )
         return _save(run, target, "keyframe", result, None, {**meta, **extra})
 
 
@@ -265,10 +268,10 @@ def edit_diffusion(target: EditTarget, request: Any) -> Path:
     asked = {k: v for k, v in asdict(request).items() if k not in ("device", "allow_download")}
     with run_lock(run.path, "edit"), _checkpoints(run, target, asked) as checkpoints:
         if isinstance(bake, CanonicalVideo):
-            textures, meta = diffusion_edit(bake, request, checkpoints)
+            textures, meta = diffusion_edit(bake, request, checkpoints, target.progress)
             return _save(run, target, meta["mode"], bake, textures, meta)
         editor = self_editing(bake, "diffusion_edit", "diffusion edits")
-        result, meta = editor.diffusion_edit(request, True, checkpoints)
+        result, meta = editor.diffusion_edit(request, target.progress, checkpoints)
         return _save(run, target, meta["mode"], result, None, meta)
 
 
@@ -284,13 +287,13 @@ def edit_appearance(target: EditTarget, image: str | Path) -> Path:
         return _save(run, target, "appearance", result, None, {"image": str(image), **meta})
 
 
-def edit_relight(target: EditTarget, options: dict[str, Any], progress: bool = True) -> Path:
+def edit_relight(target: EditTarget, options: dict[str, Any]) -> Path:
     """Relight the subject (`options`: the bake's relighting options, e.g. preset, azimuth, envmap)."""
     run, bake = _open_for_edit(target)
     relighter = self_editing(bake, "relight", "relighting (it is for portrait runs)")
     asked = {k: v for k, v in options.items() if k not in ("device", "allow_download")}
     with run_lock(run.path, "edit"), _checkpoints(run, target, asked) as checkpoints:
-        result, meta = relighter.relight(options, progress, checkpoints)
+        result, meta = relighter.relight(options, target.progress, checkpoints)
         return _save(run, target, "relight", result, None, meta)
 
 
@@ -299,7 +302,6 @@ def edit_stylize(
     style: str | Path,
     options: dict[str, Any] | None = None,
     vgg: str | None = None,
-    progress: bool = True,
 ) -> Path:
     """Give the subject a style image's colours and texture (`options`: the bake's stylize options)."""
     run, bake = _open_for_edit(target)
@@ -310,7 +312,7 @@ def edit_stylize(
     weights = str(Path(vgg).resolve()) if vgg else None
     asked = {"style": str(Path(style).resolve()), "vgg": weights, "options": options or {}}
     with run_lock(run.path, "edit"), _checkpoints(run, target, asked) as checkpoints:
-        result, meta = stylist.stylize(image, options, vgg, progress, checkpoints)
+        result, meta = stylist.stylize(image, options, vgg, target.progress, checkpoints)
         return _save(run, target, "stylize", result, None, {"style": str(style), "vgg": vgg, **meta})
 
 

@@ -105,6 +105,7 @@ def _run_mode(
     layers: list[int],
     masks: dict[int, Tensor],
     checkpoint: EditCheckpoint | None,
+    progress: bool,
 ) -> dict[int, Tensor]:
     if mode in ("sds", "dds"):
         return distill(
@@ -117,11 +118,12 @@ def _run_mode(
             masks=masks,
             source_prompt=args.source_prompt or "",
             seed=args.seed,
+            progress=progress,
             checkpoint=checkpoint,
         )
     generator = torch.Generator(model.device).manual_seed(args.seed)
     run = img2img if mode == "img2img" else ip2p
-    return {k: run(model, cv.layers[k].texture, text, cfg, generator) for k in layers}
+    return {k: run(model, cv.layers[k].texture, text, cfg, generator, progress=progress) for k in layers}
 
 
 def validate_request(args: DiffusionRequest, n_layers: int) -> tuple[str, str, Any, list[int]]:
@@ -141,7 +143,7 @@ def validate_request(args: DiffusionRequest, n_layers: int) -> tuple[str, str, A
 
 
 def diffusion_edit(
-    cv: CanonicalVideo, args: DiffusionRequest, checkpoints: Checkpoints | None = None
+    cv: CanonicalVideo, args: DiffusionRequest, checkpoints: Checkpoints | None = None, progress: bool = True
 ) -> tuple[list[Tensor], dict[str, Any]]:
     """Edited textures (every layer, unselected ones untouched) and the edit's metadata.
 
@@ -169,7 +171,7 @@ def diffusion_edit(
             else "give an InstructPix2Pix model (e.g. timbrooks/instruct-pix2pix)"
         )
         raise UserError(f"'{model_id}' is {kind}, which mode {mode} cannot use; {fix}")
-    edited = _run_mode(cv, model, mode, text, cfg, args, layers, masks, checkpoint)
+    edited = _run_mode(cv, model, mode, text, cfg, args, layers, masks, checkpoint, progress)
     textures = []
     for k, original in enumerate(cv.textures()):
         new = edited.get(k)

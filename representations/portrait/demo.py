@@ -103,7 +103,7 @@ def run_portrait_demo(
     for name in RELIGHTS:
         start = time.perf_counter()
         options = {"preset": name, "rotate": TURN, "refit_steps": plan["refit"]}
-        edit_relight(EditTarget(run.path, f"relit_{name}"), options, progress=show_progress)
+        edit_relight(EditTarget(run.path, f"relit_{name}", progress=show_progress), options)
         videos[f"relit_{name}"] = edited_bake(run, bake, f"relit_{name}").render(background=behind)
         seconds[f"relit_{name}"] = round(time.perf_counter() - start, 1)
     truth = make_portrait_clip(
@@ -117,7 +117,7 @@ def run_portrait_demo(
     start = time.perf_counter()
     write_image(out / "style.png", striped(96))
     style_options = {"mode": "texture", "steps": plan["style"], "crop": 64}
-    edit_stylize(EditTarget(run.path, STYLE), out / "style.png", style_options, progress=show_progress)
+    edit_stylize(EditTarget(run.path, STYLE, progress=show_progress), out / "style.png", style_options)
     videos[STYLE] = edited_bake(run, bake, STYLE).render(background=behind)
     seconds[STYLE] = round(time.perf_counter() - start, 1)
 
