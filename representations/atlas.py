@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -345,7 +346,10 @@ class Atlas(fields.LayeredRepresentation):
         bakes = [fields.LayerBake(self.T, self.H, self.W, la.texture.texture_hw) for la in self.layers]
         for t in range(self.T):
             frame_t = torch.full((len(grid),), t, device=dev)
-            samples = [evaluate_layer(la, grid, frame_t, map_w) for la in self.layers]
+            samples = [
+                fields.in_chunks(partial(evaluate_layer, la, map_w=map_w), grid, frame_t)
+                for la in self.layers
+            ]
             alphas = [torch.ones(len(grid), device=dev)] + [
                 torch.sigmoid(s.logit) for s in samples if s.logit is not None
             ]

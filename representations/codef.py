@@ -17,6 +17,7 @@ as error.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,8 @@ class CoDeF(LayeredRepresentation):
         for k, la in enumerate(self.layers):
             bake = fields.LayerBake(self.T, self.H, self.W, la.texture.texture_hw)
             for t in range(self.T):
-                unit = la.mapping.to_unit(la.mapping(grid, torch.full((len(grid),), t, device=dev), lw)[0])
+                frame_t = torch.full((len(grid),), t, device=dev)
+                unit = la.mapping.to_unit(fields.in_chunks(partial(la.mapping, level_w=lw), grid, frame_t)[0])
                 residuals = self.frame_residuals(la.shading, la.detail, unit, grid, t)
                 bake.add(t, unit, weights[k, t], None if k == 0 else self.alphas[k][t], residuals)
             name = "background" if k == 0 else f"foreground_{k}"

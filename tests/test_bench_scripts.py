@@ -242,3 +242,12 @@ def test_init_speed_times_both_refinements_and_finds_them_equal(clip_dir, capsys
     assert all(len(s) == 2 and min(s) > 0 for s in figures["seconds"].values())
     assert min(figures["reidentify_seconds"].values()) > 0
     assert figures["reidentify_max_difference"] <= 1e-4  # the same shift found, then refined alike
+
+
+def test_bake_speed_bakes_both_ways_alike(clip_dir, capsys):
+    figures = _load("bake_speed").main(["--clip", str(clip_dir), "--size", "48", "--chunk", "500"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(figures))
+    assert set(figures["methods"]) == {"codef", "atlas"} and figures["frames"] == 6
+    for method in figures["methods"].values():
+        assert method["chunks_s"] > 0 and method["whole_s"] > 0
+        assert method["max_difference"] <= 1e-3  # float16 fields: one rounding step at most

@@ -103,3 +103,23 @@ def test_texture_scale_follows_the_most_magnified_frame_where_the_layer_is_prese
     assert auto_texture_scale(A, present, cap=4.0) == pytest.approx(1.25)
     A[:, :, :2] *= 2.0  # every frame shows it smaller than the reference: never below one texel per pixel
     assert auto_texture_scale(A, present, cap=4.0) == pytest.approx(1.0)
+
+
+def test_a_bake_in_chunks_evaluates_what_the_whole_frame_does():
+    from canon_edit_representations.atlas import LayerSample
+    from canon_edit_representations.fields import MappingField, in_chunks, planes
+
+    torch.manual_seed(0)
+    affines = torch.eye(2, 3).repeat(5, 1, 1) + 0.05 * torch.randn(5, 2, 3)
+    field = MappingField(planes(4, 8, 8).default_factory(), 64, 2, affines, -torch.ones(2), torch.ones(2))
+    torch.nn.init.normal_(field.mlp.net[-1].weight, std=0.1)  # a residual that is not zero
+    xy, t = torch.rand(1000, 2) * 2 - 1, torch.randint(5, (1000,))
+    level_w = torch.ones(4)
+    with torch.no_grad():
+        whole = field(xy, t, level_w)
+        chunked = in_chunks(lambda p, s: field(p, s, level_w), xy, t, size=96)
+    # bit for bit on the machines measured (each row's arithmetic is its own); 1e-6 for other BLAS kernels
+    assert isinstance(chunked, tuple)
+    assert all((a - b).abs().max() <= 1e-6 for a, b in zip(whole, chunked, strict=True))
+    sample = in_chunks(lambda p: LayerSample(p, p * 2, None), xy, size=96)
+    assert isinstance(sample, LayerSample) and sample.logit is None and torch.equal(sample.uv, xy * 2)
