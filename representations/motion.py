@@ -162,7 +162,7 @@ def _affine_l1_gradient(A: Tensor, grid: Tensor, grid_t: Tensor, image: Tensor, 
     grad_out = torch.sign(warped - target).div_(n)
     _, grad_q = torch.ops.aten.grid_sampler_2d_backward(grad_out, image, q, 0, 1, False, [False, True])
     grad_q = grad_q.view(-1, 2)[:n]
-    grad = torch.empty(2, 3)
+    grad = A.new_empty(2, 3)
     grad[:, :2] = (grid.T @ grad_q).T
     grad[:, 2] = grad_q.sum(0)
     return grad
