@@ -253,7 +253,8 @@ def residual_terms(cfg: LayeredFitConfig, parts: list[Appearance]) -> dict[str, 
 
 
 # points a bake evaluates at once: a frame's activations (64 features of every pixel, 26 MB at 240p)
-# fall out of the cache, a chunk's do not; a 240p frame's CoDeF mapping 56-67 ms whole, 46 in chunks
+# fall out of the cache, a chunk's do not (CoDeF's bake of breakdance at 240p 20.1 s whole, 16.1 s in
+# chunks; bench/bake_speed.py)
 BAKE_CHUNK = 16384
 
 

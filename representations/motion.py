@@ -102,8 +102,8 @@ def refine_pair_photometric(
 
     The six gradients and Adam's update are written out (`_affine_l1_gradient`, `AdamState`) as
     autograd and torch.optim.Adam compute them, and the points are split over the threads: the same
-    affines as `refine_pair_photometric_reference` (bit for bit where measured, tested) in 0.1 s a
-    frame pair at 240p instead of 0.25, most of which was the per-step machinery of six parameters.
+    affines as `refine_pair_photometric_reference` (bit for bit where measured, tested), a 240p clip's
+    chain 2.2-2.4x sooner (bench/init_speed.py): the per-step machinery of six parameters was most of it.
     """
     prepared = _photometric_levels(src, dst, mask, max_side)
     if prepared is None:
@@ -280,9 +280,9 @@ def correlate(image: Tensor, kernel: Tensor) -> Tensor:
     """Every shift's cross-correlation of two 1×1×h×w images, as `F.conv2d(image, kernel, padding=(h - 1,
     w - 1))` gives it (1×1×(2h − 1)×(2w − 1)), by FFT in float64.
 
-    ATen's CPU convolution with a kernel as large as the image took 60 ms at 64×36 (finding a return
-    into view at 240p, 52 of them: 3 s); the FFT takes 1 ms, its sums within float64 rounding of the
-    exact ones (the convolution's float32 sums differ from them by about 1e-6 of the largest).
+    ATen's CPU convolution with a kernel as large as the image made finding a return into view at 240p
+    (52 of them) take 2.0-2.9 s, by FFT 0.08-0.12 s (bench/init_speed.py); its sums are within float64
+    rounding of the exact ones (the convolution's float32 sums differ by about 1e-6 of the largest).
     """
     h, w = image.shape[-2:]
     shape = (2 * h - 1, 2 * w - 1)
