@@ -1,6 +1,6 @@
 """The demo clip's keyframe lift against the truth, for a 2D method and preset: one JSON line.
 
-    python bench/demo_lift.py [--method codef] [--preset codef_demo] [--set key=value ...]
+    python bench/demo_lift.py [--method codef] [--preset codef_demo] [--set key=value ...] [--out RUN]
 
 Fits the demo's procedural clip (`canon_edit.demo.DEMO`), lifts the true edit of the demo's
 keyframe with `keyframe_textures` and scores, against `procedural.edited_truth`: `recon` (PSNR of
@@ -23,7 +23,7 @@ from canon_edit.config import parse_overrides
 from canon_edit.demo import DEMO, KEYFRAME
 from canon_edit.fitting import fit_clip
 from canon_edit.metrics import psnr
-from canon_edit.procedural import edited_truth, make_clip, seen_mask
+from canon_edit.procedural import ProceduralClip, edited_truth, make_clip, seen_mask
 from canon_edit.run import versions
 
 
@@ -32,13 +32,21 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--method", default="codef")
     p.add_argument("--preset", default="codef_demo")
     p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--out", help="keep the run folder here (default: a temporary folder, removed after)")
     args = p.parse_args(argv)
     proc = make_clip(**DEMO)
     t0 = time.monotonic()
-    out = Path(tempfile.mkdtemp(prefix="canon-bench-")) / "run"
     overrides = parse_overrides(args.overrides) or None
-    run = fit_clip(proc.clip, out, args.method, preset=args.preset, overrides=overrides, show_progress=False)
-    cv = CanonicalVideo.load(run.canonical)
+    with tempfile.TemporaryDirectory(prefix="canon-bench-") as scratch:
+        out = Path(args.out) if args.out else Path(scratch) / "run"
+        run = fit_clip(
+            proc.clip, out, args.method, preset=args.preset, overrides=overrides, show_progress=False
+        )
+        return score(proc, CanonicalVideo.load(run.canonical), args, t0)
+
+
+def score(proc: ProceduralClip, cv: CanonicalVideo, args: argparse.Namespace, started: float) -> dict:
+    """Print and return the figures of the fitted demo clip against its truth (`started`: the fit's start)."""
     truth = edited_truth(proc.truth).render().clamp(0, 1)
     recon = cv.render().clamp(0, 1)
     edited = cv.render(textures=keyframe_textures(cv, proc.clip.frames[KEYFRAME], KEYFRAME, truth[KEYFRAME]))
@@ -50,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
         "method": args.method,
         "preset": args.preset,
         "overrides": args.overrides,
-        "seconds": round(time.monotonic() - t0, 1),
+        "seconds": round(time.monotonic() - started, 1),
         "recon": round(psnr(recon, proc.clip.frames), 2),
         "edit": round(psnr(edited, truth, seen), 2),
         "recon_fg": round(psnr(recon, proc.clip.frames, sprite & seen), 2),

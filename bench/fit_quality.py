@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quality", choices=list(QUALITY_SECONDS))
     p.add_argument("--max-frames", type=int)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", help="keep the run folder here (default: a temporary folder)")
+    p.add_argument("--out", help="keep the run folder here (default: a temporary folder, removed after)")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     args = p.parse_args(argv)
     if (args.clip is None) == (args.run is None):
@@ -137,19 +137,20 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = parse_overrides(args.overrides)
     train = {"steps": args.steps, "time_budget": args.time_budget, "quality": args.quality}
     overrides = deep_merge(overrides, {"train": {k: v for k, v in train.items() if v}})
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="canon-bench-")) / "run"
-    t0 = time.monotonic()
-    run = fit_video(
-        ClipOptions(source=args.clip, size=args.size, max_frames=args.max_frames),
-        out,
-        args.method,
-        preset=args.preset,
-        overrides=overrides or None,
-        force=True,
-        device=args.device,
-        show_progress=sys.stderr.isatty(),
-    )
-    return report(run, time.monotonic() - t0)
+    with tempfile.TemporaryDirectory(prefix="canon-bench-") as scratch:
+        out = Path(args.out) if args.out else Path(scratch) / "run"
+        t0 = time.monotonic()
+        run = fit_video(
+            ClipOptions(source=args.clip, size=args.size, max_frames=args.max_frames),
+            out,
+            args.method,
+            preset=args.preset,
+            overrides=overrides or None,
+            force=True,
+            device=args.device,
+            show_progress=sys.stderr.isatty(),
+        )
+        return report(run, time.monotonic() - t0)
 
 
 def foreground_by_frame(bake: CanonicalVideo, clip: StoredClip) -> dict[str, float] | None:

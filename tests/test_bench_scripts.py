@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -79,10 +80,12 @@ def test_error_map_is_each_pixels_rms_error_over_the_clip():
     assert figure.heat(error).shape == (3, 16, 24)
 
 
-def test_demo_lift_prints_one_json_line(capsys):
+def test_demo_lift_prints_one_json_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     figures = _load("demo_lift").main(["--set", "train.steps=10", "--set", "patches=16"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(figures))
     assert figures["edit"] > 10 and figures["recon"] > 10  # scored against the truth, not left empty
+    assert not list(tmp_path.iterdir())  # its run folder was a temporary one, removed
 
 
 def test_edit_consistency_on_the_true_canonical_keeps_the_checkerboard_on_the_sprite(truth_run, capsys):
