@@ -45,22 +45,23 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repo", type=Path, default=ROOT, help="checkout whose CLI fits (default: this one)")
     p.add_argument("--steps", type=int, default=40)
     args = p.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="canon-fingerprint-"))
-    proc = make_clip(frames=12, height=48, width=80)
-    write_pngs(work / "clip" / "frames", proc.clip.frames)
-    write_pngs(work / "clip" / "masks", proc.clip.masks.expand(-1, 3, -1, -1))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    figures: dict = {"bench": "fit_fingerprint", "repo": str(args.repo.resolve()), "steps": args.steps}
-    for method in ("codef", "atlas"):
-        out = work / method
-        cmd = [
-            sys.executable, "-m", "canon_edit.cli", "fit", str(work / "clip"), "-o", str(out),
-            "--method", method, "--preset", f"{method}_demo", "--steps", str(args.steps),
-            "--set", "patches=32", "--quiet",
-        ]  # fmt: skip
-        subprocess.run(cmd, cwd=args.repo, env=env, check=True, capture_output=True)
-        last = sorted((out / "checkpoints").glob("step_*.safetensors"))[-1]
-        figures[method] = fingerprint(last)
+    with tempfile.TemporaryDirectory(prefix="canon-fingerprint-") as tmp:
+        work = Path(tmp)
+        proc = make_clip(frames=12, height=48, width=80)
+        write_pngs(work / "clip" / "frames", proc.clip.frames)
+        write_pngs(work / "clip" / "masks", proc.clip.masks.expand(-1, 3, -1, -1))
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        figures: dict = {"bench": "fit_fingerprint", "repo": str(args.repo.resolve()), "steps": args.steps}
+        for method in ("codef", "atlas"):
+            out = work / method
+            cmd = [
+                sys.executable, "-m", "canon_edit.cli", "fit", str(work / "clip"), "-o", str(out),
+                "--method", method, "--preset", f"{method}_demo", "--steps", str(args.steps),
+                "--set", "patches=32", "--quiet",
+            ]  # fmt: skip
+            subprocess.run(cmd, cwd=args.repo, env=env, check=True, capture_output=True)
+            last = sorted((out / "checkpoints").glob("step_*.safetensors"))[-1]
+            figures[method] = fingerprint(last)
     print(json.dumps(figures))
     return figures
 

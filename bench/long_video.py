@@ -207,17 +207,18 @@ def main() -> None:
     p.add_argument("--method", default="codef")
     p.add_argument("--executor", default="local")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    p.add_argument("--out", help="keep clips and runs here (default: a temporary folder)")
+    p.add_argument("--out", help="keep clips and runs here (default: a temporary folder, removed after)")
     args = p.parse_args()
-    folder = Path(args.out or tempfile.mkdtemp(prefix="long_video_"))
-    folder.mkdir(parents=True, exist_ok=True)
-    for length in args.lengths:
-        figures = bench_length(args, length, folder)
-        line = {"bench": "long_video", "method": args.method, "size": args.size, **figures}
-        line |= {"segment_frames": "auto" if args.auto else args.segment_frames, "overlap": args.overlap}
-        line |= {"device": str(pick_device(args.device))}
-        line |= {"threads": torch.get_num_threads(), "versions": versions()}
-        print(json.dumps(line), flush=True)
+    with tempfile.TemporaryDirectory(prefix="long_video_") as tmp:
+        folder = Path(args.out or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for length in args.lengths:
+            figures = bench_length(args, length, folder)
+            line = {"bench": "long_video", "method": args.method, "size": args.size, **figures}
+            line |= {"segment_frames": "auto" if args.auto else args.segment_frames, "overlap": args.overlap}
+            line |= {"device": str(pick_device(args.device))}
+            line |= {"threads": torch.get_num_threads(), "versions": versions()}
+            print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

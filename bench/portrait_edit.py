@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
     clip, base = run.clip(), load_bake(run)
     recon = base.render().clamp(0, 1)
     person = base.render_person(list(range(base.T)))[1] > 0.5
-    scratch = Path(tempfile.mkdtemp(prefix="canon-edit-bench-"))
+    scratch_dir = tempfile.TemporaryDirectory(prefix="canon-edit-bench-")  # the tiny models, the paint
+    scratch = Path(scratch_dir.name)
     models = {"ip2p": args.ip2p_model, "sd": args.sd_model}
     tiny = [k for k, v in models.items() if v is None]
     if tiny:
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
             **{k: meta[k] for k in meta if k.startswith("gaussian_shift")},
             **extra,
         }
+    scratch_dir.cleanup()
     recon_figures = json.loads(run.metrics.read_text())
     line = {
         "bench": "portrait_edit",

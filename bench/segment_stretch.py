@@ -136,21 +136,22 @@ def main() -> None:
     p.add_argument("--overlap", type=int, default=10, help="with segments: frames neighbours share")
     p.add_argument("--method", default="codef")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="a fit option (fit --set)")
-    p.add_argument("--out", help="keep the runs here (default: a temporary folder)")
+    p.add_argument("--out", help="keep the runs here (default: a temporary folder, removed after)")
     args = p.parse_args()
-    folder = Path(args.out or tempfile.mkdtemp(prefix="segment_stretch_"))
-    folder.mkdir(parents=True, exist_ok=True)
-    for travel in args.travels:
-        line = {"bench": "segment_stretch", "method": args.method, "size": args.size}
-        line |= {"set": args.overrides} if args.overrides else {}
-        line |= (
-            {"segment_frames": args.segment_frames or "auto", "overlap": args.overlap}
-            if args.segment_frames or args.auto
-            else {}
-        )
-        line |= bench_travel(args, travel, folder)
-        line |= {"device": "cpu", "threads": torch.get_num_threads(), "versions": versions()}
-        print(json.dumps(line), flush=True)
+    with tempfile.TemporaryDirectory(prefix="segment_stretch_") as tmp:
+        folder = Path(args.out or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for travel in args.travels:
+            line = {"bench": "segment_stretch", "method": args.method, "size": args.size}
+            line |= {"set": args.overrides} if args.overrides else {}
+            line |= (
+                {"segment_frames": args.segment_frames or "auto", "overlap": args.overlap}
+                if args.segment_frames or args.auto
+                else {}
+            )
+            line |= bench_travel(args, travel, folder)
+            line |= {"device": "cpu", "threads": torch.get_num_threads(), "versions": versions()}
+            print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":
