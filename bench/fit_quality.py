@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from canon_edit.allocator import keep_freed_memory
 from canon_edit.canonical import CanonicalVideo, Layer, composite_weights
 from canon_edit.config import QUALITY_SECONDS
 from canon_edit.fitting import ClipOptions, fit_video
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if (args.clip is None) == (args.run is None):
         p.error("give --clip (fit it) or --run (measure a finished run), one of the two")
+    keep_freed_memory()  # as `canon-edit fit` does
     if args.run:
         return report(RunFolder.open(args.run), None)
     from canon_edit.config import deep_merge, parse_overrides

@@ -58,7 +58,9 @@ AUTO_PERIOD = 180  # with --auto: the sprite's swing, blind to where the cuts fa
 # peak memory from /proc (VmHWM): ru_maxrss of a child carries its parent's high-water mark
 RENDER = """
 import re, sys, time
+from canon_edit.allocator import keep_freed_memory
 from canon_edit.edit.commands import render_run
+keep_freed_memory()  # as the CLI does
 t = time.monotonic()
 render_run(sys.argv[1], sys.argv[2])
 peak = re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from canon_edit.allocator import keep_freed_memory
 from canon_edit.canonical import CanonicalVideo, Layer
 from canon_edit.evaluate import render_chunks
 from canon_edit.run import RunFolder, versions
@@ -289,6 +290,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--child", nargs=2, metavar=("RUN", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--compare", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    keep_freed_memory()  # as `canon-edit` does: the full render and `render` are the CLI's
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from .allocator import keep_freed_memory
 from .config import QUALITY_SECONDS
 from .errors import (
     EditResumeRefused,
@@ -756,6 +757,7 @@ def memory_advice(command: str, error: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         COMMANDS[args.command](args)
     except UserError as e:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .allocator import keep_freed_memory
 from .errors import Interrupted, UserError
 from .extras import require
 
@@ -139,7 +140,11 @@ def _run_local(tasks: Sequence[Task], threads: int | None, report: _Report) -> N
 
 
 def _remote_call(fn: Callable[..., Any], kwargs: dict[str, Any], threads: int | None) -> tuple[bool, Any]:
-    """The body of a Ray task. A `UserError` comes back as a value, so Ray does not retry it."""
+    """The body of a Ray task. A `UserError` comes back as a value, so Ray does not retry it.
+
+    A worker is a process of Ray's, not the CLI's, so it keeps freed memory as the CLI does here.
+    """
+    keep_freed_memory()
     try:
         return True, _run(fn, kwargs, threads)
     except UserError as e:
