@@ -14,7 +14,9 @@ so load from other processes hits them alike:
 - `ratio`: full / bare in fps, the median over `--repeats` rounds in which the two run in lockstep,
   a chunk of one, then a chunk of the other (`ratio_range`: the lowest and highest round);
   `ratio_passes`: the same from the round-robin whole passes, the figure of entries before 2026-12-03;
-- `fps`: `CanonicalVideo.render` of the bake in memory, float output (the figure of earlier entries).
+- `fps`: `CanonicalVideo.render` of the bake in memory, float output (the figure of earlier entries);
+- `full_render_faults`: the minor page faults of a full-render pass (median over the rounds): memory
+  the allocator handed back to the kernel and the next chunk faulted in again (`canon_edit.allocator`).
 Memory: for each of `--lengths` a synthetic run (the bake on disk and its stored clip) is written,
 then `render RUN -o out.mp4` (and `--compare`) runs in a fresh subprocess that reports its own peak
 RSS (`peak_rss_mb`) and its time, x264 encoding included (`encode_fps`).
@@ -215,14 +217,18 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
             "fps": lambda: bake.render(chunk=args.chunk),
         }
         rounds: list[dict[str, float]] = []
+        faults: list[int] = []
         for _ in range(args.repeats + 1):  # the first round warms up
             rounds.append({})
             for name, run in variants.items():
                 sync()
+                before = minor_faults()
                 start = time.perf_counter()
                 run()
                 sync()
                 rounds[-1][name] = time.perf_counter() - start
+                if name == "full_render_fps":
+                    faults.append(minor_faults() - before)
         paired = paired_ratio(
             bare_gather(bake, args.chunk, batched=True),
             full_render(Path(tmp) / "canonical", args.chunk),
@@ -235,7 +241,13 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     passes = [r["bare_gather_fps"] / r["full_render_fps"] for r in rounds[1:]]
     figures["ratio_passes"] = round(statistics.median(passes), 3)  # whole passes back to back
     figures["ratio_passes_range"] = [round(min(passes), 3), round(max(passes), 3)]
+    figures["full_render_faults"] = int(statistics.median(faults[1:]))
     return figures
+
+
+def minor_faults() -> int:
+    """This process's minor page faults so far: memory the kernel mapped in on first touch."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def portrait_run(folder: Path, frames: int, size: int) -> Path:
