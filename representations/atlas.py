@@ -312,7 +312,7 @@ class Atlas(fields.LayeredRepresentation):
         px_scale = xy.new_tensor([self.W / 2, self.H / 2])
         pred, out, alphas = self.composite(xy, tf, map_w, tex_w, self.detail_on(step))
         pred = pred.reshape(n, P, P, 3)
-        mse = ((pred - rgb) ** 2).mean()
+        mse = self.reconstruction_mse(pred, rgb, batch)
         flow_terms, rigid_terms = [], []
         for k, (la, o) in enumerate(zip(self.layers, out, strict=True)):
             A = la.mapping.affine.detach()[t[:, 0, 0], :, :2]

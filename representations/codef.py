@@ -154,7 +154,7 @@ class CoDeF(LayeredRepresentation):
             )  # fmt: skip
             if term is not None:
                 flow_terms.append(term)
-        mse = ((pred - rgb) ** 2).mean()
+        mse = self.reconstruction_mse(pred, rgb, batch)
         terms = {
             "rgb": mse,
             "grad": cfg.grad_weight * gradient_loss(pred, rgb),

@@ -80,6 +80,13 @@ class LayeredFitConfig:
     # the detail over the layer's canonical point (u, v, t) instead of the frame's (x, y, t): what
     # changes on a moving object (a turning car's sides) stays put there, so the planes can hold it
     detail_canonical: bool = False
+    # patches drawn where the fit is worst (soft mining, Kheradmand et al. 2024): this share of each
+    # batch by an error map kept per `mining_cell`² cell of each frame, the rest uniformly; each patch's
+    # loss weighted by (uniform / drawn probability) ** `mining_correction` (1: the uniform loss's
+    # expectation, 0: hard mining). 0 = uniform patches only, as before.
+    mined_share: float = 0.0
+    mining_cell: int = 16
+    mining_correction: float = 0.5
 
     def validate(self, prefix: str = "") -> None:
         """Refuse values a fit cannot use before it starts (`patches=0` showed only as a NaN loss)."""
@@ -91,6 +98,9 @@ class LayeredFitConfig:
             ("anneal_end", 0 <= self.anneal_end <= 1, "between 0 and 1"),
             ("anneal_start", 0 <= self.anneal_start <= self.anneal_end, "between 0 and anneal_end"),
             ("detail_start", 0 <= self.detail_start <= 1, "between 0 and 1"),
+            ("mined_share", 0 <= self.mined_share <= 1, "between 0 and 1"),
+            ("mining_cell", self.mining_cell >= 1, ">= 1"),
+            ("mining_correction", 0 <= self.mining_correction <= 1, "between 0 and 1"),
         ]
         for f in dataclasses.fields(self):  # every loss weight and learning rate, the methods' own too
             value = getattr(self, f.name)
@@ -463,14 +473,65 @@ def sample_patches(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Indices (t, y, x), each n×P×P, of n random P×P patches: gradient and smoothness terms come free."""
     P = min(size, height, width)
-    t = torch.randint(frames, (n,), generator=generator).to(device)
-    y0 = torch.randint(height - P + 1, (n,), generator=generator).to(device)
-    x0 = torch.randint(width - P + 1, (n,), generator=generator).to(device)
-    ar = torch.arange(P, device=device)
+    t = torch.randint(frames, (n,), generator=generator)
+    y0 = torch.randint(height - P + 1, (n,), generator=generator)
+    x0 = torch.randint(width - P + 1, (n,), generator=generator)
+    return patch_indices(t.to(device), y0.to(device), x0.to(device), P)
+
+
+def patch_indices(t: Tensor, y0: Tensor, x0: Tensor, P: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The (t, y, x) indices, each n×P×P, of the P×P patches whose top-left corners are (y0, x0)."""
+    n = len(t)
+    ar = torch.arange(P, device=t.device)
     tt = t[:, None, None].expand(n, P, P)
     yy = (y0[:, None] + ar)[:, :, None].expand(n, P, P)
     xx = (x0[:, None] + ar)[:, None, :].expand(n, P, P)
     return tt, yy, xx
+
+
+def cell_extents(corners: int, cell: int) -> Tensor:
+    """How many patch corners each cell of `cell` corners holds along an axis of `corners` of them."""
+    n = -(-corners // cell)
+    extents = torch.full((n,), cell)
+    extents[-1] = corners - cell * (n - 1)
+    return extents
+
+
+def error_map_shape(cfg: LayeredFitConfig, frames: int, height: int, width: int) -> tuple[int, int, int]:
+    """The mining error map's cells: one per `mining_cell`² patch corners of each frame."""
+    P = min(cfg.patch_size, height, width)
+    return frames, -(-(height - P + 1) // cfg.mining_cell), -(-(width - P + 1) // cfg.mining_cell)
+
+
+def mined_batch(
+    cfg: LayeredFitConfig, per_pixel: dict[str, Tensor], error: Tensor, generator: torch.Generator
+) -> dict[str, Tensor]:
+    """`patch_batch` with `mined_share` of the patches drawn in proportion to `error` (T×Hc×Wc).
+
+    Adds each patch's cell (`cell`, the flat index into `error`) and loss weight (`weight`, mean 1):
+    (u / q) ** `mining_correction`, u the cell's probability under uniform corners, q under this mixture.
+    """
+    T, H, W = next(iter(per_pixel.values())).shape[:3]
+    device = next(iter(per_pixel.values())).device
+    P, cell = min(cfg.patch_size, H, W), cfg.mining_cell
+    mined = round(cfg.patches * cfg.mined_share)
+    t = torch.randint(T, (cfg.patches - mined,), generator=generator)
+    y0 = torch.randint(H - P + 1, (cfg.patches - mined,), generator=generator)
+    x0 = torch.randint(W - P + 1, (cfg.patches - mined,), generator=generator)
+    ey, ex = cell_extents(H - P + 1, cell), cell_extents(W - P + 1, cell)
+    flat = error.detach().flatten().float().cpu()
+    drawn = torch.multinomial(flat, mined, replacement=True, generator=generator)
+    tm, cy, cx = drawn // (len(ey) * len(ex)), drawn // len(ex) % len(ey), drawn % len(ex)
+    ym = cy * cell + (torch.rand(mined, generator=generator) * ey[cy]).long()
+    xm = cx * cell + (torch.rand(mined, generator=generator) * ex[cx]).long()
+    t, y0, x0 = torch.cat([t, tm]), torch.cat([y0, ym]), torch.cat([x0, xm])
+    cells = (t * len(ey) + y0 // cell) * len(ex) + x0 // cell
+    uniform = (ey[y0 // cell] * ex[x0 // cell]).double() / (T * (H - P + 1) * (W - P + 1))
+    q = (1 - cfg.mined_share) * uniform + cfg.mined_share * flat[cells].double() / flat.double().sum()
+    weight = (uniform / q) ** cfg.mining_correction
+    tt, yy, xx = patch_indices(t.to(device), y0.to(device), x0.to(device), P)
+    batch = {"t": tt, "y": yy, "x": xx, **{k: v[tt, yy, xx] for k, v in per_pixel.items()}}
+    return batch | {"cell": cells.to(device), "weight": (weight / weight.mean()).float().to(device)}
 
 
 def pixel_ndc(x: Tensor, y: Tensor, height: int, width: int) -> Tensor:
@@ -527,6 +588,9 @@ class LayeredRepresentation(Representation):
             self.register_buffer(name, tensor, persistent=False)
         self.register_buffer("flow_fwd", fwd.permute(0, 2, 3, 1).contiguous(), persistent=False)
         self.register_buffer("flow_ok", ok, persistent=False)
+        if cfg.mined_share > 0:  # kept in checkpoints, so a resumed fit draws as an unbroken one
+            # unseen cells start far above any pixel's error: they are drawn before the worst seen
+            self.register_buffer("error_map", torch.ones(error_map_shape(cfg, T, H, W)))
         self.batch_buffers = {"rgb": "frames", "w": "weights", **{k: k for k in per_pixel}}
         self.batch_buffers |= {"flow": "flow_fwd", "ok": "flow_ok"}
         ref = cfg.reference if cfg.reference >= 0 else T // 2
@@ -556,7 +620,18 @@ class LayeredRepresentation(Representation):
 
     def sample(self, step: int, generator: torch.Generator) -> dict[str, Tensor]:
         per_pixel = {key: getattr(self, buffer) for key, buffer in self.batch_buffers.items()}
+        if self.cfg.mined_share > 0:
+            return mined_batch(self.cfg, per_pixel, self.error_map, generator)
         return patch_batch(self.cfg, per_pixel, generator)
+
+    def reconstruction_mse(self, pred: Tensor, rgb: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """The batch's squared error (n×P×P×3 patches); when mining, weighted by patch, and each
+        patch's error written into the error map the next batches are drawn from."""
+        if "cell" not in batch:
+            return ((pred - rgb) ** 2).mean()
+        per_patch = ((pred - rgb) ** 2).mean((1, 2, 3))
+        self.error_map.view(-1)[batch["cell"]] = per_patch.detach()
+        return (per_patch * batch["weight"]).mean()
 
     def bake_grid(self) -> tuple[torch.device, Tensor, Tensor]:
         """(device, every mapping level on, the H·W×2 pixel centres): what a bake evaluates at."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from safetensors.torch import load_file
 
 from canon_edit.run import RunFolder
@@ -42,14 +43,16 @@ def final_state(run: RunFolder) -> dict:
     return load_file(str(run.checkpoint_paths()[-1].with_suffix(".safetensors")))
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_fit(tmp_path, clip_dir):
+# mined patches: the error map they are drawn from is in the checkpoints
+@pytest.mark.parametrize("options", [(), ("--set", "mined_share=0.5")], ids=["uniform", "mined"])
+def test_resume_after_sigkill_matches_an_uninterrupted_fit(tmp_path, clip_dir, options):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ref = tmp_path / "ref"
-    subprocess.run(fit_cmd(clip_dir, ref), check=True, env=env, capture_output=True)
+    subprocess.run(fit_cmd(clip_dir, ref, *options), check=True, env=env, capture_output=True)
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
-        fit_cmd(clip_dir, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        fit_cmd(clip_dir, killed, *options), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 120
     while not RunFolder(killed).checkpoint_paths() and time.monotonic() < deadline:
@@ -61,10 +64,10 @@ def test_resume_after_sigkill_matches_an_uninterrupted_fit(tmp_path, clip_dir):
     done_at_kill = json.loads(run.checkpoint_paths()[-1].read_text())["step"]
     assert 0 < done_at_kill < STEPS
 
-    subprocess.run(fit_cmd(clip_dir, killed, "--resume"), check=True, env=env, capture_output=True)
+    subprocess.run(fit_cmd(clip_dir, killed, *options, "--resume"), check=True, env=env, capture_output=True)
     assert run.info()["status"] == "done" and run.info()["steps"] == STEPS
     a, b = final_state(RunFolder(ref)), final_state(run)
-    assert a.keys() == b.keys()
+    assert a.keys() == b.keys() and ("model.error_map" in a) == bool(options)
     for k in a:
         assert (a[k] - b[k]).abs().max() < 1e-4, k
     ref_psnr = json.loads(RunFolder(ref).metrics.read_text())["psnr"]
