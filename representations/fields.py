@@ -514,7 +514,7 @@ def mined_batch(
     T, H, W = next(iter(per_pixel.values())).shape[:3]
     device = next(iter(per_pixel.values())).device
     P, cell = min(cfg.patch_size, H, W), cfg.mining_cell
-    mined = round(cfg.patches * cfg.mined_share)
+    mined = max(1, round(cfg.patches * cfg.mined_share))  # mined_share > 0: at least one patch
     t = torch.randint(T, (cfg.patches - mined,), generator=generator)
     y0 = torch.randint(H - P + 1, (cfg.patches - mined,), generator=generator)
     x0 = torch.randint(W - P + 1, (cfg.patches - mined,), generator=generator)
