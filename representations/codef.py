@@ -7,7 +7,8 @@ Improvements over the paper's recipe, each aimed at a sharp, editable canonical 
 - the canonical has one texel per pixel where its layer is most magnified and is baked at twice
   that (as the atlas), so a zoom does not blur and bilinear re-rendering keeps the detail;
 - training batches are small patches, which gives the gradient (edge) loss and the smoothness
-  term for free, and the flow-consistency loss ties deformations of neighbouring frames.
+  term for free, and the flow-consistency loss ties deformations of neighbouring frames; half the
+  patches are drawn where the fit is worst (`fields.mined_batch`, the default preset's `mined_share`).
 One canonical/deformation pair per mask group (background + one layer per mask label), and, as in
 the layered atlas, a shading and a detail residual per layer (`fields.appearance`), which the paper
 lacks: without them the light on blackswan's water and its ripples went into the canonical or stayed
