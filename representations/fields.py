@@ -464,7 +464,11 @@ def patch_batch(
     """A batch of random patches: their (t, y, x) indices and every T×H×W×… buffer gathered there."""
     T, H, W = next(iter(per_pixel.values())).shape[:3]
     device = next(iter(per_pixel.values())).device
-    t, y, x = sample_patches(cfg.patches, cfg.patch_size, T, H, W, generator, device)
+    return gather_patches(per_pixel, *sample_patches(cfg.patches, cfg.patch_size, T, H, W, generator, device))
+
+
+def gather_patches(per_pixel: dict[str, Tensor], t: Tensor, y: Tensor, x: Tensor) -> dict[str, Tensor]:
+    """The patches' (t, y, x) indices and every T×H×W×… buffer gathered there."""
     return {"t": t, "y": y, "x": x, **{k: v[t, y, x] for k, v in per_pixel.items()}}
 
 
@@ -473,10 +477,18 @@ def sample_patches(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Indices (t, y, x), each n×P×P, of n random P×P patches: gradient and smoothness terms come free."""
     P = min(size, height, width)
+    t, y0, x0 = uniform_corners(n, P, frames, height, width, generator)
+    return patch_indices(t.to(device), y0.to(device), x0.to(device), P)
+
+
+def uniform_corners(
+    n: int, P: int, frames: int, height: int, width: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Frames and top-left corners (t, y0, x0) of n P×P patches, uniform over every whole patch."""
     t = torch.randint(frames, (n,), generator=generator)
     y0 = torch.randint(height - P + 1, (n,), generator=generator)
     x0 = torch.randint(width - P + 1, (n,), generator=generator)
-    return patch_indices(t.to(device), y0.to(device), x0.to(device), P)
+    return t, y0, x0
 
 
 def patch_indices(t: Tensor, y0: Tensor, x0: Tensor, P: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -500,7 +512,11 @@ def cell_extents(corners: int, cell: int) -> Tensor:
 def error_map_shape(cfg: LayeredFitConfig, frames: int, height: int, width: int) -> tuple[int, int, int]:
     """The mining error map's cells: one per `mining_cell`² patch corners of each frame."""
     P = min(cfg.patch_size, height, width)
-    return frames, -(-(height - P + 1) // cfg.mining_cell), -(-(width - P + 1) // cfg.mining_cell)
+    return (
+        frames,
+        len(cell_extents(height - P + 1, cfg.mining_cell)),
+        len(cell_extents(width - P + 1, cfg.mining_cell)),
+    )
 
 
 def mined_batch(
@@ -515,9 +531,7 @@ def mined_batch(
     device = next(iter(per_pixel.values())).device
     P, cell = min(cfg.patch_size, H, W), cfg.mining_cell
     mined = max(1, round(cfg.patches * cfg.mined_share))  # mined_share > 0: at least one patch
-    t = torch.randint(T, (cfg.patches - mined,), generator=generator)
-    y0 = torch.randint(H - P + 1, (cfg.patches - mined,), generator=generator)
-    x0 = torch.randint(W - P + 1, (cfg.patches - mined,), generator=generator)
+    t, y0, x0 = uniform_corners(cfg.patches - mined, P, T, H, W, generator)
     ey, ex = cell_extents(H - P + 1, cell), cell_extents(W - P + 1, cell)
     flat = error.detach().flatten().float().cpu()
     drawn = torch.multinomial(flat, mined, replacement=True, generator=generator)
@@ -529,8 +543,7 @@ def mined_batch(
     uniform = (ey[y0 // cell] * ex[x0 // cell]).double() / (T * (H - P + 1) * (W - P + 1))
     q = (1 - cfg.mined_share) * uniform + cfg.mined_share * flat[cells].double() / flat.double().sum()
     weight = (uniform / q) ** cfg.mining_correction
-    tt, yy, xx = patch_indices(t.to(device), y0.to(device), x0.to(device), P)
-    batch = {"t": tt, "y": yy, "x": xx, **{k: v[tt, yy, xx] for k, v in per_pixel.items()}}
+    batch = gather_patches(per_pixel, *patch_indices(t.to(device), y0.to(device), x0.to(device), P))
     return batch | {"cell": cells.to(device), "weight": (weight / weight.mean()).float().to(device)}
 
 
